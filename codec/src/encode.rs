@@ -1,0 +1,1 @@
+//! Packet builders for NetFlow v5, v9 and IPFIX (being written).

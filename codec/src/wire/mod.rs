@@ -1,0 +1,4 @@
+//! Fixed-layout wire structures, read in place with zerocopy. All are `Unaligned` (big-endian
+//! byte-order types), so they can be cast at any offset of a receive buffer.
+
+pub mod v5;

@@ -1,0 +1,43 @@
+//! The command line: one enum of subcommands, each with its own `Opt` in `cmd/`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+use crate::cmd;
+
+/// goflow: a NetFlow v5/v9 and IPFIX collector for PostgreSQL/TimescaleDB, MySQL, Kafka and files.
+#[derive(Debug, Parser)]
+#[command(name = "goflow", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: $GOFLOW_CONFIG, else ./config.yml, else built-in defaults).
+    #[arg(long, global = true, env = "GOFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    pub fn log_level(&self) -> &'static str {
+        match self.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector daemon (the default).
+    Run(cmd::run::RunOpt),
+    /// Decode NetFlow/IPFIX datagrams from pcap/pcapng files and print JSON lines.
+    Decode(cmd::decode::DecodeOpt),
+    /// Send synthetic NetFlow/IPFIX at an exact rate (a load generator).
+    Bench(cmd::bench::BenchOpt),
+}

@@ -1,0 +1,28 @@
+//! One module per subcommand, each with its `Opt` and `run`.
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub mod bench;
+pub mod decode;
+pub mod run;
+
+/// Runs the chosen subcommand (the daemon when none is given).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        None => run::run(&cli, &run::RunOpt::default()),
+        Some(Command::Run(ref opt)) => run::run(&cli, opt),
+        Some(Command::Decode(ref opt)) => decode::run(opt),
+        Some(Command::Bench(ref opt)) => bench::run(opt),
+    }
+}
+
+/// Exit code for an error that reached `main`: 2 for configuration errors, else 1.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+        2
+    } else {
+        1
+    }
+}

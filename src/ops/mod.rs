@@ -1,0 +1,1 @@
+//! Ops API (being written).

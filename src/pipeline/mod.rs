@@ -1,0 +1,1 @@
+//! Per-batch decode and encode (being written).
