@@ -1,14 +1,38 @@
 //! The decoder: one per receive worker. It owns the template cache, the sampler tables and the
 //! sequence trackers of the exporters that worker sees, and turns a datagram into record views.
+//!
+//! One walk serves both entry points: [`Decoder::decode`] hands each record to a callback, and
+//! [`Decoder::decode_into`] copies each record's plan and packet context into a bump arena so a
+//! whole batch of views can outlive the call (the arena only holds `Copy` types without Drop).
+//! Fixed-length data sets are decoded by cutting the set into `chunks_exact(record_len)` with
+//! one template lookup per set; variable-length ones are walked record by record.
 
 use std::net::IpAddr;
 
+use bumpalo::Bump;
+
 use crate::UnixMicros;
 use crate::error::DecodeError;
-use crate::record::{FlowRecord, PacketContext};
-use crate::sampling::{Sampling, SamplingSource};
-use crate::sequence::SequenceTracker;
+use crate::fields::OptionsPlan;
+use crate::ipfix;
+use crate::record::{FlowRecord, PacketContext, Plan, Slot, read_uint};
+use crate::sampling::{SamplerOption, SamplerTable, Sampling, SamplingSource};
+use crate::sequence::{SequenceStats, SequenceTracker};
+use crate::template::{
+    FieldSpec, FxHashMap, Template, TemplateCache, TemplateKey, TemplateKind, TemplateLimits,
+};
 use crate::v5;
+use crate::v9::{self, Sets, TemplateItem, V9Templates};
+
+/// Exporters one decoder keeps per-exporter state for (ops snapshot, sampler tables); datagrams
+/// of further exporters still decode, they are just not tracked.
+pub const EXPORTERS_MAX: usize = 16_384;
+/// Observation domains listed per exporter in the snapshot.
+pub const DOMAINS_PER_EXPORTER_MAX: usize = 64;
+
+/// Where the walk hands each record: its bytes (borrowed from the datagram), plan, packet
+/// context and sampling.
+type Emit<'e, 'd> = dyn FnMut(&'d [u8], &Plan, &PacketContext, Sampling) + 'e;
 
 /// Decoder limits and timeouts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +45,10 @@ pub struct DecoderConfig {
     pub max_templates_total: usize,
     /// Fields one template may declare.
     pub max_fields_per_template: usize,
+    /// Fields one exporter's templates may declare together.
+    pub max_fields_per_exporter: usize,
+    /// Fields all cached templates may declare together.
+    pub max_fields_total: usize,
 }
 
 impl Default for DecoderConfig {
@@ -30,6 +58,22 @@ impl Default for DecoderConfig {
             max_templates_per_exporter: 1024,
             max_templates_total: 65_536,
             max_fields_per_template: 512,
+            max_fields_per_exporter: 65_536,
+            max_fields_total: 1 << 22,
+        }
+    }
+}
+
+impl DecoderConfig {
+    fn limits(&self) -> TemplateLimits {
+        TemplateLimits {
+            ttl_us: i64::try_from(self.template_ttl_secs.saturating_mul(1_000_000))
+                .unwrap_or(i64::MAX),
+            max_per_exporter: self.max_templates_per_exporter,
+            max_total: self.max_templates_total,
+            max_fields_per_template: self.max_fields_per_template,
+            max_fields_per_exporter: self.max_fields_per_exporter,
+            max_fields_total: self.max_fields_total,
         }
     }
 }
@@ -41,7 +85,8 @@ pub struct DatagramOutcome {
     pub version: u16,
     /// Flow records handed to the callback.
     pub records: u32,
-    /// Data records skipped because their template is not (yet) known.
+    /// Data sets skipped because their template is not (yet) known. Their record count cannot
+    /// be known without the template, so each such set counts once.
     pub records_without_template: u32,
     /// Templates (and options templates) learned or refreshed.
     pub templates: u32,
@@ -52,8 +97,16 @@ pub struct DatagramOutcome {
 pub struct DecoderStats {
     pub datagrams: u64,
     pub records: u64,
+    /// Data sets without a known template (see [`DatagramOutcome::records_without_template`]).
     pub records_without_template: u64,
+    /// Template records refused (limits, zero-length fields, no fields, bad ids).
     pub templates_rejected: u64,
+    /// Templates withdrawn (IPFIX).
+    pub templates_withdrawn: u64,
+    /// Options data records read (sampling, system init time).
+    pub options_records: u64,
+    /// Data sets whose tail held a partial record (non-zero bytes too short for a record).
+    pub records_truncated: u64,
     pub errors_truncated: u64,
     pub errors_unsupported_version: u64,
     pub errors_bad_length: u64,
@@ -71,20 +124,98 @@ impl DecoderStats {
     }
 }
 
+/// Options state of one (exporter, observation domain).
+#[derive(Clone, Debug, Default)]
+struct DomainState {
+    samplers: SamplerTable,
+    /// systemInitTimeMilliseconds from options data.
+    system_init_ms: Option<u64>,
+}
+
+/// What the decoder remembers about one exporter for the ops API.
+#[derive(Clone, Debug, Default)]
+struct ExporterState {
+    datagrams: u64,
+    records: u64,
+    errors: u64,
+    last_seen_us: UnixMicros,
+    /// Bit 0: v5, bit 1: v9, bit 2: IPFIX.
+    versions: u8,
+    domains: Vec<u32>,
+    sampling: Sampling,
+}
+
+/// One exporter as the ops API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExporterSnapshot {
+    pub address: IpAddr,
+    pub domains: Vec<u32>,
+    /// NetFlow versions seen (5, 9, 10).
+    pub versions: Vec<u16>,
+    pub datagrams: u64,
+    pub records: u64,
+    /// Datagrams that ended in a decode error.
+    pub errors: u64,
+    /// Sequence accounting summed over the exporter's domains.
+    pub sequence_missing: u64,
+    pub sequence_resets: u64,
+    pub sequence_out_of_order: u64,
+    pub last_seen_us: UnixMicros,
+    /// The sampling of the exporter's most recent record.
+    pub sampling: Sampling,
+    /// Templates cached for the exporter.
+    pub templates: usize,
+}
+
+/// One cached template as the ops API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateInfo {
+    pub exporter: IpAddr,
+    pub domain: u32,
+    pub id: u16,
+    pub kind: TemplateKind,
+    pub fields: Vec<FieldSpec>,
+    pub learned_us: UnixMicros,
+    pub refreshed_us: UnixMicros,
+    /// Seconds since the last refresh, at the `now` given to [`Decoder::templates`].
+    pub age_secs: u64,
+}
+
+/// Internal progress of one datagram (also on the error path).
+#[derive(Clone, Copy, Debug, Default)]
+struct Progress {
+    outcome: DatagramOutcome,
+    domain: Option<u32>,
+    sampling: Option<Sampling>,
+}
+
 /// Decodes datagrams of any number of exporters. Not `Sync`: one per worker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoder {
     config: DecoderConfig,
     stats: DecoderStats,
     sequences: SequenceTracker,
+    templates: TemplateCache,
+    domains: FxHashMap<(IpAddr, u32), DomainState>,
+    exporters: FxHashMap<IpAddr, ExporterState>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(DecoderConfig::default())
+    }
 }
 
 impl Decoder {
     pub fn new(config: DecoderConfig) -> Self {
+        let limits = config.limits();
         Decoder {
             config,
             stats: DecoderStats::default(),
             sequences: SequenceTracker::default(),
+            templates: TemplateCache::new(limits),
+            domains: FxHashMap::default(),
+            exporters: FxHashMap::default(),
         }
     }
 
@@ -100,6 +231,76 @@ impl Decoder {
         &self.sequences
     }
 
+    pub fn template_cache(&self) -> &TemplateCache {
+        &self.templates
+    }
+
+    /// Drops templates not refreshed within the TTL of `now` (lookups also drop them lazily).
+    pub fn expire_templates(&mut self, now: UnixMicros) -> usize {
+        self.templates.expire(now)
+    }
+
+    /// Every exporter this decoder has seen (up to [`EXPORTERS_MAX`]).
+    pub fn exporters(&self) -> Vec<ExporterSnapshot> {
+        let mut out: Vec<ExporterSnapshot> = self
+            .exporters
+            .iter()
+            .map(|(addr, e)| {
+                let seq = self
+                    .sequences
+                    .streams()
+                    .filter(|((a, _, _), _)| a == addr)
+                    .fold(SequenceStats::default(), |mut acc, (_, s)| {
+                        acc.missing += s.missing;
+                        acc.resets += s.resets;
+                        acc.out_of_order += s.out_of_order;
+                        acc
+                    });
+                ExporterSnapshot {
+                    address: *addr,
+                    domains: e.domains.clone(),
+                    versions: [(1u8, 5u16), (2, 9), (4, 10)]
+                        .iter()
+                        .filter(|(bit, _)| e.versions & bit != 0)
+                        .map(|&(_, v)| v)
+                        .collect(),
+                    datagrams: e.datagrams,
+                    records: e.records,
+                    errors: e.errors,
+                    sequence_missing: seq.missing,
+                    sequence_resets: seq.resets,
+                    sequence_out_of_order: seq.out_of_order,
+                    last_seen_us: e.last_seen_us,
+                    sampling: e.sampling,
+                    templates: self.templates.count_for(*addr),
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.address);
+        out
+    }
+
+    /// Every cached template, ordered by exporter, domain and id.
+    pub fn templates(&self, now: UnixMicros) -> Vec<TemplateInfo> {
+        let mut out: Vec<TemplateInfo> = self
+            .templates
+            .iter()
+            .map(|(k, t)| TemplateInfo {
+                exporter: k.exporter,
+                domain: k.domain,
+                id: k.id,
+                kind: t.kind,
+                fields: t.fields().to_vec(),
+                learned_us: t.learned_us,
+                refreshed_us: t.refreshed_us,
+                age_secs: u64::try_from(now.saturating_sub(t.refreshed_us) / 1_000_000)
+                    .unwrap_or(0),
+            })
+            .collect();
+        out.sort_by_key(|t| (t.exporter, t.domain, t.id));
+        out
+    }
+
     /// Decodes one datagram from `exporter`, calling `on_record` for every flow record.
     /// Records handed out before an error stay handed out; the error is also counted in
     /// [`Decoder::stats`].
@@ -113,33 +314,110 @@ impl Decoder {
     where
         F: FnMut(&FlowRecord<'_>),
     {
+        self.decode_with(
+            exporter,
+            received_us,
+            datagram,
+            &mut |bytes, plan, ctx, s| on_record(&FlowRecord::new(bytes, plan, ctx, s)),
+        )
+    }
+
+    /// Like [`Decoder::decode`], but appends the records to `out`, their plans and packet
+    /// contexts copied into `arena` (consecutive records share one copy), so the views live as
+    /// long as the datagram and the arena.
+    pub fn decode_into<'b>(
+        &mut self,
+        exporter: IpAddr,
+        received_us: UnixMicros,
+        datagram: &'b [u8],
+        arena: &'b Bump,
+        out: &mut bumpalo::collections::Vec<'b, FlowRecord<'b>>,
+    ) -> Result<DatagramOutcome, DecodeError> {
+        let mut last_plan: Option<&'b Plan> = None;
+        let mut last_ctx: Option<&'b PacketContext> = None;
+        self.decode_with(
+            exporter,
+            received_us,
+            datagram,
+            &mut |bytes, plan, ctx, s| {
+                let p: &'b Plan = match last_plan {
+                    Some(p) if p == plan => p,
+                    _ => arena.alloc(*plan),
+                };
+                let c: &'b PacketContext = match last_ctx {
+                    Some(c) if c == ctx => c,
+                    _ => arena.alloc(*ctx),
+                };
+                last_plan = Some(p);
+                last_ctx = Some(c);
+                out.push(FlowRecord::new(bytes, p, c, s));
+            },
+        )
+    }
+
+    fn decode_with<'d>(
+        &mut self,
+        exporter: IpAddr,
+        received_us: UnixMicros,
+        datagram: &'d [u8],
+        emit: &mut Emit<'_, 'd>,
+    ) -> Result<DatagramOutcome, DecodeError> {
         self.stats.datagrams += 1;
+        let mut p = Progress::default();
         let result = match datagram {
-            [0, 5, ..] => self.decode_v5(exporter, received_us, datagram, &mut on_record),
-            [0, 9, ..] => Err(DecodeError::UnsupportedVersion { version: 9 }),
-            [0, 10, ..] => Err(DecodeError::UnsupportedVersion { version: 10 }),
+            [0, 5, ..] => self.decode_v5(exporter, received_us, datagram, &mut p, emit),
+            [0, 9, ..] => self.decode_v9(exporter, received_us, datagram, &mut p, emit),
+            [0, 10, ..] => self.decode_ipfix(exporter, received_us, datagram, &mut p, emit),
             [a, b, ..] => Err(DecodeError::UnsupportedVersion {
                 version: u16::from_be_bytes([*a, *b]),
             }),
             _ => Err(DecodeError::Truncated { what: "version" }),
         };
-        match &result {
-            Ok(o) => {
-                self.stats.records += u64::from(o.records);
-                self.stats.records_without_template += u64::from(o.records_without_template);
-            }
-            Err(e) => self.stats.count_error(e),
+        let o = p.outcome;
+        self.stats.records += u64::from(o.records);
+        self.stats.records_without_template += u64::from(o.records_without_template);
+        if let Err(e) = &result {
+            self.stats.count_error(e);
         }
-        result
+        if o.version != 0 {
+            self.note_exporter(exporter, received_us, &p, result.is_err());
+        }
+        result.map(|()| o)
     }
 
-    fn decode_v5(
+    fn note_exporter(&mut self, exporter: IpAddr, now: UnixMicros, p: &Progress, failed: bool) {
+        if !self.exporters.contains_key(&exporter) && self.exporters.len() >= EXPORTERS_MAX {
+            return;
+        }
+        let e = self.exporters.entry(exporter).or_default();
+        e.datagrams += 1;
+        e.records += u64::from(p.outcome.records);
+        e.errors += u64::from(failed);
+        e.last_seen_us = e.last_seen_us.max(now);
+        e.versions |= match p.outcome.version {
+            5 => 1,
+            9 => 2,
+            _ => 4,
+        };
+        if let Some(d) = p.domain
+            && !e.domains.contains(&d)
+            && e.domains.len() < DOMAINS_PER_EXPORTER_MAX
+        {
+            e.domains.push(d);
+        }
+        if let Some(s) = p.sampling {
+            e.sampling = s;
+        }
+    }
+
+    fn decode_v5<'d>(
         &mut self,
         exporter: IpAddr,
         received_us: UnixMicros,
-        datagram: &[u8],
-        on_record: &mut impl FnMut(&FlowRecord<'_>),
-    ) -> Result<DatagramOutcome, DecodeError> {
+        datagram: &'d [u8],
+        p: &mut Progress,
+        emit: &mut Emit<'_, 'd>,
+    ) -> Result<(), DecodeError> {
         let pkt = v5::parse(datagram)?;
         let h = pkt.header;
         let ctx = PacketContext {
@@ -152,6 +430,8 @@ impl Decoder {
             received_us,
             system_init_ms: None,
         };
+        p.outcome.version = 5;
+        p.domain = Some(ctx.observation_domain);
         let interval = pkt.sampling_interval();
         let sampling = if interval > 0 {
             Sampling {
@@ -161,21 +441,662 @@ impl Decoder {
         } else {
             Sampling::default()
         };
-        let count = pkt.count();
+        let count = pkt.count() as u32;
         self.sequences.observe(
             exporter,
             ctx.observation_domain,
             5,
             pkt.flow_sequence(),
-            count as u32,
+            Some(count),
         );
         for rec in pkt.records.chunks_exact(v5::V5_PLAN.record_len as usize) {
-            on_record(&FlowRecord::new(rec, &v5::V5_PLAN, &ctx, sampling));
+            emit(rec, &v5::V5_PLAN, &ctx, sampling);
         }
-        Ok(DatagramOutcome {
-            version: 5,
-            records: count as u32,
-            ..DatagramOutcome::default()
+        p.outcome.records = count;
+        p.sampling = Some(sampling);
+        Ok(())
+    }
+
+    fn decode_v9<'d>(
+        &mut self,
+        exporter: IpAddr,
+        received_us: UnixMicros,
+        datagram: &'d [u8],
+        p: &mut Progress,
+        emit: &mut Emit<'_, 'd>,
+    ) -> Result<(), DecodeError> {
+        let (h, body) = v9::parse_header(datagram)?;
+        let domain = h.source_id.get();
+        let ctx = PacketContext {
+            exporter,
+            observation_domain: domain,
+            version: 9,
+            export_time_us: i64::from(h.unix_secs.get()) * 1_000_000,
+            sys_uptime_ms: h.sys_uptime.get(),
+            received_us,
+            system_init_ms: None,
+        };
+        p.outcome.version = 9;
+        p.domain = Some(domain);
+        // v9 sequence numbers count export packets.
+        self.sequences
+            .observe(exporter, domain, 9, h.sequence.get(), Some(1));
+        for set in Sets::new(body) {
+            let set = set?;
+            match set.id {
+                v9::TEMPLATE_SET_ID => {
+                    for item in V9Templates::new(set.body, TemplateKind::Data) {
+                        self.learn(exporter, domain, item?, received_us, p);
+                    }
+                }
+                v9::OPTIONS_TEMPLATE_SET_ID => {
+                    for item in V9Templates::new(set.body, TemplateKind::Options) {
+                        self.learn(exporter, domain, item?, received_us, p);
+                    }
+                }
+                id if id >= v9::DATA_SET_ID_MIN => {
+                    self.data_set(id, set.body, &ctx, p, emit);
+                }
+                _ => {} // Reserved FlowSet ids: skipped by their length.
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_ipfix<'d>(
+        &mut self,
+        exporter: IpAddr,
+        received_us: UnixMicros,
+        datagram: &'d [u8],
+        p: &mut Progress,
+        emit: &mut Emit<'_, 'd>,
+    ) -> Result<(), DecodeError> {
+        let (h, body) = ipfix::parse_header(datagram)?;
+        let domain = h.observation_domain.get();
+        let mut ctx = PacketContext {
+            exporter,
+            observation_domain: domain,
+            version: 10,
+            export_time_us: i64::from(h.export_time.get()) * 1_000_000,
+            sys_uptime_ms: 0,
+            received_us,
+            system_init_ms: self
+                .domains
+                .get(&(exporter, domain))
+                .and_then(|d| d.system_init_ms),
+        };
+        p.outcome.version = 10;
+        p.domain = Some(domain);
+        // IPFIX sequence numbers count data records (options data included); if a set could
+        // not be counted (unknown template), the stream resynchronises on the next message.
+        let mut units = Some(0u32);
+        let result = (|| {
+            for set in Sets::new(body) {
+                let set = set?;
+                match set.id {
+                    ipfix::TEMPLATE_SET_ID => {
+                        for item in ipfix::IpfixTemplates::new(set.body, TemplateKind::Data) {
+                            self.learn(exporter, domain, item?, received_us, p);
+                        }
+                    }
+                    ipfix::OPTIONS_TEMPLATE_SET_ID => {
+                        for item in ipfix::IpfixTemplates::new(set.body, TemplateKind::Options) {
+                            self.learn(exporter, domain, item?, received_us, p);
+                        }
+                    }
+                    id if id >= ipfix::DATA_SET_ID_MIN => {
+                        let n = self.data_set(id, set.body, &ctx, p, emit);
+                        units = match (units, n) {
+                            (Some(u), Some(n)) => Some(u.wrapping_add(n)),
+                            _ => None,
+                        };
+                        // Options data may have announced the system init time.
+                        if ctx.system_init_ms.is_none() {
+                            ctx.system_init_ms = self
+                                .domains
+                                .get(&(exporter, domain))
+                                .and_then(|d| d.system_init_ms);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })();
+        let units = if result.is_ok() { units } else { None };
+        self.sequences
+            .observe(exporter, domain, 10, h.sequence.get(), units);
+        result
+    }
+
+    fn learn(
+        &mut self,
+        exporter: IpAddr,
+        domain: u32,
+        item: TemplateItem<'_>,
+        now: UnixMicros,
+        p: &mut Progress,
+    ) {
+        match item {
+            TemplateItem::Define(def) => match self.templates.learn(exporter, domain, &def, now) {
+                Ok(_) => p.outcome.templates += 1,
+                Err(_) => self.stats.templates_rejected += 1,
+            },
+            TemplateItem::Withdraw { id, kind } => {
+                let all_id = match kind {
+                    TemplateKind::Data => ipfix::TEMPLATE_SET_ID,
+                    TemplateKind::Options => ipfix::OPTIONS_TEMPLATE_SET_ID,
+                };
+                let n = if id == all_id {
+                    self.templates.withdraw_all(exporter, domain, kind)
+                } else {
+                    usize::from(self.templates.withdraw(exporter, domain, id))
+                };
+                self.stats.templates_withdrawn += n as u64;
+            }
+            TemplateItem::Refused(_) => self.stats.templates_rejected += 1,
+        }
+    }
+
+    /// Decodes one data set; returns the data records it held (flow and options), or `None`
+    /// if its template is unknown.
+    fn data_set<'d>(
+        &mut self,
+        id: u16,
+        body: &'d [u8],
+        ctx: &PacketContext,
+        p: &mut Progress,
+        emit: &mut Emit<'_, 'd>,
+    ) -> Option<u32> {
+        let key = TemplateKey {
+            exporter: ctx.exporter,
+            domain: ctx.observation_domain,
+            id,
+        };
+        let Some(t) = self.templates.get(&key, ctx.received_us) else {
+            p.outcome.records_without_template += 1;
+            return None;
+        };
+        let (n, tail) = match t.kind {
+            TemplateKind::Data => {
+                let table = self
+                    .domains
+                    .get(&(ctx.exporter, ctx.observation_domain))
+                    .map(|d| &d.samplers);
+                let (n, tail, last) = data_records(t, body, ctx, table, emit);
+                p.outcome.records += n;
+                if last.is_some() {
+                    p.sampling = last;
+                }
+                (n, tail)
+            }
+            TemplateKind::Options => {
+                let key = (ctx.exporter, ctx.observation_domain);
+                if !self.domains.contains_key(&key) && self.domains.len() >= EXPORTERS_MAX {
+                    return Some(0);
+                }
+                let dom = self.domains.entry(key).or_default();
+                let (n, tail) = options_records(t, body, dom);
+                self.stats.options_records += u64::from(n);
+                (n, tail)
+            }
+        };
+        // What is left is padding (zeros) or a record cut short.
+        if tail.iter().any(|&b| b != 0) {
+            self.stats.records_truncated += 1;
+        }
+        Some(n)
+    }
+}
+
+/// Decodes the flow records of one data set. Returns how many, the unread tail, and the
+/// sampling of the last record.
+#[inline]
+fn data_records<'d>(
+    t: &Template,
+    body: &'d [u8],
+    ctx: &PacketContext,
+    table: Option<&SamplerTable>,
+    emit: &mut Emit<'_, 'd>,
+) -> (u32, &'d [u8], Option<Sampling>) {
+    let mut n = 0u32;
+    let mut last = None;
+    if !t.is_variable() {
+        let plan = t.plan();
+        let per_record = plan.sampler_id.is_present() || plan.sampling_interval.is_present();
+        let set_sampling = table
+            .map(SamplerTable::default_sampling)
+            .unwrap_or_default();
+        let chunks = body.chunks_exact(usize::from(plan.record_len));
+        let tail = chunks.remainder();
+        for rec in chunks {
+            let s = if per_record {
+                record_sampling(rec, plan, table)
+            } else {
+                set_sampling
+            };
+            emit(rec, plan, ctx, s);
+            last = Some(s);
+            n += 1;
+        }
+        return (n, tail, last);
+    }
+    let mut rest = body;
+    while rest.len() >= usize::from(t.min_len()) {
+        let Some((plan, _)) = t.walk(rest) else { break };
+        let Some((rec, tail)) = rest.split_at_checked(usize::from(plan.record_len)) else {
+            break;
+        };
+        let s = record_sampling(rec, &plan, table);
+        emit(rec, &plan, ctx, s);
+        last = Some(s);
+        n += 1;
+        rest = tail;
+    }
+    (n, rest, last)
+}
+
+#[inline]
+fn record_sampling(rec: &[u8], plan: &Plan, table: Option<&SamplerTable>) -> Sampling {
+    let in_record = read_uint(rec, plan.sampling_interval);
+    let sampler = read_uint(rec, plan.sampler_id);
+    match table {
+        Some(t) => t.resolve(in_record, sampler),
+        None => SamplerTable::default().resolve(in_record, sampler),
+    }
+}
+
+/// Reads the options data records of one set into the domain's state.
+fn options_records<'d>(t: &Template, body: &'d [u8], dom: &mut DomainState) -> (u32, &'d [u8]) {
+    let mut n = 0u32;
+    let mut rest = body;
+    while rest.len() >= usize::from(t.min_len()) {
+        let plan: OptionsPlan = if t.is_variable() {
+            match t.walk(rest) {
+                Some((_, o)) => o,
+                None => break,
+            }
+        } else {
+            *t.options_plan()
+        };
+        let Some((rec, tail)) = rest.split_at_checked(usize::from(plan.record_len)) else {
+            break;
+        };
+        let read = |s: Slot| read_uint(rec, s);
+        dom.samplers.learn(&SamplerOption {
+            sampler_id: read(plan.sampler_id),
+            interval: read(plan.interval),
+            random_interval: read(plan.random_interval),
+            packet_interval: read(plan.packet_interval),
+            packet_space: read(plan.packet_space),
+        });
+        if let Some(init) = read(plan.system_init) {
+            dom.system_init_ms = Some(init);
+        }
+        n += 1;
+        rest = tail;
+    }
+    (n, rest)
+}
+
+/// Reads every accessor of `r` and folds the values into one number, so a caller that
+/// `black_box`es it keeps every read. Benches, round-trip tests and fuzz targets use it to visit
+/// every schema column of every record.
+#[inline]
+pub fn visit(r: &FlowRecord<'_>) -> u64 {
+    let ip = |a: Option<IpAddr>| match a {
+        Some(IpAddr::V4(v4)) => u64::from(u32::from(v4)),
+        Some(IpAddr::V6(v6)) => (u128::from(v6) as u64) ^ 6,
+        None => 1,
+    };
+    let n = |v: Option<u64>| v.unwrap_or(u64::MAX);
+    let mut h = r.time_received() as u64;
+    h = h.wrapping_add(r.first_switched() as u64);
+    h = h.wrapping_add(r.last_switched() as u64);
+    h ^= ip(Some(r.exporter()));
+    h = h.wrapping_add(u64::from(r.observation_domain()));
+    h = h.wrapping_add(u64::from(r.sampling_rate()));
+    h ^= ip(r.src_ip());
+    h ^= ip(r.dst_ip()).rotate_left(7);
+    h ^= ip(r.next_hop()).rotate_left(13);
+    h = h.wrapping_add(n(r.src_port().map(u64::from)));
+    h = h.wrapping_add(n(r.dst_port().map(u64::from)));
+    h = h.wrapping_add(n(r.protocol().map(u64::from)));
+    h = h.wrapping_add(n(r.in_bytes()));
+    h = h.wrapping_add(n(r.in_pkts()));
+    h = h.wrapping_add(n(r.tcp_flags().map(u64::from)));
+    h = h.wrapping_add(n(r.tos().map(u64::from)));
+    h = h.wrapping_add(n(r.input_if().map(u64::from)));
+    h = h.wrapping_add(n(r.output_if().map(u64::from)));
+    h = h.wrapping_add(n(r.src_as().map(u64::from)));
+    h = h.wrapping_add(n(r.dst_as().map(u64::from)));
+    h = h.wrapping_add(n(r.src_mask().map(u64::from)));
+    h = h.wrapping_add(n(r.dst_mask().map(u64::from)));
+    h = h.wrapping_add(n(r.direction().map(u64::from)));
+    h = h.wrapping_add(n(r.ip_version().map(u64::from)));
+    h
+}
+
+/// Decodes one datagram and [`visit`]s every record; returns the outcome and the folded
+/// values. The fuzz targets and the hostile-input tests call exactly this.
+pub fn decode_visiting(
+    decoder: &mut Decoder,
+    exporter: IpAddr,
+    received_us: UnixMicros,
+    datagram: &[u8],
+) -> Result<(DatagramOutcome, u64), DecodeError> {
+    let mut h = 0u64;
+    let o = decoder.decode(exporter, received_us, datagram, |r| {
+        h = h.wrapping_add(visit(r));
+    })?;
+    Ok((o, h))
+}
+
+/// Feeds a byte stream to one decoder as a sequence of datagrams, each framed as: 1 byte
+/// exporter selector (low 2 bits pick one of four exporters), 1 byte receive-time step in
+/// seconds, 2 bytes big-endian length, then that many bytes. A frame cut short ends the
+/// stream. The template-then-data fuzz target and its tests use it. A second decoder takes the
+/// arena path ([`Decoder::decode_into`]) over the same datagrams; the returned count of
+/// datagrams on which the two paths disagreed must be 0.
+pub fn decode_stream(stream: &[u8], config: DecoderConfig) -> (DecoderStats, u64) {
+    const EXPORTERS: [IpAddr; 4] = [
+        IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
+        IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2)),
+        IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7)),
+    ];
+    let mut callback = Decoder::new(config.clone());
+    let mut arena_decoder = Decoder::new(config);
+    let mut arena = Bump::new();
+    let mut now: UnixMicros = 1_700_000_000_000_000;
+    let mut disagreements = 0u64;
+    let mut rest = stream;
+    while let [sel, step, hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+        let Some((datagram, tail)) = tail.split_at_checked(len) else {
+            break;
+        };
+        rest = tail;
+        now += i64::from(*step) * 1_000_000;
+        let exporter = EXPORTERS[usize::from(sel & 3)];
+        let a = decode_visiting(&mut callback, exporter, now, datagram);
+        {
+            let mut out = bumpalo::collections::Vec::new_in(&arena);
+            let b = arena_decoder.decode_into(exporter, now, datagram, &arena, &mut out);
+            let hb = out.iter().fold(0u64, |h, r| h.wrapping_add(visit(r)));
+            if a != b.map(|o| (o, hb)) {
+                disagreements += 1;
+            }
+        }
+        arena.reset();
+    }
+    (callback.stats().clone(), disagreements)
+}
+
+/// Decodes `data` as one datagram of `version` (its first two bytes become the version; for
+/// IPFIX the header's length field becomes the datagram's length), first with a fresh decoder
+/// and then again with the same decoder, which has now learned the datagram's templates, so
+/// data sets are decoded too. Returns the records of the second pass. The v5, v9 and IPFIX fuzz
+/// targets call exactly this.
+pub fn decode_as_version(version: u16, data: &[u8]) -> u32 {
+    let mut datagram = data.to_vec();
+    if let Some(v) = datagram.get_mut(0..2) {
+        v.copy_from_slice(&version.to_be_bytes());
+    }
+    if version == 10 {
+        let len = u16::try_from(datagram.len()).unwrap_or(u16::MAX);
+        if let Some(l) = datagram.get_mut(2..4) {
+            l.copy_from_slice(&len.to_be_bytes());
+        }
+    }
+    let exporter = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    let mut d = Decoder::default();
+    let now = 1_700_000_000_000_000;
+    let _ = decode_visiting(&mut d, exporter, now, &datagram);
+    decode_visiting(&mut d, exporter, now + 1, &datagram).map_or(0, |(o, _)| o.records)
+}
+
+/// Frames `datagrams` for [`decode_stream`]: exporter 0, one second apart.
+pub fn frame_stream<'a>(datagrams: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for d in datagrams {
+        let len = u16::try_from(d.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&[0, 1]);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(d.get(..usize::from(len)).unwrap_or(d));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::encode::{
+        FieldSpec, IPFIX_TYPICAL_V4_TEMPLATE, IpfixBuilder, IpfixHeader, TYPICAL_V4_TEMPLATE,
+        V5Builder, V5Header, V9Builder, V9Header, sample_flow_v4,
+    };
+
+    const E: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
+    const T0: i64 = 1_700_000_000_000_000;
+    const SECS: u32 = 1_700_000_000;
+
+    fn v9(seq: u32, build: impl FnOnce(&mut V9Builder) -> bool) -> Vec<u8> {
+        let mut b = V9Builder::new(V9Header {
+            sys_uptime_ms: 3_600_000,
+            unix_secs: SECS,
+            sequence: seq,
+            source_id: 3,
+        });
+        assert!(build(&mut b));
+        let mut out = Vec::new();
+        b.finish(&mut out);
+        out
+    }
+
+    fn ipfix(seq: u32, build: impl FnOnce(&mut IpfixBuilder) -> bool) -> Vec<u8> {
+        let mut b = IpfixBuilder::new(IpfixHeader {
+            export_time: SECS,
+            sequence: seq,
+            observation_domain: 4,
+        });
+        assert!(build(&mut b));
+        let mut out = Vec::new();
+        b.finish(&mut out);
+        out
+    }
+
+    fn count(d: &mut Decoder, now: i64, p: &[u8]) -> Result<(u32, u32), DecodeError> {
+        d.decode(E, now, p, |_| {})
+            .map(|o| (o.records, o.records_without_template))
+    }
+
+    fn v9_data(seq: u32, n: u32) -> Vec<u8> {
+        v9(seq, |b| {
+            (0..n).all(|i| b.data(256, TYPICAL_V4_TEMPLATE, &sample_flow_v4(i)).is_ok())
         })
+    }
+
+    #[test]
+    fn templates_expire_after_the_ttl_of_receive_time() {
+        let mut d = Decoder::new(DecoderConfig {
+            template_ttl_secs: 60,
+            ..DecoderConfig::default()
+        });
+        let t = v9(1, |b| b.template(256, TYPICAL_V4_TEMPLATE).is_ok());
+        assert_eq!(count(&mut d, T0, &t), Ok((0, 0)));
+        assert_eq!(count(&mut d, T0 + 60_000_000, &v9_data(2, 3)), Ok((3, 0)));
+        assert_eq!(count(&mut d, T0 + 60_000_001, &v9_data(3, 3)), Ok((0, 1)));
+        assert_eq!(d.template_cache().expired(), 1);
+        // Re-announced: usable again, and the refresh moves the deadline.
+        assert_eq!(count(&mut d, T0 + 100_000_000, &t), Ok((0, 0)));
+        assert_eq!(count(&mut d, T0 + 150_000_000, &v9_data(4, 1)), Ok((1, 0)));
+        assert_eq!(d.expire_templates(T0 + 161_000_000), 1);
+    }
+
+    #[test]
+    fn reannounced_template_replaces_the_layout() {
+        let mut d = Decoder::default();
+        let short = [FieldSpec::new(8, 4), FieldSpec::new(1, 4)];
+        let t1 = v9(1, |b| b.template(256, &short).is_ok());
+        assert!(count(&mut d, T0, &t1).is_ok());
+        let t2 = v9(2, |b| b.template(256, TYPICAL_V4_TEMPLATE).is_ok());
+        assert!(count(&mut d, T0, &t2).is_ok());
+        let mut got = Vec::new();
+        let r = d.decode(E, T0, &v9_data(3, 2), |r| {
+            got.push((r.src_ip(), r.in_pkts()))
+        });
+        assert!(r.is_ok());
+        let fl = sample_flow_v4(1);
+        assert_eq!(got.get(1), Some(&(Some(fl.src_ip), Some(fl.packets))));
+        assert_eq!(d.templates(T0).len(), 1);
+    }
+
+    #[test]
+    fn snapshot_and_template_listing() {
+        let mut d = Decoder::default();
+        let mut b5 = V5Builder::new(V5Header {
+            unix_secs: SECS,
+            flow_sequence: 0,
+            engine_id: 1,
+            sampling_interval: 0x4000 | 50,
+            ..V5Header::default()
+        });
+        assert!(b5.push(&sample_flow_v4(0)).is_ok());
+        let mut p5 = Vec::new();
+        b5.finish(&mut p5);
+        assert_eq!(count(&mut d, T0, &p5), Ok((1, 0)));
+        let t = v9(1, |b| b.template(256, TYPICAL_V4_TEMPLATE).is_ok());
+        assert!(count(&mut d, T0 + 1, &t).is_ok());
+        assert!(count(&mut d, T0 + 2, &v9_data(2, 4)).is_ok());
+        assert!(count(&mut d, T0 + 3, &v9_data(5, 4)).is_ok()); // packets 3 and 4 lost
+        let snap = d.exporters();
+        let [s] = snap.as_slice() else {
+            panic!("{snap:?}");
+        };
+        assert_eq!(s.address, E);
+        assert_eq!(s.versions, vec![5, 9]);
+        assert_eq!(s.domains, vec![1, 3]);
+        assert_eq!((s.datagrams, s.records, s.errors), (4, 9, 0));
+        assert_eq!(s.sequence_missing, 2);
+        assert_eq!(s.last_seen_us, T0 + 3);
+        assert_eq!(s.templates, 1);
+        // The last record came from v9 without sampling options: unknown.
+        assert_eq!(s.sampling, Sampling::default());
+        let list = d.templates(T0 + 10_000_001);
+        let [ti] = list.as_slice() else {
+            panic!("{list:?}");
+        };
+        assert_eq!((ti.exporter, ti.domain, ti.id), (E, 3, 256));
+        assert_eq!(ti.kind, TemplateKind::Data);
+        assert_eq!(ti.fields.len(), TYPICAL_V4_TEMPLATE.len());
+        assert_eq!(ti.fields.first().map(|f| f.id), Some(8));
+        assert_eq!(ti.age_secs, 10);
+    }
+
+    #[test]
+    fn ipfix_sequence_counts_data_records() {
+        let mut d = Decoder::default();
+        let t = ipfix(0, |b| b.template(256, IPFIX_TYPICAL_V4_TEMPLATE).is_ok());
+        assert!(count(&mut d, T0, &t).is_ok());
+        let data = |seq, n| {
+            ipfix(seq, |b| {
+                (0..n).all(|i| {
+                    b.data(256, IPFIX_TYPICAL_V4_TEMPLATE, &sample_flow_v4(i))
+                        .is_ok()
+                })
+            })
+        };
+        assert!(count(&mut d, T0, &data(0, 5)).is_ok());
+        assert!(count(&mut d, T0, &data(5, 5)).is_ok());
+        assert!(count(&mut d, T0, &data(17, 5)).is_ok()); // 7 records lost
+        let s = d.sequences().stream(E, 4, 10).copied().unwrap_or_default();
+        assert_eq!((s.missing, s.expected), (7, 22));
+    }
+
+    #[test]
+    fn ipfix_options_carry_system_init_time_and_selector_rates() {
+        let mut d = Decoder::default();
+        let boot_ms = (u64::from(SECS) - 7200) * 1000;
+        let scope = [FieldSpec::new(302, 4)];
+        let opts = [
+            FieldSpec::new(305, 4),
+            FieldSpec::new(306, 4),
+            FieldSpec::new(160, 8),
+        ];
+        let data_fields = [
+            FieldSpec::new(8, 4),
+            FieldSpec::new(302, 4),
+            FieldSpec::new(22, 4),
+            FieldSpec::new(21, 4),
+        ];
+        let p = ipfix(0, |b| {
+            b.options_template(300, &scope, &opts).is_ok()
+                && b.template(301, &data_fields).is_ok()
+                && b.options_data(
+                    300,
+                    &[scope[0], opts[0], opts[1], opts[2]],
+                    &[7, 1, 31, boot_ms],
+                )
+                .is_ok()
+        });
+        assert!(count(&mut d, T0, &p).is_ok());
+        let mut fl = sample_flow_v4(0);
+        fl.sampler_id = 7;
+        fl.first_uptime_ms = 1000;
+        fl.last_uptime_ms = 2000;
+        let mut other = fl;
+        other.sampler_id = 8;
+        let p = ipfix(1, |b| {
+            b.data(301, &data_fields, &fl).is_ok() && b.data(301, &data_fields, &other).is_ok()
+        });
+        let mut got = Vec::new();
+        let r = d.decode(E, T0, &p, |r| {
+            got.push((r.sampling(), r.first_switched(), r.last_switched()))
+        });
+        assert!(r.is_ok());
+        let boot_us = boot_ms as i64 * 1000;
+        let s = |rate, source| Sampling { rate, source };
+        assert_eq!(
+            got,
+            vec![
+                (
+                    s(32, SamplingSource::Sampler),
+                    boot_us + 1_000_000,
+                    boot_us + 2_000_000
+                ),
+                // Unknown selector id, no default: unknown.
+                (
+                    Sampling::default(),
+                    boot_us + 1_000_000,
+                    boot_us + 2_000_000
+                ),
+            ]
+        );
+        assert_eq!(d.stats().options_records, 1);
+    }
+
+    #[test]
+    fn decode_into_keeps_views_in_the_arena() {
+        let mut d = Decoder::default();
+        let t = v9(1, |b| b.template(256, TYPICAL_V4_TEMPLATE).is_ok());
+        let packets = [t, v9_data(2, 3), v9_data(3, 2)];
+        let arena = Bump::new();
+        let mut out = bumpalo::collections::Vec::new_in(&arena);
+        for p in &packets {
+            assert!(d.decode_into(E, T0, p, &arena, &mut out).is_ok());
+        }
+        assert_eq!(out.len(), 5);
+        let fl = sample_flow_v4(1);
+        assert_eq!(out.get(1).and_then(|r| r.src_ip()), Some(fl.src_ip));
+        assert_eq!(out.get(4).and_then(|r| r.in_bytes()), Some(fl.bytes));
+        // One plan and one context per datagram, shared by its records.
+        let same = |a: usize, b: usize| match (out.get(a), out.get(b)) {
+            (Some(x), Some(y)) => std::ptr::eq(x.plan(), y.plan()),
+            _ => false,
+        };
+        assert!(same(0, 2));
+        assert!(!same(2, 3));
     }
 }

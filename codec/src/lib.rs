@@ -25,7 +25,9 @@ pub mod v5;
 pub mod v9;
 pub mod wire;
 
-pub use decoder::{DatagramOutcome, Decoder, DecoderConfig, DecoderStats};
+pub use decoder::{
+    DatagramOutcome, Decoder, DecoderConfig, DecoderStats, ExporterSnapshot, TemplateInfo,
+};
 pub use error::DecodeError;
 pub use record::{FlowRecord, PacketContext, Plan, Slot, TimeKind};
 pub use sampling::{Sampling, SamplingSource};

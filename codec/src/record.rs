@@ -4,8 +4,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use zerocopy::{FromBytes, IntoBytes};
+
 use crate::UnixMicros;
 use crate::sampling::Sampling;
+use crate::v5::V5_PLAN;
+use crate::wire::v5::V5Record;
 
 /// Where one field's bytes are inside a record. `len == 0` means the template lacks the field.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,6 +150,7 @@ pub struct FlowRecord<'a> {
 
 impl<'a> FlowRecord<'a> {
     /// A view over `bytes` read through `plan`. Slots beyond `bytes` read as absent.
+    #[inline]
     pub fn new(
         bytes: &'a [u8],
         plan: &'a Plan,
@@ -161,19 +166,22 @@ impl<'a> FlowRecord<'a> {
     }
 
     /// The record's raw bytes.
+    #[inline]
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
 
+    #[inline]
     pub fn plan(&self) -> &'a Plan {
         self.plan
     }
 
+    #[inline]
     pub fn context(&self) -> &'a PacketContext {
         self.ctx
     }
 
-    #[inline]
+    #[inline(always)]
     fn field(&self, slot: Slot) -> Option<&'a [u8]> {
         if slot.len == 0 {
             return None;
@@ -184,12 +192,24 @@ impl<'a> FlowRecord<'a> {
 
     /// An unsigned integer of 1..=8 bytes (IPFIX reduced-size encoding). Longer fields keep
     /// their low 8 bytes.
-    #[inline]
+    #[inline(always)]
     fn uint(&self, slot: Slot) -> Option<u64> {
+        let len = usize::from(slot.len);
+        let end = usize::from(slot.offset) + len;
+        // Fast path: one unaligned 8-byte load ending at the field's end, masked to its width
+        // (no per-width branch). `end - 8` wraps when the field ends in the first 8 bytes, so
+        // the one range check also covers that case, which takes the general read with
+        // fields longer than 8 bytes.
+        if len.wrapping_sub(1) < 8
+            && let Some(w) = self.bytes.get(end.wrapping_sub(8)..end)
+            && let Some(w) = w.first_chunk::<8>()
+        {
+            return Some(u64::from_be_bytes(*w) & (u64::MAX >> (64 - 8 * len)));
+        }
         self.field(slot).map(be_uint)
     }
 
-    #[inline]
+    #[inline(always)]
     fn addr(&self, slot: Slot) -> Option<IpAddr> {
         let b = self.field(slot)?;
         if let Ok(v4) = <[u8; 4]>::try_from(b) {
@@ -204,91 +224,188 @@ impl<'a> FlowRecord<'a> {
     /// The raw address bytes (4 or 16), for encoders that copy them straight to the wire.
     #[inline]
     pub fn src_ip_bytes(&self) -> Option<&'a [u8]> {
+        if let Some(r) = self.v5() {
+            return Some(r.srcaddr.as_bytes());
+        }
         self.field(self.plan.src_ip)
             .filter(|b| b.len() == 4 || b.len() == 16)
     }
 
     #[inline]
     pub fn dst_ip_bytes(&self) -> Option<&'a [u8]> {
+        if let Some(r) = self.v5() {
+            return Some(r.dstaddr.as_bytes());
+        }
         self.field(self.plan.dst_ip)
             .filter(|b| b.len() == 4 || b.len() == 16)
     }
 
+    /// The record as a v5 struct when it was decoded through [`V5_PLAN`]: v5's layout is fixed,
+    /// so its accessors read constant offsets instead of walking slots (a pointer compare and a
+    /// length check, then one load per field). Records whose plan is a copy (arena) take the
+    /// slot path, which reads the same bytes.
+    #[inline(always)]
+    fn v5(&self) -> Option<&'a V5Record> {
+        if std::ptr::eq(self.plan, &V5_PLAN) {
+            V5Record::ref_from_bytes(self.bytes).ok()
+        } else {
+            None
+        }
+    }
+
+    #[inline]
     pub fn time_received(&self) -> UnixMicros {
         self.ctx.received_us
     }
+    #[inline]
     pub fn exporter(&self) -> IpAddr {
         self.ctx.exporter
     }
+    #[inline]
     pub fn observation_domain(&self) -> u32 {
         self.ctx.observation_domain
     }
     /// 5, 9 or 10.
+    #[inline]
     pub fn netflow_version(&self) -> u16 {
         self.ctx.version
     }
     /// Sampling rate (1 in N; 0 = unknown).
+    #[inline]
     pub fn sampling_rate(&self) -> u32 {
         self.sampling.rate
     }
+    #[inline]
     pub fn sampling(&self) -> Sampling {
         self.sampling
     }
+    #[inline]
     pub fn src_ip(&self) -> Option<IpAddr> {
+        if let Some(r) = self.v5() {
+            return Some(IpAddr::V4(Ipv4Addr::from(r.srcaddr.get())));
+        }
         self.addr(self.plan.src_ip)
     }
+    #[inline]
     pub fn dst_ip(&self) -> Option<IpAddr> {
+        if let Some(r) = self.v5() {
+            return Some(IpAddr::V4(Ipv4Addr::from(r.dstaddr.get())));
+        }
         self.addr(self.plan.dst_ip)
     }
+    #[inline]
     pub fn next_hop(&self) -> Option<IpAddr> {
+        if let Some(r) = self.v5() {
+            return Some(IpAddr::V4(Ipv4Addr::from(r.nexthop.get())));
+        }
         self.addr(self.plan.next_hop)
     }
+    #[inline]
     pub fn src_port(&self) -> Option<u16> {
+        if let Some(r) = self.v5() {
+            return Some(r.srcport.get());
+        }
         self.uint(self.plan.src_port).map(|v| v as u16)
     }
+    #[inline]
     pub fn dst_port(&self) -> Option<u16> {
+        if let Some(r) = self.v5() {
+            return Some(r.dstport.get());
+        }
         self.uint(self.plan.dst_port).map(|v| v as u16)
     }
+    #[inline]
     pub fn protocol(&self) -> Option<u8> {
+        if let Some(r) = self.v5() {
+            return Some(r.prot);
+        }
         self.uint(self.plan.protocol).map(|v| v as u8)
     }
+    #[inline]
     pub fn in_bytes(&self) -> Option<u64> {
+        if let Some(r) = self.v5() {
+            return Some(u64::from(r.d_octets.get()));
+        }
         self.uint(self.plan.in_bytes)
     }
+    #[inline]
     pub fn in_pkts(&self) -> Option<u64> {
+        if let Some(r) = self.v5() {
+            return Some(u64::from(r.d_pkts.get()));
+        }
         self.uint(self.plan.in_pkts)
     }
     /// TCP flags (IPFIX tcpControlBits is 16 bits wide; v5/v9 use the low 8).
+    #[inline]
     pub fn tcp_flags(&self) -> Option<u16> {
+        if let Some(r) = self.v5() {
+            return Some(u16::from(r.tcp_flags));
+        }
         self.uint(self.plan.tcp_flags).map(|v| v as u16)
     }
+    #[inline]
     pub fn tos(&self) -> Option<u8> {
+        if let Some(r) = self.v5() {
+            return Some(r.tos);
+        }
         self.uint(self.plan.tos).map(|v| v as u8)
     }
+    #[inline]
     pub fn input_if(&self) -> Option<u32> {
+        if let Some(r) = self.v5() {
+            return Some(u32::from(r.input.get()));
+        }
         self.uint(self.plan.input_if).map(|v| v as u32)
     }
+    #[inline]
     pub fn output_if(&self) -> Option<u32> {
+        if let Some(r) = self.v5() {
+            return Some(u32::from(r.output.get()));
+        }
         self.uint(self.plan.output_if).map(|v| v as u32)
     }
+    #[inline]
     pub fn src_as(&self) -> Option<u32> {
+        if let Some(r) = self.v5() {
+            return Some(u32::from(r.src_as.get()));
+        }
         self.uint(self.plan.src_as).map(|v| v as u32)
     }
+    #[inline]
     pub fn dst_as(&self) -> Option<u32> {
+        if let Some(r) = self.v5() {
+            return Some(u32::from(r.dst_as.get()));
+        }
         self.uint(self.plan.dst_as).map(|v| v as u32)
     }
+    #[inline]
     pub fn src_mask(&self) -> Option<u8> {
+        if let Some(r) = self.v5() {
+            return Some(r.src_mask);
+        }
         self.uint(self.plan.src_mask).map(|v| v as u8)
     }
+    #[inline]
     pub fn dst_mask(&self) -> Option<u8> {
+        if let Some(r) = self.v5() {
+            return Some(r.dst_mask);
+        }
         self.uint(self.plan.dst_mask).map(|v| v as u8)
     }
     /// flowDirection (61): 0 ingress, 1 egress.
+    #[inline]
     pub fn direction(&self) -> Option<u8> {
+        if self.v5().is_some() {
+            return None;
+        }
         self.uint(self.plan.direction).map(|v| v as u8)
     }
     /// IP version: the ipVersion field (60) when present, else from the source address's family.
+    #[inline]
     pub fn ip_version(&self) -> Option<u8> {
+        if self.v5().is_some() {
+            return Some(4);
+        }
         if let Some(v) = self.uint(self.plan.ip_version) {
             return Some(v as u8);
         }
@@ -298,14 +415,32 @@ impl<'a> FlowRecord<'a> {
         }
     }
     /// Start of the flow as an absolute time; falls back to the export time.
+    #[inline]
     pub fn first_switched(&self) -> UnixMicros {
+        if let Some(r) = self.v5() {
+            return self.uptime_to_unix(r.first.get());
+        }
         self.time(self.plan.first_switched, self.plan.first_kind)
     }
     /// End of the flow as an absolute time; falls back to the export time.
+    #[inline]
     pub fn last_switched(&self) -> UnixMicros {
+        if let Some(r) = self.v5() {
+            return self.uptime_to_unix(r.last.get());
+        }
         self.time(self.plan.last_switched, self.plan.last_kind)
     }
 
+    /// v5/v9 sysUpTime milliseconds as Unix time: the header's sysUpTime and export time anchor
+    /// the boot. Wrapping u32 arithmetic read as i32, so a time a few ms after sysUpTime (or
+    /// across the 49.7-day uptime wrap) stays a few ms away rather than 49 days.
+    #[inline(always)]
+    fn uptime_to_unix(&self, uptime_ms: u32) -> UnixMicros {
+        let behind_ms = self.ctx.sys_uptime_ms.wrapping_sub(uptime_ms) as i32;
+        self.ctx.export_time_us - i64::from(behind_ms) * 1000
+    }
+
+    #[inline(always)]
     fn time(&self, slot: Slot, kind: TimeKind) -> UnixMicros {
         let export = self.ctx.export_time_us;
         let Some(raw) = self.uint(slot) else {
@@ -313,29 +448,21 @@ impl<'a> FlowRecord<'a> {
         };
         match kind {
             TimeKind::Absent => export,
-            TimeKind::UptimeMs => {
-                let system_init = self
-                    .uint(self.plan.system_init)
-                    .or(self.ctx.system_init_ms)
-                    .filter(|_| self.ctx.version == 10);
-                match system_init {
-                    // IPFIX 21/22: milliseconds since systemInitTimeMilliseconds.
-                    Some(init_ms) => {
-                        ((init_ms as i64).wrapping_add(raw as i64)).saturating_mul(1000)
-                    }
-                    // v5/v9: the header's sysUpTime and export time anchor the boot. Wrapping
-                    // u32 arithmetic read as i32, so a time a few ms after sysUpTime (or across
-                    // the 49.7-day uptime wrap) stays a few ms away rather than 49 days.
-                    None => {
-                        let behind_ms = self.ctx.sys_uptime_ms.wrapping_sub(raw as u32) as i32;
-                        export - i64::from(behind_ms) * 1000
-                    }
+            TimeKind::UptimeMs if self.ctx.version == 10 => {
+                // IPFIX 21/22: milliseconds since systemInitTimeMilliseconds (160), from the
+                // record itself or from options data. Without it there is no anchor: export time.
+                match self.uint(self.plan.system_init).or(self.ctx.system_init_ms) {
+                    Some(init_ms) => (init_ms as i64)
+                        .wrapping_add(raw as i64)
+                        .saturating_mul(1000),
+                    None => export,
                 }
             }
+            TimeKind::UptimeMs => self.uptime_to_unix(raw as u32),
             TimeKind::UnixSecs => (raw as i64).saturating_mul(1_000_000),
             TimeKind::UnixMs => (raw as i64).saturating_mul(1000),
             TimeKind::NtpMicros | TimeKind::NtpNanos => ntp_to_unix_us(raw),
-            TimeKind::DeltaMicros => export - (raw as i64),
+            TimeKind::DeltaMicros => export.saturating_sub(i64::try_from(raw).unwrap_or(i64::MAX)),
         }
     }
 }
@@ -344,17 +471,37 @@ impl<'a> FlowRecord<'a> {
 const NTP_UNIX_OFFSET_SECS: i64 = 2_208_988_800;
 
 /// An NTP timestamp (32-bit seconds since 1900, 32-bit fraction) as Unix microseconds.
+#[inline]
 fn ntp_to_unix_us(raw: u64) -> UnixMicros {
     let secs = (raw >> 32) as i64 - NTP_UNIX_OFFSET_SECS;
     let frac_us = ((raw & 0xffff_ffff) * 1_000_000) >> 32;
     secs * 1_000_000 + frac_us as i64
 }
 
-/// Big-endian unsigned integer of any length; bytes beyond the low 8 are ignored.
+/// Big-endian unsigned integer of any length; bytes beyond the low 8 are ignored. The common
+/// widths take one load each.
 #[inline]
 pub(crate) fn be_uint(b: &[u8]) -> u64 {
-    let tail = &b[b.len().saturating_sub(8)..];
-    tail.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+    match *b {
+        [a] => u64::from(a),
+        [a, b] => u64::from(u16::from_be_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_be_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => b
+            .iter()
+            .skip(b.len().saturating_sub(8))
+            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+    }
+}
+
+/// The unsigned integer at `slot` of `rec`, if present and inside the record.
+#[inline]
+pub(crate) fn read_uint(rec: &[u8], slot: Slot) -> Option<u64> {
+    if slot.len == 0 {
+        return None;
+    }
+    let start = usize::from(slot.offset);
+    rec.get(start..start + usize::from(slot.len)).map(be_uint)
 }
 
 #[cfg(test)]
@@ -401,6 +548,145 @@ mod tests {
         assert_eq!(r.first_switched(), 1_700_000_000_000_000 - 200_000);
     }
 
+    /// A plan with first ending at byte 8 and last ending at byte 16 (`len` bytes each).
+    fn time_plan(kind: TimeKind, len: u16) -> Plan {
+        Plan {
+            first_switched: Slot::new(8 - len, len),
+            first_kind: kind,
+            last_switched: Slot::new(16 - len, len),
+            last_kind: kind,
+            ..Plan::default()
+        }
+    }
+
+    fn rec(first: u64, last: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; 16];
+        b[8 - len..8].copy_from_slice(&first.to_be_bytes()[8 - len..]);
+        b[16 - len..16].copy_from_slice(&last.to_be_bytes()[8 - len..]);
+        b
+    }
+
+    const EXPORT_S: i64 = 1_700_000_000;
+    const EXPORT_US: i64 = EXPORT_S * 1_000_000;
+
+    #[test]
+    fn v9_uptime_before_header() {
+        // sysUpTime 1 h; the flow ran from 10 s to 2 s before the export.
+        let plan = time_plan(TimeKind::UptimeMs, 4);
+        let c = ctx(9, EXPORT_S, 3_600_000);
+        let b = rec(3_590_000, 3_598_000, 4);
+        let r = FlowRecord::new(&b[..], &plan, &c, Sampling::default());
+        assert_eq!(r.first_switched(), EXPORT_US - 10_000_000);
+        assert_eq!(r.last_switched(), EXPORT_US - 2_000_000);
+    }
+
+    #[test]
+    fn ipfix_uptime_with_system_init_from_record_or_options() {
+        // Boot at EXPORT - 1 h (Unix ms); flow at +100 s and +200 s of uptime.
+        let boot_ms = (EXPORT_S as u64 - 3600) * 1000;
+        let mut plan = time_plan(TimeKind::UptimeMs, 4);
+        let b = rec(100_000, 200_000, 4);
+        // From options data (the packet context).
+        let mut c = ctx(10, EXPORT_S, 0);
+        c.system_init_ms = Some(boot_ms);
+        let r = FlowRecord::new(&b[..], &plan, &c, Sampling::default());
+        assert_eq!(r.first_switched(), (boot_ms as i64 + 100_000) * 1000);
+        assert_eq!(r.last_switched(), (boot_ms as i64 + 200_000) * 1000);
+        // From the record itself (160 at bytes 16..24), which wins over options data.
+        let mut b2 = b.clone();
+        b2.extend_from_slice(&(boot_ms + 1000).to_be_bytes());
+        plan.system_init = Slot::new(16, 8);
+        let r = FlowRecord::new(&b2[..], &plan, &c, Sampling::default());
+        assert_eq!(r.first_switched(), (boot_ms as i64 + 101_000) * 1000);
+        // Without any systemInitTime: the export time, not a guess.
+        plan.system_init = Slot::ABSENT;
+        let c = ctx(10, EXPORT_S, 0);
+        let r = FlowRecord::new(&b[..], &plan, &c, Sampling::default());
+        assert_eq!(r.first_switched(), EXPORT_US);
+        assert_eq!(r.last_switched(), EXPORT_US);
+    }
+
+    #[test]
+    fn ipfix_absolute_forms() {
+        let c = ctx(10, EXPORT_S, 0);
+        let secs = time_plan(TimeKind::UnixSecs, 4);
+        let b = rec(EXPORT_S as u64 - 5, EXPORT_S as u64 - 1, 4);
+        let r = FlowRecord::new(&b[..], &secs, &c, Sampling::default());
+        assert_eq!(
+            (r.first_switched(), r.last_switched()),
+            (EXPORT_US - 5_000_000, EXPORT_US - 1_000_000)
+        );
+        let ms = time_plan(TimeKind::UnixMs, 8);
+        let b = rec(EXPORT_S as u64 * 1000 - 1500, EXPORT_S as u64 * 1000 - 1, 8);
+        let r = FlowRecord::new(&b[..], &ms, &c, Sampling::default());
+        assert_eq!(
+            (r.first_switched(), r.last_switched()),
+            (EXPORT_US - 1_500_000, EXPORT_US - 1000)
+        );
+        // NTP: 0.25 s (micro form) and 0.75 s (nano form) past EXPORT - 3 s.
+        let ntp_s = (EXPORT_S - 3 + NTP_UNIX_OFFSET_SECS) as u64;
+        for kind in [TimeKind::NtpMicros, TimeKind::NtpNanos] {
+            let p = time_plan(kind, 8);
+            let b = rec((ntp_s << 32) | 0x4000_0000, (ntp_s << 32) | 0xc000_0000, 8);
+            let r = FlowRecord::new(&b[..], &p, &c, Sampling::default());
+            assert_eq!(r.first_switched(), EXPORT_US - 3_000_000 + 250_000);
+            assert_eq!(r.last_switched(), EXPORT_US - 3_000_000 + 750_000);
+        }
+    }
+
+    #[test]
+    fn ipfix_delta_microseconds_count_back_from_export() {
+        let c = ctx(10, EXPORT_S, 0);
+        let p = time_plan(TimeKind::DeltaMicros, 4);
+        let b = rec(2_500_000, 500_000, 4);
+        let r = FlowRecord::new(&b[..], &p, &c, Sampling::default());
+        assert_eq!(r.first_switched(), EXPORT_US - 2_500_000);
+        assert_eq!(r.last_switched(), EXPORT_US - 500_000);
+        // A hostile 8-byte delta saturates instead of overflowing.
+        let p = time_plan(TimeKind::DeltaMicros, 8);
+        let b = rec(u64::MAX, 0, 8);
+        let r = FlowRecord::new(&b[..], &p, &c, Sampling::default());
+        assert_eq!(r.first_switched(), EXPORT_US - i64::MAX);
+    }
+
+    #[test]
+    fn absent_times_fall_back_to_export_time() {
+        let c = ctx(9, EXPORT_S, 1000);
+        let r = FlowRecord::new(&[1, 2, 3], &Plan::EMPTY, &c, Sampling::default());
+        assert_eq!(
+            (r.first_switched(), r.last_switched()),
+            (EXPORT_US, EXPORT_US)
+        );
+    }
+
+    #[test]
+    fn uint_reads_every_width_and_position() {
+        // Fields of 1..=8 bytes at offsets 0..=9 of a 20-byte record: both read paths.
+        let bytes: Vec<u8> = (1..=20).collect();
+        let c = ctx(9, 0, 0);
+        for off in 0..10u16 {
+            for len in 1..=8u16 {
+                let plan = Plan {
+                    in_bytes: Slot::new(off, len),
+                    ..Plan::default()
+                };
+                let r = FlowRecord::new(&bytes, &plan, &c, Sampling::default());
+                let want = be_uint(&bytes[off as usize..(off + len) as usize]);
+                assert_eq!(r.in_bytes(), Some(want), "offset {off} len {len}");
+            }
+        }
+        // 16-byte field: the low 8 bytes.
+        let plan = Plan {
+            in_bytes: Slot::new(0, 16),
+            ..Plan::default()
+        };
+        let r = FlowRecord::new(&bytes, &plan, &c, Sampling::default());
+        assert_eq!(
+            r.in_bytes(),
+            Some(u64::from_be_bytes([9, 10, 11, 12, 13, 14, 15, 16]))
+        );
+    }
+
     #[test]
     fn ntp_micros() {
         // 2023-11-14T22:13:20Z + 0.5 s.
@@ -427,5 +713,56 @@ mod tests {
         assert_eq!(be_uint(&[0x01, 0x02]), 0x0102);
         assert_eq!(be_uint(&[0xff; 8]), u64::MAX);
         assert_eq!(be_uint(&[0x7f, 0, 0, 0, 0, 0, 0, 0, 1]), 1);
+    }
+
+    #[test]
+    fn v5_fast_path_reads_what_the_plan_says() {
+        // A 48-byte v5 record with a distinct value in every byte; the static V5_PLAN takes the
+        // fixed-offset path, a copy of it the slot walk: every accessor must agree.
+        let bytes: Vec<u8> = (0..48u8)
+            .map(|i| i.wrapping_mul(37).wrapping_add(11))
+            .collect();
+        let c = ctx(5, 1_700_000_000, 0x8000_0000);
+        let copy = V5_PLAN;
+        let fast = FlowRecord::new(&bytes, &V5_PLAN, &c, Sampling::default());
+        let slow = FlowRecord::new(&bytes, &copy, &c, Sampling::default());
+        assert!(fast.v5().is_some() && slow.v5().is_none());
+        let all = |r: &FlowRecord<'_>| {
+            format!(
+                "{:?}",
+                (
+                    (
+                        r.src_ip(),
+                        r.dst_ip(),
+                        r.next_hop(),
+                        r.src_ip_bytes(),
+                        r.dst_ip_bytes()
+                    ),
+                    (
+                        r.src_port(),
+                        r.dst_port(),
+                        r.protocol(),
+                        r.in_bytes(),
+                        r.in_pkts()
+                    ),
+                    (
+                        r.tcp_flags(),
+                        r.tos(),
+                        r.input_if(),
+                        r.output_if(),
+                        r.src_as()
+                    ),
+                    (
+                        r.dst_as(),
+                        r.src_mask(),
+                        r.dst_mask(),
+                        r.direction(),
+                        r.ip_version()
+                    ),
+                    (r.first_switched(), r.last_switched()),
+                )
+            )
+        };
+        assert_eq!(all(&fast), all(&slow));
     }
 }

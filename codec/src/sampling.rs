@@ -38,3 +38,176 @@ pub struct Sampling {
     pub rate: u32,
     pub source: SamplingSource,
 }
+
+/// Sampler ids one (exporter, domain) may announce; more are ignored (bounded memory).
+pub const SAMPLERS_PER_DOMAIN_MAX: usize = 256;
+
+/// The sampling facts one options data record carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SamplerOption {
+    /// samplerId 48 / selectorId 302, if the record names one.
+    pub sampler_id: Option<u64>,
+    /// samplingInterval 34.
+    pub interval: Option<u64>,
+    /// samplerRandomInterval 50.
+    pub random_interval: Option<u64>,
+    /// samplingPacketInterval 305.
+    pub packet_interval: Option<u64>,
+    /// samplingPacketSpace 306.
+    pub packet_space: Option<u64>,
+}
+
+impl SamplerOption {
+    /// The rate this record announces (1 in N), if any: 34, else 50, else
+    /// (305 + 306) / 305. Zero intervals announce nothing.
+    pub fn rate(&self) -> Option<u32> {
+        let nonzero = |v: Option<u64>| v.filter(|&v| v != 0);
+        if let Some(r) = nonzero(self.interval).or(nonzero(self.random_interval)) {
+            return Some(clamp_rate(r));
+        }
+        let interval = nonzero(self.packet_interval)?;
+        let space = self.packet_space.unwrap_or(0);
+        Some(clamp_rate(interval.saturating_add(space) / interval))
+    }
+}
+
+fn clamp_rate(r: u64) -> u32 {
+    u32::try_from(r).unwrap_or(u32::MAX)
+}
+
+/// The sampler table of one (exporter, domain): rates by sampler id, and the default rate from
+/// options data that names no sampler.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SamplerTable {
+    default: Option<u32>,
+    by_id: Vec<(u64, u32)>,
+}
+
+impl SamplerTable {
+    /// Learns from one options data record. Returns whether it carried a rate.
+    pub fn learn(&mut self, opt: &SamplerOption) -> bool {
+        let Some(rate) = opt.rate() else {
+            return false;
+        };
+        match opt.sampler_id {
+            Some(id) => {
+                if let Some(e) = self.by_id.iter_mut().find(|e| e.0 == id) {
+                    e.1 = rate;
+                } else if self.by_id.len() < SAMPLERS_PER_DOMAIN_MAX {
+                    self.by_id.push((id, rate));
+                }
+            }
+            None => self.default = Some(rate),
+        }
+        true
+    }
+
+    /// The exporter's default rate (options data without a sampler id).
+    pub fn default_sampling(&self) -> Sampling {
+        match self.default {
+            Some(rate) => Sampling {
+                rate,
+                source: SamplingSource::Exporter,
+            },
+            None => Sampling::default(),
+        }
+    }
+
+    /// The rate of sampler `id`, else the default.
+    pub fn lookup(&self, id: u64) -> Sampling {
+        match self.by_id.iter().find(|e| e.0 == id) {
+            Some(&(_, rate)) => Sampling {
+                rate,
+                source: SamplingSource::Sampler,
+            },
+            None => self.default_sampling(),
+        }
+    }
+
+    /// The record's sampling: its own interval (34/50) wins, then its sampler id, then the
+    /// default.
+    #[inline]
+    pub fn resolve(&self, in_record: Option<u64>, sampler_id: Option<u64>) -> Sampling {
+        if let Some(r) = in_record.filter(|&r| r != 0) {
+            return Sampling {
+                rate: clamp_rate(r),
+                source: SamplingSource::Record,
+            };
+        }
+        match sampler_id {
+            Some(id) => self.lookup(id),
+            None => self.default_sampling(),
+        }
+    }
+
+    /// Sampler ids known, with their rates.
+    pub fn samplers(&self) -> &[(u64, u32)] {
+        &self.by_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_from_each_options_form() {
+        let o = |i, r, pi, ps| SamplerOption {
+            sampler_id: None,
+            interval: i,
+            random_interval: r,
+            packet_interval: pi,
+            packet_space: ps,
+        };
+        assert_eq!(o(Some(100), None, None, None).rate(), Some(100));
+        assert_eq!(o(Some(0), Some(512), None, None).rate(), Some(512));
+        // 1 packet selected, 999 skipped: 1 in 1000.
+        assert_eq!(o(None, None, Some(1), Some(999)).rate(), Some(1000));
+        assert_eq!(o(None, None, Some(10), Some(90)).rate(), Some(10));
+        assert_eq!(o(None, None, Some(0), Some(90)).rate(), None);
+        assert_eq!(o(None, None, None, None).rate(), None);
+        assert_eq!(o(Some(u64::MAX), None, None, None).rate(), Some(u32::MAX));
+    }
+
+    #[test]
+    fn record_then_sampler_then_default() {
+        let mut t = SamplerTable::default();
+        assert_eq!(t.resolve(None, Some(1)), Sampling::default());
+        assert!(t.learn(&SamplerOption {
+            sampler_id: Some(1),
+            interval: Some(100),
+            ..SamplerOption::default()
+        }));
+        assert!(t.learn(&SamplerOption {
+            random_interval: Some(10),
+            ..SamplerOption::default()
+        }));
+        assert!(!t.learn(&SamplerOption::default()));
+        let s = |rate, source| Sampling { rate, source };
+        assert_eq!(t.resolve(None, Some(1)), s(100, SamplingSource::Sampler));
+        assert_eq!(t.resolve(None, Some(2)), s(10, SamplingSource::Exporter));
+        assert_eq!(t.resolve(None, None), s(10, SamplingSource::Exporter));
+        assert_eq!(t.resolve(Some(7), Some(1)), s(7, SamplingSource::Record));
+        assert_eq!(t.resolve(Some(0), Some(1)), s(100, SamplingSource::Sampler));
+        // Re-announcing sampler 1 replaces its rate.
+        t.learn(&SamplerOption {
+            sampler_id: Some(1),
+            interval: Some(200),
+            ..SamplerOption::default()
+        });
+        assert_eq!(t.samplers(), &[(1, 200)]);
+    }
+
+    #[test]
+    fn sampler_ids_are_bounded() {
+        let mut t = SamplerTable::default();
+        for id in 0..(SAMPLERS_PER_DOMAIN_MAX as u64 + 10) {
+            t.learn(&SamplerOption {
+                sampler_id: Some(id),
+                interval: Some(5),
+                ..SamplerOption::default()
+            });
+        }
+        assert_eq!(t.samplers().len(), SAMPLERS_PER_DOMAIN_MAX);
+    }
+}
