@@ -7,6 +7,9 @@
 //! Not here: receiving, decoding (goflow-codec), or anything that decides what to store.
 #![forbid(unsafe_code)]
 
+pub mod backend;
+pub mod file;
 pub mod json;
+pub mod pg;
 pub mod schema;
 pub mod sink;

@@ -21,8 +21,9 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
-    /// PostgreSQL type. Unsigned values get the next wider signed type; U64 counters use bigint
-    /// (values above i64::MAX are the encoder's policy, see pg::encode).
+    /// PostgreSQL type. Unsigned values get the next wider signed type; U64 counters use bigint,
+    /// and a value above i64::MAX is stored as i64::MAX and counted (`counters_clamped` on the
+    /// sink's status; see pg::encode), never wrapped into a negative number.
     pub fn pg_type(self) -> &'static str {
         match self {
             ColumnType::Time => "timestamptz",

@@ -50,12 +50,18 @@ pub struct SinkError {
 impl SinkError {
     /// A failure a retry may cure (connection lost, server restarting).
     pub fn retriable(message: impl Into<String>) -> Self {
-        SinkError { retriable: true, message: message.into() }
+        SinkError {
+            retriable: true,
+            message: message.into(),
+        }
     }
 
     /// A failure a retry of the same data cannot cure (incompatible table, bad credentials).
     pub fn fatal(message: impl Into<String>) -> Self {
-        SinkError { retriable: false, message: message.into() }
+        SinkError {
+            retriable: false,
+            message: message.into(),
+        }
     }
 
     pub fn is_retriable(&self) -> bool {

@@ -1,0 +1,817 @@
+//! The generic backend: one thread per configured backend that owns a [`Sink`], the bounded
+//! queue in front of it, and the flush policy. Workers hand it [`Chunk`]s through a
+//! [`BackendSender`] that never blocks: when the queue's byte bound is reached the chunk is
+//! dropped and counted, so a slow or dead backend never stalls receiving.
+//!
+//! The thread writes each chunk to the sink as it arrives and ends a flush when `flush_rows` rows
+//! are pending or the oldest pending row is `flush_interval` old (and at shutdown). Until a
+//! flush succeeds its chunks stay here (and keep counting against the queue bound): a retriable
+//! [`SinkError`] aborts the flush and replays the same chunks after an exponential backoff
+//! (100 ms doubling to 5 s); a fatal one is logged (rate-limited), marks the backend unhealthy,
+//! drops that flush's rows (counted) and pauses the backend for the longest backoff before it
+//! tries newer rows. The daemon stays up either way.
+//!
+//! Everything the ops API shows about a backend is in its [`BackendStats`] (atomics plus a mutex
+//! for strings); [`BackendOptions::on_flush`] reports each successful flush (duration, age of the
+//! rows at commit) to whoever keeps histograms.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use goflow_codec::UnixMicros;
+
+use crate::sink::{Chunk, Sink, SinkError};
+
+/// Bytes a queued chunk costs beyond its rows (the chunk itself, the channel node), so a flood
+/// of empty chunks (the `null` backend) is bounded too.
+pub const CHUNK_OVERHEAD_BYTES: u64 = 128;
+/// First retry delay after an error.
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest retry delay (and the pause after a fatal error).
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the sink's own status fields are refreshed.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(2);
+/// At most one error log line per backend per this interval (the rest are counted).
+pub const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One successful flush, as reported to [`BackendOptions::on_flush`].
+#[derive(Clone, Copy, Debug)]
+pub struct FlushReport<'a> {
+    /// The backend's name.
+    pub backend: &'a str,
+    /// Rows made durable.
+    pub rows: u64,
+    /// Time spent in `Sink::flush` (the commit), microseconds.
+    pub duration_us: u64,
+    /// When the flush completed (Unix microseconds).
+    pub committed_us: UnixMicros,
+    /// Receive time and row count of every chunk in the flush: `committed_us - received_us` is
+    /// the datagram age at commit.
+    pub chunks: &'a [(UnixMicros, u64)],
+}
+
+impl FlushReport<'_> {
+    /// Receive time of the oldest row in the flush.
+    pub fn oldest_received_us(&self) -> Option<UnixMicros> {
+        self.chunks.iter().map(|c| c.0).min()
+    }
+}
+
+/// Called on the backend's thread after every successful flush (keep it cheap).
+pub type FlushHook = Arc<dyn Fn(&FlushReport<'_>) + Send + Sync>;
+
+/// How a backend queues and flushes.
+#[derive(Clone)]
+pub struct BackendOptions {
+    /// The backend's name in the config (thread name, logs, stats).
+    pub name: String,
+    /// Its type (`file`, `timescale`, ...).
+    pub kind: String,
+    /// Where it writes, without secrets (for logs and status).
+    pub target: String,
+    /// Flush once this many rows are pending.
+    pub flush_rows: u64,
+    /// Flush once the oldest pending row is this old.
+    pub flush_interval: Duration,
+    /// Most bytes queued or held for retry; beyond it chunks are dropped and counted.
+    pub queue_bytes: u64,
+    /// How long shutdown keeps retrying a failing backend before it counts the rest as dropped.
+    pub shutdown_timeout: Duration,
+    /// Flush observer (the ops API's histograms).
+    pub on_flush: Option<FlushHook>,
+}
+
+impl std::fmt::Debug for BackendOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendOptions")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("target", &self.target)
+            .field("flush_rows", &self.flush_rows)
+            .field("flush_interval", &self.flush_interval)
+            .field("queue_bytes", &self.queue_bytes)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("on_flush", &self.on_flush.is_some())
+            .finish()
+    }
+}
+
+impl BackendOptions {
+    /// Options with the PostgreSQL defaults (100000 rows, 1 s, 256 MiB, 30 s at shutdown).
+    pub fn new(name: impl Into<String>, kind: impl Into<String>) -> BackendOptions {
+        BackendOptions {
+            name: name.into(),
+            kind: kind.into(),
+            target: String::new(),
+            flush_rows: 100_000,
+            flush_interval: Duration::from_secs(1),
+            queue_bytes: 256 << 20,
+            shutdown_timeout: Duration::from_secs(30),
+            on_flush: None,
+        }
+    }
+}
+
+/// The strings of a backend's state (behind a mutex: written rarely, read by the ops API).
+#[derive(Clone, Debug, Default)]
+pub struct BackendDetail {
+    /// The most recent error's message.
+    pub last_error: Option<String>,
+    /// When it happened (Unix microseconds; 0 = never).
+    pub last_error_us: UnixMicros,
+    /// The sink's own status fields (values are JSON), refreshed every [`STATUS_REFRESH`].
+    pub status: Vec<(&'static str, String)>,
+}
+
+/// What the ops API shows about one backend. Counters only grow.
+#[derive(Debug)]
+pub struct BackendStats {
+    /// Name, type and target, as configured.
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    /// The queue bound (`queue_bytes`).
+    pub queue_capacity_bytes: u64,
+    /// Bytes queued or held for retry right now.
+    pub queued_bytes: AtomicU64,
+    /// Rows made durable by successful flushes.
+    pub rows_written: AtomicU64,
+    /// Successful flushes.
+    pub flushes: AtomicU64,
+    /// Chunks and rows dropped because the queue was full.
+    pub chunks_dropped_queue_full: AtomicU64,
+    pub rows_dropped_queue_full: AtomicU64,
+    /// Chunks and rows dropped by a fatal sink error, or still failing at shutdown.
+    pub chunks_dropped_failed: AtomicU64,
+    pub rows_dropped_failed: AtomicU64,
+    /// Sink errors (write or flush), retriable or not.
+    pub errors: AtomicU64,
+    /// Retries after a retriable error (the sink reconnects as it needs to).
+    pub reconnects: AtomicU64,
+    /// False from an error until the next successful flush.
+    pub healthy: AtomicBool,
+    /// End of the last successful flush (Unix microseconds; 0 = never).
+    pub last_flush_us: AtomicI64,
+    /// Duration of the last successful flush's commit, microseconds.
+    pub last_flush_duration_us: AtomicU64,
+    /// Last error and the sink's status fields.
+    pub detail: Mutex<BackendDetail>,
+}
+
+impl BackendStats {
+    fn new(opts: &BackendOptions) -> BackendStats {
+        BackendStats {
+            name: opts.name.clone(),
+            kind: opts.kind.clone(),
+            target: opts.target.clone(),
+            queue_capacity_bytes: opts.queue_bytes,
+            queued_bytes: AtomicU64::new(0),
+            rows_written: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            chunks_dropped_queue_full: AtomicU64::new(0),
+            rows_dropped_queue_full: AtomicU64::new(0),
+            chunks_dropped_failed: AtomicU64::new(0),
+            rows_dropped_failed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            last_flush_us: AtomicI64::new(0),
+            last_flush_duration_us: AtomicU64::new(0),
+            detail: Mutex::new(BackendDetail::default()),
+        }
+    }
+
+    /// Rows dropped for any reason.
+    pub fn rows_dropped(&self) -> u64 {
+        self.rows_dropped_queue_full.load(Ordering::Relaxed)
+            + self.rows_dropped_failed.load(Ordering::Relaxed)
+    }
+
+    /// Chunks dropped for any reason.
+    pub fn chunks_dropped(&self) -> u64 {
+        self.chunks_dropped_queue_full.load(Ordering::Relaxed)
+            + self.chunks_dropped_failed.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the strings.
+    pub fn detail(&self) -> BackendDetail {
+        lock(&self.detail).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_us() -> UnixMicros {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// What a chunk counts against the queue bound.
+fn cost(chunk: &Chunk) -> u64 {
+    chunk.rows.len() as u64 + CHUNK_OVERHEAD_BYTES
+}
+
+enum Msg {
+    Chunk(Chunk),
+    Shutdown,
+}
+
+/// A worker's handle on a backend's queue. Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct BackendSender {
+    tx: mpsc::Sender<Msg>,
+    stats: Arc<BackendStats>,
+}
+
+impl std::fmt::Debug for BackendSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendSender")
+            .field("backend", &self.stats.name)
+            .finish()
+    }
+}
+
+impl BackendSender {
+    /// Queues `chunk` unless that would pass the byte bound (a chunk into an empty queue is
+    /// always taken, whatever its size). Returns false, and counts the chunk's rows as dropped,
+    /// when it was not queued.
+    pub fn try_send(&self, chunk: Chunk) -> bool {
+        let c = cost(&chunk);
+        let cap = self.stats.queue_capacity_bytes;
+        let reserved = self
+            .stats
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q == 0 || q.saturating_add(c) <= cap).then(|| q.saturating_add(c))
+            })
+            .is_ok();
+        if reserved {
+            let rows = chunk.count;
+            match self.tx.send(Msg::Chunk(chunk)) {
+                Ok(()) => return true,
+                Err(_) => {
+                    // The backend thread is gone (only after shutdown).
+                    self.stats.queued_bytes.fetch_sub(c, Ordering::AcqRel);
+                    self.count_dropped(rows);
+                }
+            }
+        } else {
+            self.count_dropped(chunk.count);
+        }
+        false
+    }
+
+    fn count_dropped(&self, rows: u64) {
+        self.stats
+            .chunks_dropped_queue_full
+            .fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .rows_dropped_queue_full
+            .fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// The backend's stats.
+    pub fn stats(&self) -> &Arc<BackendStats> {
+        &self.stats
+    }
+}
+
+/// A running backend: its thread, its queue and its stats.
+pub struct Backend {
+    tx: mpsc::Sender<Msg>,
+    stats: Arc<BackendStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.stats.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// Starts the backend's thread around `sink`.
+    pub fn spawn(sink: Box<dyn Sink>, opts: BackendOptions) -> std::io::Result<Backend> {
+        let stats = Arc::new(BackendStats::new(&opts));
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer::new(sink, opts, Arc::clone(&stats), rx);
+        let thread = thread::Builder::new()
+            .name(format!("backend-{}", writer.opts.name))
+            .spawn(move || writer.run())?;
+        Ok(Backend {
+            tx,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for a worker.
+    pub fn sender(&self) -> BackendSender {
+        BackendSender {
+            tx: self.tx.clone(),
+            stats: Arc::clone(&self.stats),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<BackendStats> {
+        &self.stats
+    }
+
+    /// Writes and flushes everything queued before this call (retrying a failing sink for up
+    /// to `shutdown_timeout`), then stops the thread. Call after the workers have stopped.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.tx.send(Msg::Shutdown);
+            if t.join().is_err() {
+                log::error!("backend {}: writer thread panicked", self.stats.name);
+            }
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The backend thread's state.
+struct Writer {
+    sink: Box<dyn Sink>,
+    opts: BackendOptions,
+    stats: Arc<BackendStats>,
+    rx: mpsc::Receiver<Msg>,
+    /// Chunks of the current flush, oldest first; they stay until it succeeds.
+    pending: Vec<Chunk>,
+    pending_rows: u64,
+    /// When the oldest pending chunk arrived.
+    pending_since: Option<Instant>,
+    /// How many of `pending` were handed to the sink in the current attempt.
+    written: usize,
+    /// Set while waiting to retry (after an error).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    last_status: Option<Instant>,
+    last_error_log: Option<Instant>,
+    errors_not_logged: u64,
+    /// Scratch for the flush report.
+    report_chunks: Vec<(UnixMicros, u64)>,
+}
+
+impl Writer {
+    fn new(
+        sink: Box<dyn Sink>,
+        opts: BackendOptions,
+        stats: Arc<BackendStats>,
+        rx: mpsc::Receiver<Msg>,
+    ) -> Writer {
+        Writer {
+            sink,
+            opts,
+            stats,
+            rx,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_since: None,
+            written: 0,
+            retry_at: None,
+            backoff: RETRY_BACKOFF_MIN,
+            last_status: None,
+            last_error_log: None,
+            errors_not_logged: 0,
+            report_chunks: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        self.refresh_status(Instant::now());
+        loop {
+            let wait = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(Msg::Chunk(c)) => self.accept(c),
+                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.tick(Instant::now());
+        }
+        self.finish();
+    }
+
+    /// The next moment something is due: a retry, an age flush, a status refresh.
+    fn next_deadline(&self) -> Instant {
+        let now = Instant::now();
+        let status = self.last_status.map_or(now, |t| t + STATUS_REFRESH);
+        let due = match (self.retry_at, self.pending_since) {
+            (Some(r), _) => r,
+            (None, Some(since)) => since + self.opts.flush_interval,
+            (None, None) => status,
+        };
+        due.min(status)
+    }
+
+    fn accept(&mut self, chunk: Chunk) {
+        if chunk.count == 0 && chunk.rows.is_empty() {
+            self.release(cost(&chunk));
+            return;
+        }
+        self.pending_rows += chunk.count;
+        self.pending.push(chunk);
+        self.pending_since.get_or_insert_with(Instant::now);
+        if self.retry_at.is_none()
+            && self.write_pending()
+            && self.pending_rows >= self.opts.flush_rows
+        {
+            self.flush();
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        match self.retry_at {
+            Some(at) if now >= at => {
+                self.retry_at = None;
+                if !self.pending.is_empty() {
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    if self.write_pending() {
+                        self.flush();
+                    }
+                }
+            }
+            Some(_) => {}
+            None => {
+                if self.pending_since.is_some_and(|since| {
+                    now.saturating_duration_since(since) >= self.opts.flush_interval
+                }) {
+                    self.flush();
+                }
+            }
+        }
+        if self
+            .last_status
+            .is_none_or(|t| now.saturating_duration_since(t) >= STATUS_REFRESH)
+        {
+            self.refresh_status(now);
+        }
+    }
+
+    /// Hands the not yet written pending chunks to the sink. False after an error.
+    fn write_pending(&mut self) -> bool {
+        while let Some(chunk) = self.pending.get(self.written) {
+            if let Err(e) = self.sink.write(chunk) {
+                self.fail(&e);
+                return false;
+            }
+            self.written += 1;
+        }
+        true
+    }
+
+    /// Ends the current flush. True when it succeeded (or there was nothing to flush).
+    fn flush(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        if !self.write_pending() {
+            return false;
+        }
+        let t0 = Instant::now();
+        if let Err(e) = self.sink.flush() {
+            self.fail(&e);
+            return false;
+        }
+        let duration_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let committed_us = now_us();
+        let rows = self.pending_rows;
+        let bytes: u64 = self.pending.iter().map(cost).sum();
+        self.stats.rows_written.fetch_add(rows, Ordering::Relaxed);
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .last_flush_us
+            .store(committed_us, Ordering::Relaxed);
+        self.stats
+            .last_flush_duration_us
+            .store(duration_us, Ordering::Relaxed);
+        self.stats.healthy.store(true, Ordering::Relaxed);
+        if let Some(hook) = &self.opts.on_flush {
+            self.report_chunks.clear();
+            self.report_chunks
+                .extend(self.pending.iter().map(|c| (c.oldest_received_us, c.count)));
+            hook(&FlushReport {
+                backend: &self.opts.name,
+                rows,
+                duration_us,
+                committed_us,
+                chunks: &self.report_chunks,
+            });
+        }
+        self.clear_pending();
+        self.release(bytes);
+        self.backoff = RETRY_BACKOFF_MIN;
+        if self.errors_not_logged > 0 || self.last_error_log.is_some() {
+            log::info!("backend {}: writing again", self.opts.name);
+            self.last_error_log = None;
+            self.errors_not_logged = 0;
+        }
+        true
+    }
+
+    fn fail(&mut self, e: &SinkError) {
+        self.sink.abort();
+        self.written = 0;
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.healthy.store(false, Ordering::Relaxed);
+        {
+            let mut d = lock(&self.stats.detail);
+            d.last_error = Some(e.to_string());
+            d.last_error_us = now_us();
+        }
+        let now = Instant::now();
+        let fatal = !e.is_retriable();
+        if fatal {
+            // Retrying the same rows cannot help: drop them (counted) and pause before newer ones.
+            let bytes: u64 = self.pending.iter().map(cost).sum();
+            self.stats
+                .chunks_dropped_failed
+                .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+            self.stats
+                .rows_dropped_failed
+                .fetch_add(self.pending_rows, Ordering::Relaxed);
+            let rows = self.pending_rows;
+            self.clear_pending();
+            self.release(bytes);
+            self.retry_at = Some(now + RETRY_BACKOFF_MAX);
+            self.log_error(now, format_args!("{e} (fatal: {rows} rows dropped)"));
+        } else {
+            self.retry_at = Some(now + self.backoff);
+            let delay = self.backoff;
+            self.backoff = (self.backoff * 2).min(RETRY_BACKOFF_MAX);
+            let rows = self.pending_rows;
+            self.log_error(now, format_args!("{e} (retrying {rows} rows in {delay:?})"));
+        }
+    }
+
+    fn log_error(&mut self, now: Instant, msg: std::fmt::Arguments<'_>) {
+        let due = self
+            .last_error_log
+            .is_none_or(|t| now.saturating_duration_since(t) >= ERROR_LOG_INTERVAL);
+        if due {
+            if self.errors_not_logged > 0 {
+                log::error!(
+                    "backend {}: {msg} ({} more errors since the last message)",
+                    self.opts.name,
+                    self.errors_not_logged
+                );
+            } else {
+                log::error!("backend {}: {msg}", self.opts.name);
+            }
+            self.last_error_log = Some(now);
+            self.errors_not_logged = 0;
+        } else {
+            self.errors_not_logged += 1;
+        }
+    }
+
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.pending_since = None;
+        self.written = 0;
+    }
+
+    fn release(&self, bytes: u64) {
+        // Saturating: the counter never wraps even if accounting were off by a chunk.
+        let _ = self
+            .stats
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+    }
+
+    fn refresh_status(&mut self, now: Instant) {
+        let status = self.sink.status();
+        lock(&self.stats.detail).status = status;
+        self.last_status = Some(now);
+    }
+
+    /// Shutdown: take everything still queued, flush it, retry for up to `shutdown_timeout`.
+    fn finish(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Chunk(c) = msg {
+                self.pending_rows += c.count;
+                self.pending.push(c);
+            }
+        }
+        let deadline = Instant::now() + self.opts.shutdown_timeout;
+        loop {
+            if let Some(at) = self.retry_at.take() {
+                let now = Instant::now();
+                if at > deadline {
+                    break;
+                }
+                thread::sleep(at.saturating_duration_since(now));
+                self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.flush() {
+                break;
+            }
+            if self.retry_at.is_none() || Instant::now() >= deadline {
+                break;
+            }
+        }
+        if !self.pending.is_empty() {
+            let rows = self.pending_rows;
+            log::error!(
+                "backend {}: shutting down with {rows} rows not written (the backend kept failing)",
+                self.opts.name
+            );
+            self.stats
+                .chunks_dropped_failed
+                .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+            self.stats
+                .rows_dropped_failed
+                .fetch_add(rows, Ordering::Relaxed);
+            let bytes: u64 = self.pending.iter().map(cost).sum();
+            self.clear_pending();
+            self.release(bytes);
+            self.sink.abort();
+        }
+        self.refresh_status(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A sink that records what it stored and fails on command.
+    #[derive(Clone, Default)]
+    struct Probe {
+        stored: Arc<Mutex<Vec<u8>>>,
+        current: Arc<Mutex<Vec<u8>>>,
+        /// Fail this many flushes (retriable), then succeed.
+        fail_flushes: Arc<AtomicUsize>,
+        fatal: Arc<AtomicBool>,
+        flushes: Arc<AtomicUsize>,
+    }
+
+    impl Sink for Probe {
+        fn write(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
+            lock(&self.current).extend_from_slice(&chunk.rows);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            if self.fatal.load(Ordering::SeqCst) {
+                return Err(SinkError::fatal("table is wrong"));
+            }
+            if self
+                .fail_flushes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(SinkError::retriable("connection lost"));
+            }
+            let cur = std::mem::take(&mut *lock(&self.current));
+            lock(&self.stored).extend_from_slice(&cur);
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn abort(&mut self) {
+            lock(&self.current).clear();
+        }
+    }
+
+    fn chunk(s: &str) -> Chunk {
+        Chunk {
+            rows: Bytes::copy_from_slice(s.as_bytes()),
+            count: s.matches('\n').count() as u64,
+            oldest_received_us: 1,
+        }
+    }
+
+    fn opts(rows: u64, interval_ms: u64) -> BackendOptions {
+        BackendOptions {
+            flush_rows: rows,
+            flush_interval: Duration::from_millis(interval_ms),
+            ..BackendOptions::new("t", "test")
+        }
+    }
+
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn flushes_on_size_and_at_shutdown() {
+        let probe = Probe::default();
+        let backend = Backend::spawn(Box::new(probe.clone()), opts(2, 60_000)).expect("spawn");
+        let tx = backend.sender();
+        assert!(tx.try_send(chunk("a\n")));
+        assert!(tx.try_send(chunk("b\n")));
+        wait_for("size flush", || probe.flushes.load(Ordering::SeqCst) == 1);
+        assert!(tx.try_send(chunk("c\n")));
+        let stats = Arc::clone(backend.stats());
+        backend.shutdown();
+        assert_eq!(&*lock(&probe.stored), b"a\nb\nc\n");
+        assert_eq!(stats.rows_written.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn flushes_on_age() {
+        let probe = Probe::default();
+        let backend = Backend::spawn(Box::new(probe.clone()), opts(1_000_000, 20)).expect("spawn");
+        assert!(backend.sender().try_send(chunk("a\n")));
+        wait_for("age flush", || probe.flushes.load(Ordering::SeqCst) == 1);
+        assert_eq!(&*lock(&probe.stored), b"a\n");
+    }
+
+    #[test]
+    fn retries_the_same_chunks_after_a_retriable_error() {
+        let probe = Probe::default();
+        probe.fail_flushes.store(2, Ordering::SeqCst);
+        let seen = Arc::new(AtomicU64::new(0));
+        let seen2 = Arc::clone(&seen);
+        let mut o = opts(2, 60_000);
+        o.on_flush = Some(Arc::new(move |r: &FlushReport<'_>| {
+            seen2.fetch_add(r.rows, Ordering::SeqCst);
+        }));
+        let backend = Backend::spawn(Box::new(probe.clone()), o).expect("spawn");
+        let tx = backend.sender();
+        assert!(tx.try_send(chunk("a\n")));
+        assert!(tx.try_send(chunk("b\n")));
+        wait_for("the retried flush", || {
+            probe.flushes.load(Ordering::SeqCst) == 1
+        });
+        let stats = Arc::clone(backend.stats());
+        assert_eq!(stats.errors.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.reconnects.load(Ordering::Relaxed), 2);
+        assert!(stats.healthy.load(Ordering::Relaxed));
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        backend.shutdown();
+        assert_eq!(&*lock(&probe.stored), b"a\nb\n");
+        assert!(
+            stats
+                .detail()
+                .last_error
+                .is_some_and(|e| e.contains("connection lost"))
+        );
+    }
+
+    #[test]
+    fn fatal_errors_drop_and_count_and_keep_going() {
+        let probe = Probe::default();
+        probe.fatal.store(true, Ordering::SeqCst);
+        let backend = Backend::spawn(Box::new(probe.clone()), opts(1, 60_000)).expect("spawn");
+        let stats = Arc::clone(backend.stats());
+        assert!(backend.sender().try_send(chunk("a\nb\n")));
+        wait_for("the fatal error", || {
+            stats.rows_dropped_failed.load(Ordering::Relaxed) == 2
+        });
+        assert!(!stats.healthy.load(Ordering::Relaxed));
+        probe.fatal.store(false, Ordering::SeqCst);
+        assert!(backend.sender().try_send(chunk("c\n")));
+        backend.shutdown();
+        assert_eq!(&*lock(&probe.stored), b"c\n");
+        assert_eq!(stats.rows_written.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        let probe = Probe::default();
+        // Never succeeds: everything stays queued.
+        probe.fail_flushes.store(usize::MAX, Ordering::SeqCst);
+        let mut o = opts(1, 60_000);
+        o.queue_bytes = 3 * (CHUNK_OVERHEAD_BYTES + 2);
+        o.shutdown_timeout = Duration::from_millis(10);
+        let backend = Backend::spawn(Box::new(probe.clone()), o).expect("spawn");
+        let tx = backend.sender();
+        let sent = (0..10).filter(|_| tx.try_send(chunk("x\n"))).count();
+        assert_eq!(sent, 3);
+        let stats = Arc::clone(backend.stats());
+        assert_eq!(stats.rows_dropped_queue_full.load(Ordering::Relaxed), 7);
+        backend.shutdown();
+        assert_eq!(stats.rows_dropped_failed.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.rows_dropped(), 10);
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+}
