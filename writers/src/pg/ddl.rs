@@ -1,0 +1,349 @@
+//! Schema management and retention SQL, all derived from [`schema::COLUMNS`]: CREATE TABLE IF
+//! NOT EXISTS, ADD COLUMN IF NOT EXISTS for columns an older table lacks (never a DROP), a type
+//! check of the columns that exist, the TimescaleDB hypertable (when the extension is available)
+//! or a BRIN index on `last_switched`, and max-age pruning (drop_chunks, or DELETE in bounded
+//! batches so no long lock is held).
+//!
+//! The SQL builders are pure (unit-tested here); the async functions run them on a client.
+//! TimescaleDB cannot be installed on the development machines, so that path follows its
+//! documentation (create_hypertable with if_not_exists/migrate_data; drop_chunks older_than)
+//! and is kept to two statements.
+
+use tokio_postgres::Client;
+use tokio_postgres::types::Type;
+
+use crate::schema::{COLUMNS, Column, ColumnType};
+
+/// The column retention and the hypertable partition on.
+pub const TIME_COLUMN: &str = "last_switched";
+
+/// Rows one retention DELETE removes; each batch is its own short transaction.
+pub const RETENTION_DELETE_BATCH_ROWS: u32 = 10_000;
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    let mut q = String::with_capacity(name.len() + 2);
+    q.push('"');
+    for ch in name.chars() {
+        if ch == '"' {
+            q.push('"');
+        }
+        q.push(ch);
+    }
+    q.push('"');
+    q
+}
+
+/// A table name as SQL: `schema.table` quotes each part, anything else is one identifier.
+pub fn quote_table(table: &str) -> String {
+    match table.split_once('.') {
+        Some((schema, name)) if !schema.is_empty() && !name.is_empty() => {
+            format!("{}.{}", quote_ident(schema), quote_ident(name))
+        }
+        _ => quote_ident(table),
+    }
+}
+
+/// `"col1","col2",...` in schema order: the COPY column list.
+pub fn column_list() -> String {
+    let names: Vec<String> = COLUMNS.iter().map(|c| quote_ident(c.name)).collect();
+    names.join(",")
+}
+
+/// `COPY <table> (<columns>) FROM STDIN (FORMAT binary)`.
+pub fn copy_statement(table: &str) -> String {
+    format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        quote_table(table),
+        column_list()
+    )
+}
+
+fn column_def(col: &Column, with_not_null: bool) -> String {
+    let not_null = if with_not_null && !col.nullable {
+        " NOT NULL"
+    } else {
+        ""
+    };
+    format!("{} {}{not_null}", quote_ident(col.name), col.ty.pg_type())
+}
+
+/// CREATE TABLE IF NOT EXISTS with every schema column.
+pub fn create_table(table: &str) -> String {
+    let defs: Vec<String> = COLUMNS.iter().map(|c| column_def(c, true)).collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({})",
+        quote_table(table),
+        defs.join(", ")
+    )
+}
+
+/// ALTER TABLE ADD COLUMN IF NOT EXISTS for one column. Nullable even where the schema says
+/// NOT NULL: the table already holds rows that have no value for it.
+pub fn add_column(table: &str, col: &Column) -> String {
+    format!(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {}",
+        quote_table(table),
+        column_def(col, false)
+    )
+}
+
+/// The BRIN index on the time column (cheap to keep on an append-mostly, time-ordered table).
+pub fn create_brin_index(table: &str) -> String {
+    let bare = table.rsplit('.').next().unwrap_or(table);
+    // Identifiers are at most 63 bytes; keep the suffix, cut the table part on a char boundary.
+    let suffix = "_last_switched_brin";
+    let mut cut = bare.len().min(63 - suffix.len());
+    while !bare.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let index = format!("{}{suffix}", &bare[..cut]);
+    format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} USING brin ({})",
+        quote_ident(&index),
+        quote_table(table),
+        quote_ident(TIME_COLUMN)
+    )
+}
+
+/// One retention batch on a plain table: `$1` is the age in days.
+pub fn delete_batch(table: &str) -> String {
+    let t = quote_table(table);
+    let c = quote_ident(TIME_COLUMN);
+    format!(
+        "DELETE FROM {t} WHERE ctid IN (SELECT ctid FROM {t} WHERE {c} < now() - make_interval(days => $1::int) LIMIT {RETENTION_DELETE_BATCH_ROWS})"
+    )
+}
+
+/// Whether a column of type `oid` accepts what the binary COPY encoder writes for `ty`: the same
+/// binary `recv` format (timestamp/timestamptz and inet/cidr share theirs).
+fn type_accepts(ty: ColumnType, oid: u32) -> bool {
+    let ok: &[Type] = match ty {
+        ColumnType::Time => &[Type::TIMESTAMPTZ, Type::TIMESTAMP],
+        ColumnType::Ip => &[Type::INET, Type::CIDR],
+        ColumnType::U8 => &[Type::INT2],
+        ColumnType::U16 => &[Type::INT4],
+        ColumnType::U32 | ColumnType::U64 => &[Type::INT8],
+    };
+    ok.iter().any(|t| t.oid() == oid)
+}
+
+/// What [`ensure_schema`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchemaReport {
+    /// The table did not exist and was created.
+    pub created: bool,
+    /// Columns added to an existing table.
+    pub added: Vec<&'static str>,
+    /// The table is a TimescaleDB hypertable (else a plain table with a BRIN index).
+    pub timescaledb: bool,
+}
+
+/// Why the schema could not be made right.
+#[derive(Debug)]
+pub enum SchemaError {
+    /// The server failed a statement (may be transient: classify the inner error).
+    Db(tokio_postgres::Error),
+    /// The table exists with a column goflow cannot write; retrying will not help.
+    Incompatible(String),
+}
+
+impl From<tokio_postgres::Error> for SchemaError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        SchemaError::Db(e)
+    }
+}
+
+/// Creates the table or adds the columns it lacks, checks the types of the ones it has, then
+/// makes it a hypertable (TimescaleDB available) or gives it a BRIN index.
+pub async fn ensure_schema(client: &Client, table: &str) -> Result<SchemaReport, SchemaError> {
+    let mut report = SchemaReport::default();
+    let qualified = quote_table(table);
+    let exists = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+        .await?
+        .try_get::<_, bool>(0)?;
+    if !exists {
+        client.batch_execute(&create_table(table)).await?;
+        report.created = true;
+    }
+
+    let rows = client
+        .query(
+            "SELECT attname::text, atttypid::oid, format_type(atttypid, atttypmod) \
+             FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+            &[&qualified],
+        )
+        .await?;
+    let mut present: Vec<(String, u32, String)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        present.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+    }
+    for col in COLUMNS {
+        match present.iter().find(|(name, _, _)| name == col.name) {
+            Some((_, oid, shown)) if !type_accepts(col.ty, *oid) => {
+                return Err(SchemaError::Incompatible(format!(
+                    "column {} of table {} has type {shown}, but goflow writes {} there; \
+                     alter or drop the column (or choose another SQL_TABLE)",
+                    quote_ident(col.name),
+                    qualified,
+                    col.ty.pg_type()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                client.batch_execute(&add_column(table, col)).await?;
+                report.added.push(col.name);
+            }
+        }
+    }
+
+    report.timescaledb = make_hypertable(client, table).await?;
+    if !report.timescaledb {
+        client.batch_execute(&create_brin_index(table)).await?;
+    }
+    Ok(report)
+}
+
+/// Whether the timescaledb extension is available and enabled (creating it if needed).
+async fn timescaledb_enabled(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    let available = client
+        .query_opt(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+            &[],
+        )
+        .await?
+        .is_some();
+    if !available {
+        return Ok(false);
+    }
+    // Fails without superuser rights or without shared_preload_libraries: then a plain table.
+    if let Err(e) = client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        .await
+    {
+        log::warn!(
+            "timescaledb is available but CREATE EXTENSION failed, using a plain table: {e}"
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Makes the table a hypertable on the time column; false when TimescaleDB is not there.
+async fn make_hypertable(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {
+    if !timescaledb_enabled(client).await? {
+        return Ok(false);
+    }
+    // The pre-2.13 signature, still accepted by 2.x; a no-op on an existing hypertable.
+    client
+        .execute(
+            "SELECT create_hypertable($1::text::regclass, $2::text::name, \
+             if_not_exists => TRUE, migrate_data => TRUE)",
+            &[&quote_table(table), &TIME_COLUMN],
+        )
+        .await?;
+    Ok(true)
+}
+
+/// Removes rows whose `last_switched` is more than `days` old; returns the rows (plain table) or
+/// chunks (hypertable) removed.
+pub async fn prune(
+    client: &Client,
+    table: &str,
+    days: u32,
+    timescaledb: bool,
+) -> Result<u64, tokio_postgres::Error> {
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    if timescaledb {
+        // Whole chunks only: a chunk is dropped once all of it is older than the cut-off.
+        let rows = client
+            .query(
+                "SELECT drop_chunks($1::text::regclass, older_than => make_interval(days => $2::int))",
+                &[&quote_table(table), &days],
+            )
+            .await?;
+        return Ok(rows.len() as u64);
+    }
+    let stmt = client.prepare(&delete_batch(table)).await?;
+    let mut total = 0;
+    loop {
+        let n = client.execute(&stmt, &[&days]).await?;
+        total += n;
+        if n < u64::from(RETENTION_DELETE_BATCH_ROWS) {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("flows"), "\"flows\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_table("netflow.flows"), "\"netflow\".\"flows\"");
+        assert_eq!(quote_table("flows"), "\"flows\"");
+    }
+
+    #[test]
+    fn create_table_lists_every_column_once() {
+        let sql = create_table("t");
+        for col in COLUMNS {
+            assert_eq!(
+                sql.matches(&format!("\"{}\" ", col.name)).count(),
+                1,
+                "{}",
+                col.name
+            );
+        }
+        assert!(sql.starts_with(
+            "CREATE TABLE IF NOT EXISTS \"t\" (\"time_received\" timestamptz NOT NULL, "
+        ));
+        assert!(sql.contains("\"src_ip\" inet, "));
+        assert!(sql.contains("\"in_bytes\" bigint, "));
+        assert!(sql.contains("\"protocol\" smallint, "));
+        assert!(sql.contains("\"last_switched\" timestamptz NOT NULL, "));
+    }
+
+    #[test]
+    fn copy_statement_columns_in_schema_order() {
+        let sql = copy_statement("t");
+        assert!(
+            sql.starts_with("COPY \"t\" (\"time_received\",\"first_switched\",\"last_switched\",")
+        );
+        assert!(sql.ends_with("\"ip_version\") FROM STDIN (FORMAT binary)"));
+    }
+
+    #[test]
+    fn added_columns_are_nullable() {
+        let col = crate::schema::column("last_switched").expect("column");
+        assert_eq!(
+            add_column("t", col),
+            "ALTER TABLE \"t\" ADD COLUMN IF NOT EXISTS \"last_switched\" timestamptz"
+        );
+    }
+
+    #[test]
+    fn brin_index_name_fits_63_bytes() {
+        let long = "x".repeat(80);
+        let sql = create_brin_index(&long);
+        let name = sql.split('"').nth(1).expect("index name");
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("_last_switched_brin"));
+        assert_eq!(
+            create_brin_index("s.flows"),
+            "CREATE INDEX IF NOT EXISTS \"flows_last_switched_brin\" ON \"s\".\"flows\" USING brin (\"last_switched\")"
+        );
+    }
+
+    #[test]
+    fn type_compatibility() {
+        assert!(type_accepts(ColumnType::U16, Type::INT4.oid()));
+        assert!(!type_accepts(ColumnType::U16, Type::INET.oid()));
+        assert!(!type_accepts(ColumnType::U64, Type::NUMERIC.oid()));
+        assert!(type_accepts(ColumnType::Time, Type::TIMESTAMP.oid()));
+    }
+}

@@ -1,0 +1,101 @@
+//! The PostgreSQL / TimescaleDB backend: binary COPY rows encoded straight from record views
+//! ([`encode`], pure), shipped by a tokio-postgres session on the backend's own thread
+//! ([`sink`]), into a table whose DDL, hypertable/BRIN index and retention come from
+//! [`ddl`]. Queueing, flush policy and retry backoff belong to the generic backend thread
+//! (`backend.rs`); this module only encodes, ships and classifies errors.
+
+use std::fmt;
+
+pub mod ddl;
+pub mod encode;
+pub mod sink;
+
+pub use encode::{PgRowEncoder, encoder};
+pub use sink::PgSink;
+
+/// TLS use towards the server (`SQL_SSLMODE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when both sides can; this build has no TLS connector, so plain TCP.
+    #[default]
+    Prefer,
+    /// TLS or nothing; this build has no TLS connector, so the sink reports a fatal error.
+    Require,
+}
+
+impl SslMode {
+    /// The config-file spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+        }
+    }
+}
+
+/// Where and how the sink connects. `password` is never logged, shown on status, or printed by
+/// `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgConfig {
+    /// Host name, address, or a Unix-socket directory (starting with `/`).
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+    /// Table name, optionally `schema.table`.
+    pub table: String,
+    pub sslmode: SslMode,
+    /// Prune rows whose `last_switched` is older than this many days (at start, then daily);
+    /// `None` or 0 keeps everything.
+    pub max_age_days: Option<u32>,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            user: "postgres".into(),
+            password: None,
+            dbname: "postgres".into(),
+            table: "goflow_records".into(),
+            sslmode: SslMode::default(),
+            max_age_days: None,
+        }
+    }
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("dbname", &self.dbname)
+            .field("table", &self.table)
+            .field("sslmode", &self.sslmode)
+            .field("max_age_days", &self.max_age_days)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let cfg = PgConfig {
+            password: Some("hunter2".into()),
+            ..PgConfig::default()
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+}

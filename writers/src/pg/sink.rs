@@ -1,0 +1,816 @@
+//! [`PgSink`]: ships binary COPY rows over one tokio-postgres session, on a current-thread tokio
+//! runtime that the sink owns (the backend thread calls in and blocks). One flush is one
+//! `COPY <table> (<schema columns>) FROM STDIN (FORMAT binary)`: the first `write` of a flush
+//! opens it and sends the header, rows stream in ~1 MiB pieces, `flush` sends the trailer and
+//! waits for the server's row count; `abort` drops the COPY (the server rolls it back).
+//!
+//! It connects lazily and again after any connection error (the backend's retry paces it),
+//! creates or upgrades the table on the first successful connect, and starts a retention thread
+//! when `max_age_days` is set. Errors are classified: lost connections, timeouts and server
+//! shutdown/resource states are retriable; data and schema errors are fatal and name the table
+//! and column. Delivery is at-least-once: a connection lost after the server committed but
+//! before it said so leads to a retry of rows that are already stored.
+
+use std::pin::Pin;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::SinkExt;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, CopyInSink, NoTls};
+
+use super::ddl::{self, SchemaError};
+use super::encode::{self, COPY_HEADER, COPY_TRAILER};
+use super::{PgConfig, SslMode};
+use crate::json::write_rfc3339;
+use crate::sink::{Chunk, Sink, SinkError};
+
+/// Rows are handed to the connection in pieces of about this size.
+pub const COPY_PIECE_BYTES: usize = 1 << 20;
+/// Chunks at least this large are sent as they are (no copy into the piece buffer).
+const COPY_DIRECT_BYTES: usize = 256 << 10;
+/// TCP connect plus startup.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One feed or the end of a COPY; a server that accepts nothing for this long is treated as
+/// gone (the connection is dropped and the flush retried).
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Table creation and migration (create_hypertable may move existing rows).
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(600);
+/// The status queries; status must never hold up the backend for long.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Table size and row estimate are refreshed at most this often.
+const STATUS_REFRESH: Duration = Duration::from_secs(5);
+/// Retention runs this often after the first run at start.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// A failed retention run is tried again after this long.
+const RETENTION_RETRY: Duration = Duration::from_secs(300);
+
+/// A live session: the client and the task that drives its socket.
+struct Session {
+    client: Client,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Counters and last events, for [`Sink::status`].
+#[derive(Debug, Default)]
+struct Stats {
+    rows_written: u64,
+    copies: u64,
+    last_flush_us: Option<i64>,
+    last_flush_ms: f64,
+    last_copy_ms: f64,
+    connects: u64,
+    reconnects: u64,
+    connect_failures: u64,
+    errors: u64,
+    last_error: Option<(i64, String)>,
+    row_count_mismatches: u64,
+    table_bytes: Option<i64>,
+    estimated_rows: Option<i64>,
+    refreshed: Option<Instant>,
+}
+
+/// What the retention thread reports.
+#[derive(Debug, Default)]
+struct RetentionStats {
+    runs: u64,
+    last_run_us: Option<i64>,
+    last_removed: u64,
+    removed_total: u64,
+    last_error: Option<String>,
+}
+
+/// The PostgreSQL sink. See the module docs.
+pub struct PgSink {
+    cfg: PgConfig,
+    copy_sql: String,
+    rt: Option<Runtime>,
+    session: Option<Session>,
+    /// The open COPY of the current flush, if a write started one.
+    copy: Option<Pin<Box<CopyInSink<Bytes>>>>,
+    copy_started: Option<Instant>,
+    /// Rows handed to the current COPY (checked against the server's count).
+    copy_rows: u64,
+    /// Rows not yet handed to the connection.
+    piece: BytesMut,
+    schema_ready: bool,
+    timescaledb: bool,
+    /// The last error was an undefined column/table and the schema was re-checked for it.
+    schema_rechecked: bool,
+    stats: Stats,
+    retention: Arc<Mutex<RetentionStats>>,
+    /// Dropping it stops the retention thread.
+    retention_stop: Option<mpsc::Sender<()>>,
+}
+
+impl std::fmt::Debug for PgSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSink")
+            .field("cfg", &self.cfg)
+            .field("connected", &self.session.is_some())
+            .field("copy_open", &self.copy.is_some())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgSink {
+    /// A sink for `cfg`. Does not connect: the first write (or [`PgSink::connect`]) does.
+    pub fn new(cfg: PgConfig) -> PgSink {
+        PgSink {
+            copy_sql: ddl::copy_statement(&cfg.table),
+            cfg,
+            rt: None,
+            session: None,
+            copy: None,
+            copy_started: None,
+            copy_rows: 0,
+            piece: BytesMut::new(),
+            schema_ready: false,
+            timescaledb: false,
+            schema_rechecked: false,
+            stats: Stats::default(),
+            retention: Arc::default(),
+            retention_stop: None,
+        }
+    }
+
+    /// The configuration (the password included: do not print it).
+    pub fn config(&self) -> &PgConfig {
+        &self.cfg
+    }
+
+    /// Rows the server confirmed.
+    pub fn rows_written(&self) -> u64 {
+        self.stats.rows_written
+    }
+
+    /// Successful connects after the first.
+    pub fn reconnects(&self) -> u64 {
+        self.stats.reconnects
+    }
+
+    /// Whether the table is a TimescaleDB hypertable (known after the first connect).
+    pub fn timescaledb(&self) -> bool {
+        self.timescaledb
+    }
+
+    /// Retention runs finished so far (each run may remove nothing).
+    pub fn retention_runs(&self) -> u64 {
+        lock(&self.retention).runs
+    }
+
+    /// Connects now (and sets up the schema and retention on the first connect) instead of
+    /// waiting for the first write. A no-op while connected.
+    pub fn connect(&mut self) -> Result<(), SinkError> {
+        self.ensure_session().map_err(|e| self.note(e))
+    }
+
+    fn runtime(&mut self) -> Result<&Runtime, SinkError> {
+        if self.rt.is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| SinkError::retriable(format!("postgres: tokio runtime: {e}")))?;
+            self.rt = Some(rt);
+        }
+        self.rt
+            .as_ref()
+            .ok_or_else(|| SinkError::retriable("postgres: no runtime"))
+    }
+
+    fn pg_config(&self) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.cfg.host)
+            .port(self.cfg.port)
+            .user(&self.cfg.user)
+            .dbname(&self.cfg.dbname)
+            .application_name("goflow")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if let Some(pw) = &self.cfg.password {
+            c.password(pw.as_bytes());
+        }
+        c.ssl_mode(match self.cfg.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require => tokio_postgres::config::SslMode::Require,
+        });
+        c
+    }
+
+    /// `user@host:port/db` (never the password), for logs and status.
+    fn server(&self) -> String {
+        format!(
+            "{}@{}:{}/{}",
+            self.cfg.user, self.cfg.host, self.cfg.port, self.cfg.dbname
+        )
+    }
+
+    /// Connects if needed; on the first success sets up the schema and retention.
+    fn ensure_session(&mut self) -> Result<(), SinkError> {
+        if self.session.as_ref().is_some_and(|s| !s.client.is_closed()) {
+            return self.ensure_schema();
+        }
+        self.drop_session();
+        if self.cfg.sslmode == SslMode::Require {
+            return Err(SinkError::fatal(format!(
+                "postgres {}: SQL_SSLMODE=require, but this build has no TLS support \
+                 (use disable or prefer)",
+                self.server()
+            )));
+        }
+        let config = self.pg_config();
+        let server = self.server();
+        let rt = self.runtime()?;
+        let connected = rt
+            .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await });
+        let (client, connection) = match connected {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                self.stats.connect_failures += 1;
+                return Err(classify(&e, &format!("connect to {server}")));
+            }
+            Err(_) => {
+                self.stats.connect_failures += 1;
+                return Err(SinkError::retriable(format!(
+                    "postgres: connect to {server}: timed out after {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        let task = rt.spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("postgres connection ended: {e}");
+            }
+        });
+        self.session = Some(Session { client, task });
+        self.stats.connects += 1;
+        if self.stats.connects > 1 {
+            self.stats.reconnects += 1;
+            log::info!("postgres: reconnected to {server}");
+        } else {
+            log::info!("postgres: connected to {server}, table {}", self.cfg.table);
+        }
+        self.ensure_schema()
+    }
+
+    fn ensure_schema(&mut self) -> Result<(), SinkError> {
+        if self.schema_ready {
+            return Ok(());
+        }
+        let table = self.cfg.table.clone();
+        let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
+            return Err(SinkError::retriable("postgres: not connected"));
+        };
+        let result = rt.block_on(async {
+            tokio::time::timeout(SCHEMA_TIMEOUT, ddl::ensure_schema(&session.client, &table)).await
+        });
+        let report = match result {
+            Ok(Ok(report)) => report,
+            Ok(Err(SchemaError::Incompatible(msg))) => {
+                return Err(SinkError::fatal(format!("postgres: {msg}")));
+            }
+            Ok(Err(SchemaError::Db(e))) => {
+                let err = classify(&e, &format!("schema setup of table {}", self.cfg.table));
+                if err.is_retriable() {
+                    self.drop_session();
+                }
+                return Err(err);
+            }
+            Err(_) => {
+                self.drop_session();
+                return Err(SinkError::retriable(format!(
+                    "postgres: schema setup of table {}: timed out",
+                    self.cfg.table
+                )));
+            }
+        };
+        if report.created {
+            log::info!("postgres: created table {}", self.cfg.table);
+        }
+        if !report.added.is_empty() {
+            log::info!(
+                "postgres: added columns to table {}: {}",
+                self.cfg.table,
+                report.added.join(", ")
+            );
+        }
+        self.timescaledb = report.timescaledb;
+        self.schema_ready = true;
+        self.start_retention();
+        Ok(())
+    }
+
+    fn start_retention(&mut self) {
+        // 0 days means "keep everything" (as `utilities: {max_age: 0}` does).
+        let Some(days) = self.cfg.max_age_days.filter(|d| *d > 0) else {
+            return;
+        };
+        if self.retention_stop.is_some() {
+            return;
+        }
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let config = self.pg_config();
+        let table = self.cfg.table.clone();
+        let timescaledb = self.timescaledb;
+        let stats = Arc::clone(&self.retention);
+        let spawned = thread::Builder::new()
+            .name("goflow-pg-retention".into())
+            .spawn(move || retention_loop(config, table, days, timescaledb, stats, stop_rx));
+        match spawned {
+            Ok(_) => self.retention_stop = Some(stop_tx),
+            Err(e) => log::error!("postgres: cannot start the retention thread: {e}"),
+        }
+    }
+
+    fn drop_session(&mut self) {
+        self.copy = None;
+        self.session = None;
+    }
+
+    /// Opens the COPY of this flush if none is open and queues the header.
+    fn ensure_copy(&mut self) -> Result<(), SinkError> {
+        if self.copy.is_some() {
+            return Ok(());
+        }
+        self.ensure_session()?;
+        let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
+            return Err(SinkError::retriable("postgres: not connected"));
+        };
+        let sql = &self.copy_sql;
+        let started = rt.block_on(async {
+            tokio::time::timeout(IO_TIMEOUT, session.client.copy_in::<_, Bytes>(sql)).await
+        });
+        let copy = match started {
+            Ok(Ok(copy)) => copy,
+            Ok(Err(e)) => return Err(self.db_error(&e, "COPY")),
+            Err(_) => return Err(self.timeout_error("COPY start")),
+        };
+        self.copy = Some(Box::pin(copy));
+        self.copy_started = Some(Instant::now());
+        self.copy_rows = 0;
+        self.piece.clear();
+        self.piece.reserve(COPY_PIECE_BYTES + COPY_HEADER.len());
+        encode::write_header(&mut self.piece);
+        Ok(())
+    }
+
+    /// Hands `pieces` to the open COPY, in order.
+    fn send(&mut self, pieces: Vec<Bytes>) -> Result<(), SinkError> {
+        let (Some(rt), Some(copy)) = (&self.rt, self.copy.as_mut()) else {
+            return Err(SinkError::retriable("postgres: no COPY in progress"));
+        };
+        let sent = rt.block_on(async {
+            for piece in pieces {
+                match tokio::time::timeout(IO_TIMEOUT, copy.feed(piece)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(Some(e)),
+                    Err(_) => return Err(None),
+                }
+            }
+            Ok(())
+        });
+        match sent {
+            Ok(()) => Ok(()),
+            Err(Some(e)) => Err(self.db_error(&e, "COPY")),
+            Err(None) => Err(self.timeout_error("COPY data")),
+        }
+    }
+
+    fn write_inner(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
+        if chunk.rows.is_empty() {
+            return Ok(());
+        }
+        self.ensure_copy()?;
+        self.copy_rows += chunk.count;
+        if chunk.rows.len() >= COPY_DIRECT_BYTES {
+            // Big chunks go out as they are, in 1 MiB slices of the same allocation.
+            let mut pieces = Vec::with_capacity(chunk.rows.len() / COPY_PIECE_BYTES + 2);
+            if !self.piece.is_empty() {
+                pieces.push(self.piece.split().freeze());
+            }
+            let mut at = 0;
+            while at < chunk.rows.len() {
+                let end = (at + COPY_PIECE_BYTES).min(chunk.rows.len());
+                pieces.push(chunk.rows.slice(at..end));
+                at = end;
+            }
+            return self.send(pieces);
+        }
+        self.piece.put_slice(&chunk.rows);
+        if self.piece.len() >= COPY_PIECE_BYTES {
+            let piece = self.piece.split().freeze();
+            self.piece.reserve(COPY_PIECE_BYTES);
+            return self.send(vec![piece]);
+        }
+        Ok(())
+    }
+
+    fn flush_inner(&mut self) -> Result<(), SinkError> {
+        if self.copy.is_none() {
+            return Ok(());
+        }
+        let flush_started = Instant::now();
+        self.piece.put_slice(&COPY_TRAILER);
+        let last = self.piece.split().freeze();
+        self.send(vec![last])?;
+        let (Some(rt), Some(mut copy)) = (&self.rt, self.copy.take()) else {
+            return Err(SinkError::retriable("postgres: no COPY in progress"));
+        };
+        let finished =
+            rt.block_on(async { tokio::time::timeout(IO_TIMEOUT, copy.as_mut().finish()).await });
+        let rows = match finished {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return Err(self.db_error(&e, "COPY")),
+            Err(_) => return Err(self.timeout_error("COPY end")),
+        };
+        if rows != self.copy_rows {
+            self.stats.row_count_mismatches += 1;
+            log::warn!(
+                "postgres: COPY into {} stored {rows} rows, {} were sent",
+                self.cfg.table,
+                self.copy_rows
+            );
+        }
+        self.schema_rechecked = false;
+        self.stats.rows_written += rows;
+        self.stats.copies += 1;
+        self.stats.last_flush_us = Some(now_us());
+        self.stats.last_flush_ms = flush_started.elapsed().as_secs_f64() * 1e3;
+        self.stats.last_copy_ms = self
+            .copy_started
+            .take()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
+        self.copy_rows = 0;
+        // Under steady load a COPY is open almost all the time; between two is when the table's
+        // size can be asked for (rate-limited to one query per STATUS_REFRESH).
+        self.refresh_table_stats();
+        Ok(())
+    }
+
+    /// Classifies a server/client error of the open COPY; drops the session when a retry needs
+    /// a new one, and re-checks the schema once when a column or the table went missing.
+    fn db_error(&mut self, e: &tokio_postgres::Error, what: &str) -> SinkError {
+        self.copy = None;
+        let table = self.cfg.table.clone();
+        let mut err = classify(e, &format!("{what} into table {table}"));
+        let code = e.code().map(|c| c.code());
+        if matches!(code, Some("42703" | "42P01")) && !self.schema_rechecked {
+            // A column or the table was dropped under us: ADD COLUMN/CREATE TABLE and retry once.
+            self.schema_rechecked = true;
+            self.schema_ready = false;
+            err = SinkError::retriable(format!("{err}; re-checking the table's columns"));
+        }
+        if err.is_retriable() || self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
+            self.drop_session();
+        }
+        err
+    }
+
+    fn timeout_error(&mut self, what: &str) -> SinkError {
+        self.drop_session();
+        SinkError::retriable(format!(
+            "postgres: {what} into table {}: no progress for {} s, connection dropped",
+            self.cfg.table,
+            IO_TIMEOUT.as_secs()
+        ))
+    }
+
+    /// Counts and remembers an error on its way out.
+    fn note(&mut self, e: SinkError) -> SinkError {
+        self.stats.errors += 1;
+        self.stats.last_error = Some((now_us(), e.to_string()));
+        e
+    }
+
+    fn refresh_table_stats(&mut self) {
+        if self.copy.is_some()
+            || self
+                .stats
+                .refreshed
+                .is_some_and(|t| t.elapsed() < STATUS_REFRESH)
+        {
+            return;
+        }
+        let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
+            return;
+        };
+        if session.client.is_closed() || !self.schema_ready {
+            return;
+        }
+        let sql = if self.timescaledb {
+            "SELECT hypertable_size(r)::bigint, approximate_row_count(r)::bigint \
+             FROM (SELECT to_regclass($1) AS r) s"
+        } else {
+            "SELECT pg_total_relation_size(r)::bigint, \
+             (SELECT reltuples::bigint FROM pg_class WHERE oid = r) \
+             FROM (SELECT to_regclass($1) AS r) s"
+        };
+        let table = ddl::quote_table(&self.cfg.table);
+        let got = rt.block_on(async {
+            tokio::time::timeout(STATUS_TIMEOUT, session.client.query_one(sql, &[&table])).await
+        });
+        self.stats.refreshed = Some(Instant::now());
+        match got {
+            Ok(Ok(row)) => {
+                self.stats.table_bytes = row.try_get(0).ok().flatten();
+                // reltuples is -1 for a table never vacuumed or analyzed (PostgreSQL 14+).
+                self.stats.estimated_rows = row
+                    .try_get::<_, Option<i64>>(1)
+                    .ok()
+                    .flatten()
+                    .filter(|n| *n >= 0);
+            }
+            Ok(Err(e)) => log::debug!("postgres: status query: {e}"),
+            Err(_) => {
+                // A server too slow to answer this is not one to keep a COPY waiting on.
+                self.drop_session();
+            }
+        }
+    }
+}
+
+impl Sink for PgSink {
+    fn write(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
+        self.write_inner(chunk).map_err(|e| self.note(e))
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.flush_inner().map_err(|e| self.note(e))
+    }
+
+    fn abort(&mut self) {
+        // Dropping the sink half sends CopyFail: the server discards this COPY's rows and the
+        // session stays usable.
+        self.copy = None;
+        self.copy_started = None;
+        self.copy_rows = 0;
+        self.piece.clear();
+    }
+
+    fn status(&mut self) -> Vec<(&'static str, String)> {
+        self.refresh_table_stats();
+        let s = &self.stats;
+        let r = lock(&self.retention);
+        let opt_i64 = |v: Option<i64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
+        let time = |v: Option<i64>| v.map_or_else(|| "null".to_string(), json_time);
+        let mut out = vec![
+            ("server", json_string(&self.server())),
+            ("table", json_string(&self.cfg.table)),
+            ("sslmode", json_string(self.cfg.sslmode.as_str())),
+            (
+                "connected",
+                self.session
+                    .as_ref()
+                    .is_some_and(|s| !s.client.is_closed())
+                    .to_string(),
+            ),
+            ("timescaledb", self.timescaledb.to_string()),
+            ("table_bytes", opt_i64(s.table_bytes)),
+            ("estimated_rows", opt_i64(s.estimated_rows)),
+            ("rows_written", s.rows_written.to_string()),
+            ("copies", s.copies.to_string()),
+            ("last_flush", time(s.last_flush_us)),
+            ("last_flush_ms", format!("{:.3}", s.last_flush_ms)),
+            ("last_copy_ms", format!("{:.3}", s.last_copy_ms)),
+            ("reconnects", s.reconnects.to_string()),
+            ("connect_failures", s.connect_failures.to_string()),
+            ("errors", s.errors.to_string()),
+            (
+                "last_error",
+                s.last_error
+                    .as_ref()
+                    .map_or_else(|| "null".to_string(), |(_, m)| json_string(m)),
+            ),
+            (
+                "last_error_at",
+                time(s.last_error.as_ref().map(|(t, _)| *t)),
+            ),
+            ("row_count_mismatches", s.row_count_mismatches.to_string()),
+            (
+                "counters_clamped",
+                encode::clamped_counters_total().to_string(),
+            ),
+            ("times_clamped", encode::clamped_times_total().to_string()),
+        ];
+        if let Some(days) = self.cfg.max_age_days.filter(|d| *d > 0) {
+            out.extend([
+                ("retention_max_age_days", days.to_string()),
+                ("retention_runs", r.runs.to_string()),
+                ("retention_last_run", time(r.last_run_us)),
+                ("retention_last_removed", r.last_removed.to_string()),
+                ("retention_removed_total", r.removed_total.to_string()),
+                (
+                    "retention_last_error",
+                    r.last_error
+                        .as_deref()
+                        .map_or_else(|| "null".to_string(), json_string),
+                ),
+            ]);
+        }
+        out
+    }
+}
+
+/// Prunes at start and then every [`RETENTION_INTERVAL`] on its own connection, so a long
+/// DELETE never holds up the COPY stream. Ends when the sink drops its sender.
+fn retention_loop(
+    config: tokio_postgres::Config,
+    table: String,
+    days: u32,
+    timescaledb: bool,
+    stats: Arc<Mutex<RetentionStats>>,
+    stop: mpsc::Receiver<()>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("postgres retention: tokio runtime: {e}");
+            return;
+        }
+    };
+    loop {
+        let result: Result<u64, String> = rt.block_on(async {
+            let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| error_text(&e))?;
+            let task = tokio::spawn(connection);
+            let pruned = ddl::prune(&client, &table, days, timescaledb)
+                .await
+                .map_err(|e| error_text(&e));
+            drop(client);
+            let _ = task.await;
+            pruned
+        });
+        let wait = {
+            let mut s = lock(&stats);
+            s.runs += 1;
+            s.last_run_us = Some(now_us());
+            match result {
+                Ok(n) => {
+                    s.last_removed = n;
+                    s.removed_total += n;
+                    s.last_error = None;
+                    let what = if timescaledb { "chunks" } else { "rows" };
+                    log::info!(
+                        "postgres retention: removed {n} {what} older than {days} days from {table}"
+                    );
+                    RETENTION_INTERVAL
+                }
+                Err(e) => {
+                    log::warn!("postgres retention on {table}: {e}");
+                    s.last_error = Some(e);
+                    RETENTION_RETRY
+                }
+            }
+        };
+        match stop.recv_timeout(wait) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Whether an SQLSTATE names a condition a later retry of the same data may not meet again:
+/// connection exceptions (08), transaction rollbacks (40), insufficient resources (53),
+/// object-in-use/lock (55), operator intervention incl. admin/crash shutdown (57) and system
+/// errors (58). Everything else (data 22, integrity 23, schema/syntax 42, auth 28, ...) is fatal.
+pub fn sqlstate_is_retriable(code: &str) -> bool {
+    matches!(code.get(..2), Some("08" | "40" | "53" | "55" | "57" | "58"))
+}
+
+/// A tokio-postgres error as a [`SinkError`] naming `what` failed.
+fn classify(e: &tokio_postgres::Error, what: &str) -> SinkError {
+    let text = format!("postgres: {what}: {}", error_text(e));
+    match e.code() {
+        Some(code) if sqlstate_is_retriable(code.code()) => SinkError::retriable(text),
+        Some(_) => SinkError::fatal(text),
+        None => {
+            // Client-side failures without a server code: I/O and closed connections are
+            // retriable; bad configuration or authentication setup is not.
+            let kind = e.to_string();
+            if kind.starts_with("authentication error")
+                || kind.starts_with("invalid configuration")
+                || kind.starts_with("invalid connection string")
+                || kind.starts_with("error performing TLS handshake")
+            {
+                SinkError::fatal(text)
+            } else {
+                SinkError::retriable(text)
+            }
+        }
+    }
+}
+
+/// The server's message with its code, detail, hint and context, or the client error chain.
+fn error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(column) = db.column() {
+            s.push_str(&format!(" (column {column})"));
+        }
+        for extra in [db.detail(), db.hint(), db.where_()].into_iter().flatten() {
+            s.push_str("; ");
+            s.push_str(extra);
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn json_time(us: i64) -> String {
+    let mut v = Vec::with_capacity(32);
+    v.push(b'"');
+    write_rfc3339(us, &mut v);
+    v.push(b'"');
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates() {
+        for code in ["08006", "57P01", "57P03", "53300", "40001", "55P03"] {
+            assert!(sqlstate_is_retriable(code), "{code}");
+        }
+        for code in ["42804", "22P03", "42703", "23502", "28P01", "3D000", ""] {
+            assert!(!sqlstate_is_retriable(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn json_strings() {
+        assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        assert_eq!(json_time(0), "\"1970-01-01T00:00:00.000000Z\"");
+    }
+
+    #[test]
+    fn status_before_connecting_has_no_password() {
+        let mut sink = PgSink::new(PgConfig {
+            password: Some("s3cret".into()),
+            max_age_days: Some(3),
+            ..PgConfig::default()
+        });
+        let status = sink.status();
+        assert!(status.iter().all(|(_, v)| !v.contains("s3cret")));
+        let get = |k: &str| status.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("rows_written").as_deref(), Some("0"));
+        assert_eq!(get("connected").as_deref(), Some("false"));
+        assert_eq!(get("retention_max_age_days").as_deref(), Some("3"));
+        assert_eq!(get("table").as_deref(), Some("\"goflow_records\""));
+    }
+}

@@ -1,0 +1,260 @@
+//! Outage: a TCP proxy the test controls sits between PgSink and PostgreSQL. It is cut in the
+//! middle of a COPY (every connection closed, new ones refused for a while), then restored. The
+//! sink is driven the way the backend thread drives it (write the flush's chunks, flush; on a
+//! retriable error abort, back off, retry the same chunks): afterwards every row is stored
+//! exactly once and the reconnect is counted.
+
+mod pg_common;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use goflow_writers::backend::{Backend, BackendOptions};
+use goflow_writers::pg::PgSink;
+use goflow_writers::sink::{Chunk, Sink, SinkError};
+use pg_common::*;
+
+/// A forwarding proxy to PostgreSQL with an on/off switch.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+    accepted: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    fn start(upstream: (String, u16)) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let proxy = Proxy {
+            port,
+            up: Arc::new(AtomicBool::new(true)),
+            stop: Arc::new(AtomicBool::new(false)),
+            streams: Arc::default(),
+            accepted: Arc::default(),
+            refused: Arc::default(),
+        };
+        let (up, stop, streams, accepted, refused) = (
+            Arc::clone(&proxy.up),
+            Arc::clone(&proxy.stop),
+            Arc::clone(&proxy.streams),
+            Arc::clone(&proxy.accepted),
+            Arc::clone(&proxy.refused),
+        );
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if !up.load(Ordering::SeqCst) {
+                    // "Refused": closed before a byte is exchanged.
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)) else {
+                    continue;
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let pairs = [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ];
+                {
+                    let mut s = streams.lock().expect("lock");
+                    s.extend(client.try_clone());
+                    s.extend(server.try_clone());
+                }
+                for (from, to) in pairs {
+                    if let (Ok(mut from), Ok(mut to)) = (from, to) {
+                        thread::spawn(move || {
+                            let _ = io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(Shutdown::Both);
+                            let _ = from.shutdown(Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        });
+        proxy
+    }
+
+    /// Closes every proxied connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for s in self.streams.lock().expect("lock").drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut();
+        // Wake the accept loop so it sees `stop`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Writes `chunks` as one flush; on a retriable error aborts and returns it.
+fn try_flush(sink: &mut PgSink, chunks: &[Chunk]) -> Result<(), SinkError> {
+    let result = chunks
+        .iter()
+        .try_for_each(|c| sink.write(c))
+        .and_then(|()| sink.flush());
+    if result.is_err() {
+        sink.abort();
+    }
+    result
+}
+
+#[test]
+fn rows_survive_a_cut_mid_copy() {
+    let table = random_table("outage");
+    let db = Db::connect(&table);
+    let proxy = Proxy::start((pg_host(), pg_port()));
+    let mut sink = PgSink::new(pg_config(&table, Some(proxy.port)));
+
+    // 1200 datagrams x 30 = 36,000 rows, chunks of 750 rows, flushes of 8 chunks.
+    let (chunks, (rows, bytes, pkts)) = v5_chunks(1200, 25, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let flushes: Vec<&[Chunk]> = chunks.chunks(8).collect();
+    assert!(flushes.len() >= 4);
+
+    // The first flush goes through.
+    try_flush(&mut sink, flushes[0]).expect("first flush");
+
+    // The second: half its chunks are written (COPY open, rows on the wire), then the cut.
+    for c in &flushes[1][..4] {
+        sink.write(c).expect("write before the cut");
+    }
+    proxy.cut();
+    let err = flushes[1][4..]
+        .iter()
+        .try_for_each(|c| sink.write(c))
+        .and_then(|()| sink.flush())
+        .expect_err("the cut must surface");
+    assert!(err.is_retriable(), "{err}");
+    sink.abort();
+
+    // Retry like the backend: the same flush, with backoff, until it lands. The proxy comes
+    // back after three refused attempts (about 1.5 s of outage).
+    let mut failed_attempts = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pending = 1;
+    while pending < flushes.len() {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: {failed_attempts} failures"
+        );
+        match try_flush(&mut sink, flushes[pending]) {
+            Ok(()) => pending += 1,
+            Err(e) => {
+                assert!(e.is_retriable(), "outage errors are retriable: {e}");
+                failed_attempts += 1;
+                if failed_attempts == 3 {
+                    proxy.restore();
+                }
+                thread::sleep(Duration::from_millis(500)); // the backend's backoff
+            }
+        }
+    }
+    assert!(failed_attempts >= 3, "{failed_attempts}");
+    assert!(proxy.refused.load(Ordering::SeqCst) >= 1);
+    assert_eq!(sink.reconnects(), 1, "one reconnect after the outage");
+    assert_eq!(sink.rows_written(), rows);
+    assert_eq!(db.count(), rows as i64, "every row, once");
+    assert_eq!(
+        db.one_i64(&format!("SELECT sum(in_bytes)::bigint FROM {}", db.t())),
+        bytes as i64
+    );
+    assert_eq!(
+        db.one_i64(&format!("SELECT sum(in_pkts)::bigint FROM {}", db.t())),
+        pkts as i64
+    );
+    let status = sink.status();
+    let get = |k: &str| status.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("reconnects").as_deref(), Some("1"));
+    assert!(get("connect_failures").and_then(|v| v.parse::<u64>().ok()) >= Some(2));
+    assert!(get("last_error").is_some_and(|e| e != "null"));
+    drop(sink);
+    drop(proxy);
+}
+
+/// Waits for `cond` (polled; the backend thread offers no signal), failing after `secs`.
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The same outage through the real backend thread (queue, flush policy, retry with backoff).
+#[test]
+fn backend_thread_rides_out_a_cut() {
+    let table = random_table("outage_be");
+    let db = Db::connect(&table);
+    let proxy = Proxy::start((pg_host(), pg_port()));
+    let sink = PgSink::new(pg_config(&table, Some(proxy.port)));
+    let mut opts = BackendOptions::new("pg", "postgres");
+    opts.flush_rows = 6_000;
+    opts.flush_interval = Duration::from_millis(200);
+    let backend = Backend::spawn(Box::new(sink), opts).expect("spawn");
+    let tx = backend.sender();
+    let stats = std::sync::Arc::clone(backend.stats());
+
+    let (chunks, (rows, bytes, pkts)) = v5_chunks(1200, 25, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // The first flush (8 chunks = 6,000 rows = flush_rows) lands before the cut, so the cut
+    // never falls between the server's commit and its reply (that would store rows twice:
+    // delivery is at-least-once; the mid-COPY cut is the test above).
+    let half = 8;
+    for c in &chunks[..half] {
+        assert!(tx.try_send(c.clone()), "queue has room");
+    }
+    wait_for("first flush", 30, || {
+        stats.rows_written.load(Ordering::Relaxed) == 6_000
+    });
+    proxy.cut();
+    for c in &chunks[half..] {
+        assert!(tx.try_send(c.clone()), "queue has room");
+    }
+    wait_for("errors during the outage", 30, || {
+        stats.errors.load(Ordering::Relaxed) >= 3
+    });
+    assert!(!stats.healthy.load(Ordering::Relaxed));
+    proxy.restore();
+    wait_for("every row", 60, || {
+        stats.rows_written.load(Ordering::Relaxed) == rows
+    });
+    backend.shutdown();
+
+    assert_eq!(stats.rows_dropped(), 0);
+    assert_eq!(db.count(), rows as i64, "every row, once");
+    assert_eq!(
+        db.one_i64(&format!("SELECT sum(in_bytes)::bigint FROM {}", db.t())),
+        bytes as i64
+    );
+    assert_eq!(
+        db.one_i64(&format!("SELECT sum(in_pkts)::bigint FROM {}", db.t())),
+        pkts as i64
+    );
+    let status = stats.detail().status;
+    let reconnects = status
+        .iter()
+        .find(|(k, _)| *k == "reconnects")
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    assert_eq!(reconnects, Some(1), "{status:?}");
+    drop(proxy);
+}
