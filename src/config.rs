@@ -1,13 +1,1360 @@
-//! Configuration (being written).
+//! The daemon's configuration: a YAML file in the old Go collector's structure (`backends`,
+//! `frontends.netflow`, `api`, `utilities`), read in two stages. The raw structs below mirror the
+//! file exactly (unknown keys are errors, every key has a doc comment); [`resolve`] turns them
+//! into a [`RunConfig`] with defaults applied, values range-checked, environment overrides
+//! (`SQL_PASSWORD`, the Kafka variables) applied and every backend name checked.
+//!
+//! Every error is a [`ConfigError`] naming the file, the key and the line (exit code 2). Backend
+//! types that parse but are not built (`mysql`, `kafka`) are *not* config errors: they fail when
+//! the daemon starts them, with "backend type X is not available in this build".
+//!
+//! Search order ([`load`]): `--config`, else `$GOFLOW_CONFIG` (both arrive as `Cli::config`),
+//! else `./config.yml`, else built-in defaults (listen 0.0.0.0:2055, JSON lines to
+//! ./flows.jsonl, ops API on 127.0.0.1:8880).
 
-/// A configuration error: names the key and the file. Exit code 2.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Unexpected, Visitor};
+
+use crate::ingest::{ReceiverChoice, ReceiverConfig};
+
+/// The file read when neither `--config` nor `$GOFLOW_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "config.yml";
+/// Listen address without a config file (the NetFlow port).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 2055);
+/// JSON-lines file written without a config file.
+pub const DEFAULT_FILE_PATH: &str = "flows.jsonl";
+/// Ops API address without a config file or `api` key.
+pub const DEFAULT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8880);
+/// Backend queue bound (encoded bytes waiting for the backend's thread) of database and Kafka
+/// backends: room to ride out a server restart.
+pub const DEFAULT_QUEUE_BYTES: u64 = 256 << 20;
+/// Queue bound of the file, dump and null backends: they write through to the page cache, so
+/// a queue only builds up when the disk is slower than the input, and a smaller bound keeps the
+/// process small (what cannot be queued is counted as dropped).
+pub const DEFAULT_FILE_QUEUE_BYTES: u64 = 16 << 20;
+/// Rows per flush for database and Kafka backends.
+pub const DEFAULT_SQL_FLUSH_ROWS: u64 = 100_000;
+/// Rows per flush for the file and dump backends (kept small: the backend holds a flush's rows
+/// in memory until the flush succeeds).
+pub const DEFAULT_FILE_FLUSH_ROWS: u64 = 10_000;
+/// Longest a row waits before its flush.
+pub const DEFAULT_FLUSH_MS: u64 = 1000;
+/// PostgreSQL port.
+pub const DEFAULT_PG_PORT: u16 = 5432;
+/// MySQL/MariaDB port.
+pub const DEFAULT_MYSQL_PORT: u16 = 3306;
+/// The flow table.
+pub const DEFAULT_SQL_TABLE: &str = "goflow_records";
+/// Most worker threads accepted.
+pub const WORKERS_MAX: u64 = 256;
+
+/// A configuration error: names the key, the file and the line. Exit code 2.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
 
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 1: the file as written.
+// ---------------------------------------------------------------------------------------------
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// Named backends (where records go). Each frontend names one or more of them; the others
+    /// are ignored with a warning.
+    backends: BTreeMap<String, RawBackend>,
+    /// Where records come from. Only `netflow` (NetFlow v5/v9 and IPFIX over UDP).
+    frontends: RawFrontends,
+    /// Ops API address (`host:port`), or `off`. Default 127.0.0.1:8880.
+    #[serde(default)]
+    api: Option<String>,
+    /// Housekeeping.
+    #[serde(default)]
+    utilities: Option<RawUtilities>,
+}
+
+/// One backend: `type` picks the kind, `config` holds that kind's keys (may be empty or absent).
+#[derive(Debug)]
+enum RawBackend {
+    /// JSON lines appended to a file.
+    File(Option<RawFileBackend>),
+    /// JSON lines on standard output.
+    Dump(Option<RawStreamBackend>),
+    /// Count and discard (records are decoded but not encoded): measures the engine alone.
+    Null(Option<RawStreamBackend>),
+    /// TimescaleDB (PostgreSQL with a hypertable), binary COPY.
+    Timescale(Option<RawSqlBackend>),
+    /// Plain PostgreSQL, binary COPY.
+    Postgres(Option<RawSqlBackend>),
+    /// MySQL / MariaDB (not in this build).
+    Mysql(Option<RawSqlBackend>),
+    /// Apache Kafka (not in this build).
+    Kafka(Option<RawKafkaBackend>),
+}
+
+/// The backend `type` names. `type: null` (a YAML null, not the string) also means `null`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendType {
+    File,
+    Dump,
+    Null,
+    Timescale,
+    Postgres,
+    Mysql,
+    Kafka,
+}
+
+const BACKEND_TYPES: &[&str] = &[
+    "file",
+    "dump",
+    "null",
+    "timescale",
+    "postgres",
+    "mysql",
+    "kafka",
+];
+
+impl<'de> Deserialize<'de> for BackendType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = BackendType;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a backend type ({})", BACKEND_TYPES.join(", "))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<BackendType, E> {
+                Ok(BackendType::Null)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendType, E> {
+                Ok(match v.trim().to_ascii_lowercase().as_str() {
+                    "file" => BackendType::File,
+                    "dump" => BackendType::Dump,
+                    "null" => BackendType::Null,
+                    "timescale" | "timescaledb" => BackendType::Timescale,
+                    "postgres" | "postgresql" => BackendType::Postgres,
+                    "mysql" | "mariadb" => BackendType::Mysql,
+                    "kafka" => BackendType::Kafka,
+                    _ => return Err(E::unknown_variant(v, BACKEND_TYPES)),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl BackendType {
+    /// Reads this type's `config` value in place (errors keep their line).
+    fn read_config<'de, A: de::MapAccess<'de>>(self, map: &mut A) -> Result<RawBackend, A::Error> {
+        Ok(match self {
+            BackendType::File => RawBackend::File(map.next_value()?),
+            BackendType::Dump => RawBackend::Dump(map.next_value()?),
+            BackendType::Null => RawBackend::Null(map.next_value()?),
+            BackendType::Timescale => RawBackend::Timescale(map.next_value()?),
+            BackendType::Postgres => RawBackend::Postgres(map.next_value()?),
+            BackendType::Mysql => RawBackend::Mysql(map.next_value()?),
+            BackendType::Kafka => RawBackend::Kafka(map.next_value()?),
+        })
+    }
+
+    /// Converts a `config` value read before `type` was known (no line numbers then).
+    fn read_value(self, v: serde_norway::Value) -> Result<RawBackend, serde_norway::Error> {
+        use serde_norway::from_value as fv;
+        Ok(match self {
+            BackendType::File => RawBackend::File(fv(v)?),
+            BackendType::Dump => RawBackend::Dump(fv(v)?),
+            BackendType::Null => RawBackend::Null(fv(v)?),
+            BackendType::Timescale => RawBackend::Timescale(fv(v)?),
+            BackendType::Postgres => RawBackend::Postgres(fv(v)?),
+            BackendType::Mysql => RawBackend::Mysql(fv(v)?),
+            BackendType::Kafka => RawBackend::Kafka(fv(v)?),
+        })
+    }
+
+    fn without_config(self) -> RawBackend {
+        match self {
+            BackendType::File => RawBackend::File(None),
+            BackendType::Dump => RawBackend::Dump(None),
+            BackendType::Null => RawBackend::Null(None),
+            BackendType::Timescale => RawBackend::Timescale(None),
+            BackendType::Postgres => RawBackend::Postgres(None),
+            BackendType::Mysql => RawBackend::Mysql(None),
+            BackendType::Kafka => RawBackend::Kafka(None),
+        }
+    }
+}
+
+/// The keys of a backend entry.
+#[derive(Debug, Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum BackendKey {
+    /// The backend type: file, dump, null, timescale, postgres, mysql or kafka.
+    Type,
+    /// The type's settings (see the structs below).
+    Config,
+}
+
+impl<'de> Deserialize<'de> for RawBackend {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawBackend;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a backend: {type: ..., config: {...}}")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawBackend, A::Error> {
+                let mut ty: Option<BackendType> = None;
+                let mut read: Option<RawBackend> = None;
+                let mut early: Option<serde_norway::Value> = None;
+                while let Some(key) = map.next_key::<BackendKey>()? {
+                    match key {
+                        BackendKey::Type if ty.is_some() => {
+                            return Err(de::Error::duplicate_field("type"));
+                        }
+                        BackendKey::Type => ty = Some(map.next_value()?),
+                        BackendKey::Config if read.is_some() || early.is_some() => {
+                            return Err(de::Error::duplicate_field("config"));
+                        }
+                        BackendKey::Config => match ty {
+                            Some(t) => read = Some(t.read_config(&mut map)?),
+                            None => early = Some(map.next_value()?),
+                        },
+                    }
+                }
+                let ty = ty.ok_or_else(|| de::Error::missing_field("type"))?;
+                match (read, early) {
+                    (Some(b), _) => Ok(b),
+                    (None, Some(v)) => ty.read_value(v).map_err(de::Error::custom),
+                    (None, None) => Ok(ty.without_config()),
+                }
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `type: file`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileBackend {
+    /// File to append JSON lines to; `-` writes to standard output. Required.
+    path: Option<String>,
+    /// Flush after this many rows (default 10000).
+    flush_rows: Option<Num>,
+    /// Flush rows older than this many milliseconds (default 1000).
+    flush_ms: Option<Num>,
+    /// Bound of the queue in front of the writer, bytes (default 16 MiB).
+    queue_bytes: Option<Num>,
+}
+
+/// `type: dump` and `type: null`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStreamBackend {
+    /// Flush after this many rows (default 10000).
+    flush_rows: Option<Num>,
+    /// Flush rows older than this many milliseconds (default 1000).
+    flush_ms: Option<Num>,
+    /// Bound of the queue in front of the writer, bytes (default 16 MiB).
+    queue_bytes: Option<Num>,
+}
+
+/// `type: timescale`, `postgres` and `mysql`: the old collector's keys.
+#[allow(non_snake_case, reason = "the old collector's key names")]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqlBackend {
+    /// Server host name or address. Required.
+    SQL_SERVER: Option<String>,
+    /// User name. Required.
+    SQL_USERNAME: Option<String>,
+    /// Database name. Required.
+    SQL_DB: Option<String>,
+    /// Password; the environment variable SQL_PASSWORD wins over this key. Never logged.
+    SQL_PASSWORD: Option<String>,
+    /// Server port (default 5432 for PostgreSQL, 3306 for MySQL).
+    SQL_PORT: Option<Num>,
+    /// Flow table name (default goflow_records).
+    SQL_TABLE: Option<String>,
+    /// TLS: disable (default), prefer or require.
+    SQL_SSLMODE: Option<String>,
+    /// Rows per flush (one COPY; default 100000).
+    flush_rows: Option<Num>,
+    /// Flush rows older than this many milliseconds (default 1000).
+    flush_ms: Option<Num>,
+    /// Bound of the queue in front of the writer, bytes (default 256 MiB).
+    queue_bytes: Option<Num>,
+}
+
+/// `type: kafka`: the old collector's keys (environment variables of the same names win).
+#[allow(non_snake_case, reason = "the old collector's key names")]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafkaBackend {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    KAFKA_SERVER: Option<String>,
+    /// Topic to publish to.
+    KAFKA_TOPIC: Option<String>,
+    /// SASL user name.
+    SASL_USER: Option<String>,
+    /// SASL password. Never logged.
+    SASL_PASSWORD: Option<String>,
+    /// Use TLS.
+    SSL: Option<Flag>,
+    /// Verify the server's certificate.
+    SSL_VERIFY: Option<Flag>,
+    /// Records per flush (default 100000).
+    flush_rows: Option<Num>,
+    /// Flush records older than this many milliseconds (default 1000).
+    flush_ms: Option<Num>,
+    /// Bound of the queue in front of the writer, bytes (default 256 MiB).
+    queue_bytes: Option<Num>,
+}
+
+/// `frontends`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFrontends {
+    /// The NetFlow v5/v9 and IPFIX listener.
+    netflow: RawNetflow,
+}
+
+/// `frontends.netflow`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetflow {
+    /// Listener settings (may be empty: 0.0.0.0:2055, automatic receiver, one worker per CPU).
+    #[serde(default)]
+    config: Option<RawListen>,
+    /// The backend (a name under `backends`) or a list of them: every record goes to each.
+    backend: OneOrMany,
+}
+
+/// `frontends.netflow.config`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    /// Address to listen on, IPv4 or IPv6 (default 0.0.0.0; `"::"` receives both).
+    bindaddr: Option<String>,
+    /// UDP port (default 2055).
+    bindport: Option<Num>,
+    /// Receive back-end: auto (io_uring when the kernel allows it, else recvmmsg), uring, mmsg.
+    receiver: Option<String>,
+    /// Worker threads, each with its own socket (default: number of CPUs).
+    workers: Option<Num>,
+    /// SO_RCVBUF request per socket, bytes (default 32 MiB; capped by net.core.rmem_max).
+    rcvbuf: Option<Num>,
+    /// Bytes per receive buffer; larger datagrams are counted as truncated (default 65535).
+    buffer_size: Option<Num>,
+    /// Most datagrams taken per wake-up (default 256, at most 1024).
+    batch_max: Option<Num>,
+}
+
+/// `utilities`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUtilities {
+    /// Delete flows older than this many days (database backends; 0 or absent: keep all).
+    max_age: Option<Num>,
+}
+
+/// A backend name or a list of names.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A non-negative integer written as a number (`2055`) or a string (`"2055"`), as the old
+/// collector accepted both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Num(u64);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a non-negative integer (a number or a string of digits)")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Num, E> {
+                u64::try_from(v)
+                    .map(Num)
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Num, E> {
+                v.trim()
+                    .parse()
+                    .map(Num)
+                    .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A boolean written as `true`/`false` or as a string of either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Flag(bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Flag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Flag, E> {
+                Ok(Flag(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Flag, E> {
+                parse_bool(v)
+                    .map(Flag)
+                    .ok_or_else(|| E::invalid_value(Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 2: the resolved run configuration.
+// ---------------------------------------------------------------------------------------------
+
+/// Everything `goflow run` needs, checked.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The file this came from; `None` for the built-in defaults.
+    pub source: Option<PathBuf>,
+    /// Listener: bind address, workers, receive back-end, buffers.
+    pub receiver: ReceiverConfig,
+    /// The backends the frontend writes to, in the order it names them.
+    pub backends: Vec<BackendConfig>,
+    /// Backends defined in the file but named by no frontend (not started).
+    pub unused_backends: Vec<String>,
+    /// Ops API address; `None` when `api: off`.
+    pub api: Option<SocketAddr>,
+    /// `utilities.max_age`: prune flows older than this many days (database backends).
+    pub max_age_days: Option<u32>,
+}
+
+impl RunConfig {
+    /// The configuration used without a config file.
+    pub fn defaults() -> RunConfig {
+        RunConfig {
+            source: None,
+            receiver: ReceiverConfig::new(DEFAULT_LISTEN),
+            backends: vec![BackendConfig {
+                name: "default".to_owned(),
+                kind: BackendKind::File {
+                    path: PathBuf::from(DEFAULT_FILE_PATH),
+                },
+                flush: FlushConfig::file_defaults(),
+            }],
+            unused_backends: Vec::new(),
+            api: Some(DEFAULT_API),
+            max_age_days: None,
+        }
+    }
+
+    /// `path` or "built-in defaults", for log lines.
+    pub fn source_name(&self) -> String {
+        self.source.as_ref().map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        )
+    }
+}
+
+/// One configured backend.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    /// Its name under `backends`.
+    pub name: String,
+    pub kind: BackendKind,
+    pub flush: FlushConfig,
+}
+
+/// When a backend flushes and how much it may queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushConfig {
+    /// Flush once this many rows are pending.
+    pub rows: u64,
+    /// Flush once the oldest pending row is this old.
+    pub interval: Duration,
+    /// Most encoded bytes queued (and held for retry) in front of the backend.
+    pub queue_bytes: u64,
+}
+
+impl FlushConfig {
+    fn file_defaults() -> FlushConfig {
+        FlushConfig {
+            rows: DEFAULT_FILE_FLUSH_ROWS,
+            interval: Duration::from_millis(DEFAULT_FLUSH_MS),
+            queue_bytes: DEFAULT_FILE_QUEUE_BYTES,
+        }
+    }
+
+    fn sql_defaults() -> FlushConfig {
+        FlushConfig {
+            rows: DEFAULT_SQL_FLUSH_ROWS,
+            interval: Duration::from_millis(DEFAULT_FLUSH_MS),
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+        }
+    }
+}
+
+/// What a backend is.
+#[derive(Clone, Debug)]
+pub enum BackendKind {
+    /// JSON lines appended to `path` (`-` = standard output).
+    File { path: PathBuf },
+    /// JSON lines on standard output.
+    Dump,
+    /// Count and discard.
+    Null,
+    /// PostgreSQL, with TimescaleDB's hypertable when `timescale`.
+    Postgres { timescale: bool, sql: SqlConfig },
+    /// MySQL / MariaDB (not in this build).
+    Mysql { sql: SqlConfig },
+    /// Kafka (not in this build).
+    Kafka(KafkaConfig),
+}
+
+impl BackendKind {
+    /// The `type` as written in the file.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            BackendKind::File { .. } => "file",
+            BackendKind::Dump => "dump",
+            BackendKind::Null => "null",
+            BackendKind::Postgres {
+                timescale: true, ..
+            } => "timescale",
+            BackendKind::Postgres {
+                timescale: false, ..
+            } => "postgres",
+            BackendKind::Mysql { .. } => "mysql",
+            BackendKind::Kafka(_) => "kafka",
+        }
+    }
+
+    /// Where it writes, for the start-up log line (no secrets).
+    pub fn target(&self) -> String {
+        match self {
+            BackendKind::File { path } if path.as_os_str() == "-" => "stdout".to_owned(),
+            BackendKind::File { path } => path.display().to_string(),
+            BackendKind::Dump => "stdout".to_owned(),
+            BackendKind::Null => "nowhere (count and discard)".to_owned(),
+            BackendKind::Postgres { sql, .. } | BackendKind::Mysql { sql } => format!(
+                "{}@{}:{}/{} table {}",
+                sql.user, sql.host, sql.port, sql.dbname, sql.table
+            ),
+            BackendKind::Kafka(k) => format!("{} topic {}", k.server, k.topic),
+        }
+    }
+}
+
+/// TLS mode of a SQL connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SqlSslMode {
+    #[default]
+    Disable,
+    Prefer,
+    Require,
+}
+
+/// A SQL backend's connection settings. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SqlConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// From $SQL_PASSWORD, else `SQL_PASSWORD`; `None` for password-less (trust) servers.
+    pub password: Option<String>,
+    pub dbname: String,
+    pub table: String,
+    pub sslmode: SqlSslMode,
+}
+
+impl fmt::Debug for SqlConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("dbname", &self.dbname)
+            .field("table", &self.table)
+            .field("sslmode", &self.sslmode)
+            .finish()
+    }
+}
+
+/// Kafka settings, environment applied. `Debug` never shows the password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub server: String,
+    pub topic: String,
+    pub sasl_user: Option<String>,
+    pub sasl_password: Option<String>,
+    pub ssl: bool,
+    pub ssl_verify: bool,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("server", &self.server)
+            .field("topic", &self.topic)
+            .field("sasl_user", &self.sasl_user)
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<hidden>"),
+            )
+            .field("ssl", &self.ssl)
+            .field("ssl_verify", &self.ssl_verify)
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+// ---------------------------------------------------------------------------------------------
+
+/// Loads the configuration: `explicit` (from `--config` or `$GOFLOW_CONFIG`), else
+/// `./config.yml` when it exists, else the built-in defaults.
+pub fn load(explicit: Option<&Path>) -> Result<RunConfig, ConfigError> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = PathBuf::from(DEFAULT_CONFIG_PATH);
+            if !p.exists() {
+                return Ok(RunConfig::defaults());
+            }
+            p
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    let mut cfg = parse(&text, &path.display().to_string(), &|k| {
+        std::env::var(k).ok()
+    })?;
+    cfg.source = Some(path);
+    Ok(cfg)
+}
+
+/// Parses and resolves `text` (named `file` in messages); `env` looks up environment overrides.
+pub fn parse(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RunConfig, ConfigError> {
+    let raw: RawConfig = serde_norway::from_str(text)
+        .map_err(|e| ConfigError(format!("config file {file}: {e}")))?;
+    let ctx = Ctx { text, file };
+    resolve(raw, &ctx, env)
+}
+
+/// The file's text and name, for error messages.
+struct Ctx<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    /// An error about the key at `path` (e.g. `["frontends", "netflow", "backend"]`).
+    fn err(&self, path: &[&str], msg: impl fmt::Display) -> ConfigError {
+        let key = path.join(".");
+        match find_line(self.text, path) {
+            Some(line) => ConfigError(format!(
+                "config file {}: {key}: {msg} at line {line}",
+                self.file
+            )),
+            None => ConfigError(format!("config file {}: {key}: {msg}", self.file)),
+        }
+    }
+
+    fn num(
+        &self,
+        path: &[&str],
+        v: Option<Num>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(Num(n)) if (min..=max).contains(&n) => Ok(n),
+            Some(Num(n)) => Err(self.err(path, format_args!("{n} is out of range {min}..={max}"))),
+        }
+    }
+}
+
+fn resolve(
+    raw: RawConfig,
+    ctx: &Ctx<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RunConfig, ConfigError> {
+    let netflow = raw.frontends.netflow;
+    let listen = netflow.config.unwrap_or_default();
+    let receiver = resolve_listen(&listen, ctx)?;
+
+    let names = match netflow.backend {
+        OneOrMany::One(n) => vec![n],
+        OneOrMany::Many(v) => v,
+    };
+    let backend_path = ["frontends", "netflow", "backend"];
+    if names.is_empty() {
+        return Err(ctx.err(&backend_path, "names no backend"));
+    }
+    let mut raw_backends = raw.backends;
+    let mut backends = Vec::with_capacity(names.len());
+    for name in &names {
+        if backends.iter().any(|b: &BackendConfig| &b.name == name) {
+            return Err(ctx.err(
+                &backend_path,
+                format_args!("backend {name:?} is named twice"),
+            ));
+        }
+        let Some(rb) = raw_backends.remove(name) else {
+            let mut known: Vec<&str> = raw_backends.keys().map(String::as_str).collect();
+            known.extend(backends.iter().map(|b: &BackendConfig| b.name.as_str()));
+            known.sort_unstable();
+            return Err(ctx.err(
+                &backend_path,
+                format_args!(
+                    "unknown backend name {name:?} (defined under backends: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        };
+        backends.push(resolve_backend(name, rb, ctx, env)?);
+    }
+    // Unused backends are still checked, so a typo does not wait for the day they are used.
+    let mut unused_backends = Vec::new();
+    for (name, rb) in raw_backends {
+        resolve_backend(&name, rb, ctx, env)?;
+        unused_backends.push(name);
+    }
+
+    let api = match raw.api.as_deref().map(str::trim) {
+        None | Some("") => Some(DEFAULT_API),
+        Some(s) if matches!(s.to_ascii_lowercase().as_str(), "off" | "none" | "false") => None,
+        Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
+            ctx.err(
+                &["api"],
+                format_args!("{s:?} is not an address:port (e.g. 127.0.0.1:8880) or off"),
+            )
+        })?),
+    };
+
+    let max_age = raw.utilities.unwrap_or_default().max_age;
+    let max_age_days = ctx.num(&["utilities", "max_age"], max_age, 0, 0, 36_500)?;
+    let max_age_days = u32::try_from(max_age_days)
+        .ok()
+        .filter(|&d| d > 0 && max_age.is_some());
+
+    Ok(RunConfig {
+        source: None,
+        receiver,
+        backends,
+        unused_backends,
+        api,
+        max_age_days,
+    })
+}
+
+fn resolve_listen(l: &RawListen, ctx: &Ctx<'_>) -> Result<ReceiverConfig, ConfigError> {
+    let key = |k: &'static str| ["frontends", "netflow", "config", k];
+    let ip = match l.bindaddr.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_LISTEN.ip(),
+        Some(s) => s
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .map_err(|_| {
+                ctx.err(
+                    &key("bindaddr"),
+                    format_args!("{s:?} is not an IPv4 or IPv6 address"),
+                )
+            })?,
+    };
+    let port = ctx.num(
+        &key("bindport"),
+        l.bindport,
+        u64::from(DEFAULT_LISTEN.port()),
+        1,
+        65_535,
+    )?;
+    let mut cfg = ReceiverConfig::new(SocketAddr::new(ip, u16::try_from(port).unwrap_or(2055)));
+    cfg.choice = match l.receiver.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+        None => ReceiverChoice::Auto,
+        Some(s) => match s.as_str() {
+            "" | "auto" => ReceiverChoice::Auto,
+            "uring" | "io_uring" => ReceiverChoice::Uring,
+            "mmsg" | "recvmmsg" => ReceiverChoice::Mmsg,
+            other => {
+                return Err(ctx.err(
+                    &key("receiver"),
+                    format_args!("{other:?} is not one of auto, uring, mmsg"),
+                ));
+            }
+        },
+    };
+    let cpus = cfg.workers as u64;
+    cfg.workers =
+        usize::try_from(ctx.num(&key("workers"), l.workers, cpus, 1, WORKERS_MAX)?).unwrap_or(1);
+    let rcvbuf = ctx.num(&key("rcvbuf"), l.rcvbuf, cfg.rcvbuf as u64, 0, 1 << 31)?;
+    cfg.rcvbuf = usize::try_from(rcvbuf).unwrap_or(cfg.rcvbuf);
+    let buffer = ctx.num(
+        &key("buffer_size"),
+        l.buffer_size,
+        cfg.buffer_size as u64,
+        512,
+        65_535,
+    )?;
+    cfg.buffer_size = usize::try_from(buffer).unwrap_or(cfg.buffer_size);
+    let batch = ctx.num(
+        &key("batch_max"),
+        l.batch_max,
+        cfg.batch_max as u64,
+        1,
+        1024,
+    )?;
+    cfg.batch_max = usize::try_from(batch).unwrap_or(cfg.batch_max);
+    Ok(cfg)
+}
+
+fn resolve_flush(
+    ctx: &Ctx<'_>,
+    name: &str,
+    defaults: FlushConfig,
+    rows: Option<Num>,
+    ms: Option<Num>,
+    queue: Option<Num>,
+) -> Result<FlushConfig, ConfigError> {
+    let p = |k: &'static str| ["backends", name, "config", k];
+    let rows = ctx.num(&p("flush_rows"), rows, defaults.rows, 1, 100_000_000)?;
+    let ms = ctx.num(
+        &p("flush_ms"),
+        ms,
+        defaults.interval.as_millis() as u64,
+        1,
+        3_600_000,
+    )?;
+    let queue_bytes = ctx.num(
+        &p("queue_bytes"),
+        queue,
+        defaults.queue_bytes,
+        1 << 16,
+        1 << 40,
+    )?;
+    Ok(FlushConfig {
+        rows,
+        interval: Duration::from_millis(ms),
+        queue_bytes,
+    })
+}
+
+fn resolve_backend(
+    name: &str,
+    rb: RawBackend,
+    ctx: &Ctx<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<BackendConfig, ConfigError> {
+    let (kind, flush) = match rb {
+        RawBackend::File(c) => {
+            let c = c.unwrap_or_default();
+            let path = match c.path.as_deref().map(str::trim) {
+                Some(p) if !p.is_empty() => PathBuf::from(p),
+                _ => {
+                    return Err(ctx.err(
+                        &["backends", name, "config", "path"],
+                        "missing (the file to write JSON lines to, or - for stdout)",
+                    ));
+                }
+            };
+            let flush = resolve_flush(
+                ctx,
+                name,
+                FlushConfig::file_defaults(),
+                c.flush_rows,
+                c.flush_ms,
+                c.queue_bytes,
+            )?;
+            (BackendKind::File { path }, flush)
+        }
+        RawBackend::Dump(c) => {
+            let c = c.unwrap_or_default();
+            let flush = resolve_flush(
+                ctx,
+                name,
+                FlushConfig::file_defaults(),
+                c.flush_rows,
+                c.flush_ms,
+                c.queue_bytes,
+            )?;
+            (BackendKind::Dump, flush)
+        }
+        RawBackend::Null(c) => {
+            let c = c.unwrap_or_default();
+            let flush = resolve_flush(
+                ctx,
+                name,
+                FlushConfig::file_defaults(),
+                c.flush_rows,
+                c.flush_ms,
+                c.queue_bytes,
+            )?;
+            (BackendKind::Null, flush)
+        }
+        RawBackend::Timescale(c) => {
+            let (sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;
+            (
+                BackendKind::Postgres {
+                    timescale: true,
+                    sql,
+                },
+                flush,
+            )
+        }
+        RawBackend::Postgres(c) => {
+            let (sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;
+            (
+                BackendKind::Postgres {
+                    timescale: false,
+                    sql,
+                },
+                flush,
+            )
+        }
+        RawBackend::Mysql(c) => {
+            let (sql, flush) = resolve_sql(name, c, DEFAULT_MYSQL_PORT, ctx, env)?;
+            (BackendKind::Mysql { sql }, flush)
+        }
+        RawBackend::Kafka(c) => {
+            let c = c.unwrap_or_default();
+            let pick =
+                |envname: &str, v: Option<String>| env(envname).filter(|s| !s.is_empty()).or(v);
+            let pick_flag = |envname: &str, v: Option<Flag>, default: bool| {
+                env(envname)
+                    .and_then(|s| parse_bool(&s))
+                    .or(v.map(|f| f.0))
+                    .unwrap_or(default)
+            };
+            let k = KafkaConfig {
+                server: pick("KAFKA_SERVER", c.KAFKA_SERVER).unwrap_or_default(),
+                topic: pick("KAFKA_TOPIC", c.KAFKA_TOPIC).unwrap_or_default(),
+                sasl_user: pick("SASL_USER", c.SASL_USER),
+                sasl_password: pick("SASL_PASSWORD", c.SASL_PASSWORD),
+                ssl: pick_flag("SSL", c.SSL, false),
+                ssl_verify: pick_flag("SSL_VERIFY", c.SSL_VERIFY, true),
+            };
+            let flush = resolve_flush(
+                ctx,
+                name,
+                FlushConfig::sql_defaults(),
+                c.flush_rows,
+                c.flush_ms,
+                c.queue_bytes,
+            )?;
+            (BackendKind::Kafka(k), flush)
+        }
+    };
+    Ok(BackendConfig {
+        name: name.to_owned(),
+        kind,
+        flush,
+    })
+}
+
+fn resolve_sql(
+    name: &str,
+    c: Option<RawSqlBackend>,
+    default_port: u16,
+    ctx: &Ctx<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(SqlConfig, FlushConfig), ConfigError> {
+    let c = c.unwrap_or_default();
+    let p = |k: &'static str| ["backends", name, "config", k];
+    let required = |k: &'static str, v: Option<String>| {
+        v.filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ctx.err(&p(k), "missing (required for this backend type)"))
+    };
+    let host = required("SQL_SERVER", c.SQL_SERVER)?;
+    let user = required("SQL_USERNAME", c.SQL_USERNAME)?;
+    let dbname = required("SQL_DB", c.SQL_DB)?;
+    let port = ctx.num(
+        &p("SQL_PORT"),
+        c.SQL_PORT,
+        u64::from(default_port),
+        1,
+        65_535,
+    )?;
+    let table = c.SQL_TABLE.unwrap_or_else(|| DEFAULT_SQL_TABLE.to_owned());
+    let table_ok = !table.is_empty()
+        && table.len() <= 63
+        && table
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        && !table.starts_with(|ch: char| ch.is_ascii_digit());
+    if !table_ok {
+        return Err(ctx.err(
+            &p("SQL_TABLE"),
+            format_args!("{table:?} is not a plain table name (letters, digits, _; at most 63)"),
+        ));
+    }
+    let sslmode = match c
+        .SQL_SSLMODE
+        .as_deref()
+        .map(|s| s.trim().to_ascii_lowercase())
+    {
+        None => SqlSslMode::Disable,
+        Some(s) => match s.as_str() {
+            "" | "disable" => SqlSslMode::Disable,
+            "prefer" => SqlSslMode::Prefer,
+            "require" => SqlSslMode::Require,
+            other => {
+                return Err(ctx.err(
+                    &p("SQL_SSLMODE"),
+                    format_args!("{other:?} is not one of disable, prefer, require"),
+                ));
+            }
+        },
+    };
+    let password = env("SQL_PASSWORD")
+        .filter(|s| !s.is_empty())
+        .or(c.SQL_PASSWORD);
+    let flush = resolve_flush(
+        ctx,
+        name,
+        FlushConfig::sql_defaults(),
+        c.flush_rows,
+        c.flush_ms,
+        c.queue_bytes,
+    )?;
+    let sql = SqlConfig {
+        host,
+        port: u16::try_from(port).unwrap_or(default_port),
+        user,
+        password,
+        dbname,
+        table,
+        sslmode,
+    };
+    Ok((sql, flush))
+}
+
+/// Finds the 1-based line of the key at `path` by walking the YAML text by indentation (block
+/// style) and within a line (flow style, `{a: {b: 1}}`). Good enough for error messages; `None`
+/// when the key is not written (a missing key then points at its parent).
+fn find_line(text: &str, path: &[&str]) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().map(strip_comment).collect();
+    let indent_of = |l: &str| l.len() - l.trim_start().len();
+    // The key found last: (line index, column after it, its line's indentation).
+    let mut at: Option<(usize, usize, usize)> = None;
+    let mut found_line = None;
+    for key in path {
+        let (start, col, parent_indent) = match at {
+            None => (0, 0, None),
+            Some((l, c, ind)) => (l, c, Some(ind)),
+        };
+        // Direct children sit at the indentation of the first content line below the parent.
+        let child_indent = lines
+            .iter()
+            .skip(if at.is_some() { start + 1 } else { 0 })
+            .find(|l| !l.trim().is_empty())
+            .map(|l| indent_of(l));
+        let mut hit = None;
+        for (i, line) in lines.iter().enumerate().skip(start) {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let indent = indent_of(line);
+            let same_line = at.is_some() && i == start;
+            if same_line {
+                // Flow style: `parent: {key: ...}` on the parent's own line.
+                if let Some(pos) = find_key(line, key, col) {
+                    hit = Some((i, pos + key.len() + 1, indent));
+                    break;
+                }
+                continue;
+            }
+            if parent_indent.is_some_and(|pi| indent <= pi) {
+                break;
+            }
+            if Some(indent) != child_indent {
+                continue;
+            }
+            if let Some(pos) = find_key(line, key, indent) {
+                hit = Some((i, pos + key.len() + 1, indent));
+                break;
+            }
+        }
+        match hit {
+            Some(h) => {
+                at = Some(h);
+                found_line = Some(h.0 + 1);
+            }
+            // Point at the deepest key found (the parent of a missing key).
+            None => return found_line,
+        }
+    }
+    found_line
+}
+
+/// The line without a trailing `# comment` (a `#` at the start or after a space).
+fn strip_comment(line: &str) -> &str {
+    let b = line.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'#' && (i == 0 || b.get(i - 1).is_some_and(|p| p.is_ascii_whitespace())) {
+            return line.get(..i).unwrap_or(line);
+        }
+    }
+    line
+}
+
+/// Position of `key:` in `line` at or after `from`, as a whole key (preceded by the line start,
+/// a space, `{` or `,`; optionally quoted).
+fn find_key(line: &str, key: &str, from: usize) -> Option<usize> {
+    let hay = line.get(from..)?;
+    let mut search = 0;
+    while let Some(rel) = hay.get(search..).and_then(|h| h.find(key)) {
+        let pos = search + rel;
+        let before = hay.get(..pos).and_then(|s| s.chars().last());
+        let before_ok = match before {
+            None => true,
+            Some(c) => c.is_whitespace() || c == '{' || c == ',' || c == '"' || c == '\'',
+        };
+        let after = hay.get(pos + key.len()..).unwrap_or("");
+        let after = after.trim_start_matches(['"', '\'']);
+        if before_ok && after.starts_with(':') {
+            return Some(from + pos);
+        }
+        search = pos + key.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse_ok(text: &str) -> RunConfig {
+        match parse(text, "test.yml", &no_env) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> String {
+        match parse(text, "test.yml", &no_env) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    /// The repository's example documents every key; it must load as written.
+    #[test]
+    fn repo_example_loads() {
+        let text = include_str!("../config_example.yml");
+        let cfg = parse(text, "config_example.yml", &|k| {
+            (k == "SQL_PASSWORD").then(|| "pw".to_owned())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!cfg.backends.is_empty());
+        assert_eq!(cfg.receiver.bind.port(), 2055);
+        assert_eq!(cfg.api, Some(DEFAULT_API));
+    }
+
+    /// The old Go collector's example loads unchanged; mysql is resolved (it fails only at start).
+    #[test]
+    fn original_example_loads() {
+        let text = include_str!("../tests/data/original-config_example.yml");
+        let cfg = parse_ok(text);
+        assert_eq!(cfg.backends.len(), 1);
+        let b = &cfg.backends[0];
+        assert_eq!(b.name, "rdssql");
+        assert_eq!(b.kind.type_name(), "mysql");
+        match &b.kind {
+            BackendKind::Mysql { sql } => {
+                assert_eq!(sql.host, "your-sql-server.com");
+                assert_eq!(sql.user, "your-sql-username");
+                assert_eq!(sql.dbname, "your-database-name");
+                assert_eq!(sql.port, DEFAULT_MYSQL_PORT);
+                assert_eq!(sql.password, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            cfg.unused_backends,
+            vec!["dumper".to_owned(), "kafka".to_owned()]
+        );
+        assert_eq!(cfg.receiver.bind, DEFAULT_LISTEN);
+        assert_eq!(cfg.api, Some(DEFAULT_API));
+        assert_eq!(cfg.max_age_days, Some(180));
+    }
+
+    #[test]
+    fn issue_format_with_strings_for_numbers() {
+        let cfg = parse_ok(
+            "backends:\n  out: {type: file, config: {path: /tmp/x.jsonl, flush_rows: \"1000\"}}\n\
+             frontends:\n  netflow:\n    config: {bindaddr: 127.0.0.1, bindport: \"9995\", receiver: mmsg,\n\
+             \x20            workers: 2, rcvbuf: 33554432}\n    backend: out\n\
+             api: off\nutilities: {max_age: \"30\"}\n",
+        );
+        assert_eq!(
+            cfg.receiver.bind,
+            "127.0.0.1:9995".parse().unwrap_or(DEFAULT_LISTEN)
+        );
+        assert_eq!(cfg.receiver.choice, ReceiverChoice::Mmsg);
+        assert_eq!(cfg.receiver.workers, 2);
+        assert_eq!(cfg.receiver.rcvbuf, 33_554_432);
+        assert_eq!(cfg.backends[0].flush.rows, 1000);
+        assert_eq!(cfg.api, None);
+        assert_eq!(cfg.max_age_days, Some(30));
+    }
+
+    #[test]
+    fn backend_list_and_password_from_env() {
+        let text = "backends:\n  a: {type: null}\n  pg:\n    type: timescale\n    config:\n      \
+                    SQL_SERVER: 127.0.0.1\n      SQL_USERNAME: postgres\n      SQL_DB: test\n      \
+                    SQL_PASSWORD: fromfile\n      SQL_PORT: \"5433\"\n      SQL_SSLMODE: prefer\n\
+                    frontends:\n  netflow:\n    backend: [pg, a]\n";
+        let cfg = parse(text, "t.yml", &|k| {
+            (k == "SQL_PASSWORD").then(|| "fromenv".to_owned())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.backends.len(), 2);
+        match &cfg.backends[0].kind {
+            BackendKind::Postgres {
+                timescale: true,
+                sql,
+            } => {
+                assert_eq!(sql.password.as_deref(), Some("fromenv"));
+                assert_eq!(sql.port, 5433);
+                assert_eq!(sql.sslmode, SqlSslMode::Prefer);
+                assert!(!format!("{sql:?}").contains("fromenv"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cfg.backends[0].flush.rows, DEFAULT_SQL_FLUSH_ROWS);
+        assert_eq!(cfg.backends[1].kind.type_name(), "null");
+        let cfg = parse_ok(text);
+        match &cfg.backends[0].kind {
+            BackendKind::Postgres { sql, .. } => {
+                assert_eq!(sql.password.as_deref(), Some("fromfile"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_key_file_and_line() {
+        let base = "backends:\n  out:\n    type: file\n    config:\n      path: x\n\
+                    frontends:\n  netflow:\n    config:\n      bindport: 2055\n    backend: out\n";
+        // Unknown key.
+        let e = parse_err(&base.replace("path: x", "path: x\n      bogus: 1"));
+        assert!(
+            e.contains("test.yml") && e.contains("bogus") && e.contains("line 6"),
+            "{e}"
+        );
+        // Wrong type.
+        let e = parse_err(&base.replace("bindport: 2055", "bindport: [1]"));
+        assert!(
+            e.contains("test.yml") && e.contains("bindport") && e.contains("line 9"),
+            "{e}"
+        );
+        // Not a number in a string.
+        let e = parse_err(&base.replace("bindport: 2055", "bindport: \"20x5\""));
+        assert!(e.contains("bindport") && e.contains("line 9"), "{e}");
+        // Out of range (a semantic error: the line is found afterwards).
+        let e = parse_err(&base.replace("bindport: 2055", "bindport: 70000"));
+        assert!(
+            e.contains("frontends.netflow.config.bindport") && e.contains("line 9"),
+            "{e}"
+        );
+        // Missing key.
+        let e = parse_err(&base.replace("    backend: out\n", ""));
+        assert!(
+            e.contains("missing field `backend`") && e.contains("line 8"),
+            "{e}"
+        );
+        let e = parse_err(&base.replace("      path: x\n", ""));
+        assert!(
+            e.contains("backends.out.config.path") && e.contains("missing"),
+            "{e}"
+        );
+        // Unknown backend name.
+        let e = parse_err(&base.replace("backend: out", "backend: nope"));
+        assert!(
+            e.contains("unknown backend name \"nope\"") && e.contains("line 10"),
+            "{e}"
+        );
+        // Unknown backend type.
+        let e = parse_err(&base.replace("type: file", "type: sqlite"));
+        assert!(e.contains("sqlite") && e.contains("line 3"), "{e}");
+        // Bad value.
+        let e = parse_err(&base.replace("bindport: 2055", "bindport: 2055\n      receiver: fast"));
+        assert!(
+            e.contains("receiver") && e.contains("\"fast\"") && e.contains("line 10"),
+            "{e}"
+        );
+        let e = parse_err(&format!("{base}api: localhost\n"));
+        assert!(e.contains("api") && e.contains("line 11"), "{e}");
+    }
+
+    #[test]
+    fn find_line_walks_blocks_and_flow_maps() {
+        let t = "a:\n  b: 1\n  c:\n    d: 2 # d: no\nb:\n  x: {y: 1, d: 3}\n";
+        assert_eq!(find_line(t, &["a", "b"]), Some(2));
+        assert_eq!(find_line(t, &["a", "c", "d"]), Some(4));
+        assert_eq!(find_line(t, &["b", "x", "d"]), Some(6));
+        assert_eq!(find_line(t, &["b", "q"]), Some(5));
+        assert_eq!(find_line(t, &["zz"]), None);
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let cfg = RunConfig::defaults();
+        assert_eq!(cfg.receiver.bind, DEFAULT_LISTEN);
+        assert_eq!(cfg.api, Some(DEFAULT_API));
+        assert_eq!(cfg.backends[0].kind.target(), DEFAULT_FILE_PATH);
+    }
+}

@@ -1,11 +1,428 @@
-//! `goflow run` (being written).
+//! `goflow run` (and plain `goflow`): the daemon. Loads the configuration, starts one thread per
+//! backend (sink + bounded queue), opens one SO_REUSEPORT socket per worker and runs a receive
+//! loop on each ([`pipeline::worker::run`]), serves the ops API, and logs a one-line summary
+//! every 10 s. SIGINT/SIGTERM stop it cleanly: receiving stops, every worker drains what the
+//! kernel already delivered, every backend writes and flushes its queue, exit 0.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use goflow_codec::DecoderConfig;
+use goflow_writers::backend::{Backend, BackendOptions, FlushHook, FlushReport};
+use goflow_writers::file::{FileSink, JsonEncoder, NullEncoder, NullSink};
+use goflow_writers::sink::{RowEncoder, Sink};
+
+use crate::config::{self, BackendConfig, BackendKind, RunConfig, SqlConfig, SqlSslMode};
+use crate::ingest::{self, Receiver, ReceiverKind};
+use crate::ops::{HistogramHub, LocalHistograms};
+use crate::pipeline::{self, EncoderFactory, Pipeline, Shared, WorkerCounters};
+
+/// Interval of the summary log line.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the main thread looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
+/// How long a backend keeps retrying at shutdown before it counts the rest as dropped.
+const BACKEND_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options of `goflow run`.
 #[derive(Debug, Default, clap::Args)]
-pub struct RunOpt {}
+pub struct RunOpt {
+    /// Check the configuration, print what would run, and exit (exit code 2 on errors).
+    #[arg(long)]
+    pub check: bool,
+}
 
-pub fn run(_cli: &crate::cli::Cli, _opt: &RunOpt) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("goflow run is not built yet")
+pub fn run(cli: &crate::cli::Cli, opt: &RunOpt) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(cli.config.as_deref())?;
+    if opt.check {
+        print_plan(&cfg);
+        return Ok(ExitCode::SUCCESS);
+    }
+    Daemon::start(cfg)?.wait()
+}
+
+fn print_plan(cfg: &RunConfig) {
+    println!("configuration: {}", cfg.source_name());
+    let receiver = match cfg.receiver.choice {
+        ingest::ReceiverChoice::Auto => "auto",
+        ingest::ReceiverChoice::Uring => "uring",
+        ingest::ReceiverChoice::Mmsg => "mmsg",
+    };
+    println!(
+        "listen: udp {} ({} workers, receiver {receiver})",
+        cfg.receiver.bind, cfg.receiver.workers
+    );
+    for b in &cfg.backends {
+        println!(
+            "backend {} ({}): {}",
+            b.name,
+            b.kind.type_name(),
+            b.kind.target()
+        );
+    }
+    match cfg.api {
+        Some(a) => println!("api: {a}"),
+        None => println!("api: off"),
+    }
+}
+
+/// A backend ready to start: how workers encode for it and the sink that ships it.
+struct Plan {
+    encoder: EncoderFactory,
+    sink: Box<dyn Sink>,
+}
+
+/// Builds the encoder and sink of one configured backend. Types that are not built fail here,
+/// at start (never while parsing the config).
+fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<Plan> {
+    let json: EncoderFactory = Arc::new(|| Box::new(JsonEncoder::default()) as Box<dyn RowEncoder>);
+    Ok(match &b.kind {
+        BackendKind::File { path } => Plan {
+            encoder: json,
+            sink: Box::new(FileSink::open(path).with_context(|| {
+                format!(
+                    "backend {}: cannot open {} for appending",
+                    b.name,
+                    path.display()
+                )
+            })?),
+        },
+        BackendKind::Dump => Plan {
+            encoder: json,
+            sink: Box::new(FileSink::stdout()),
+        },
+        BackendKind::Null => Plan {
+            encoder: Arc::new(|| Box::new(NullEncoder) as Box<dyn RowEncoder>),
+            sink: Box::new(NullSink::default()),
+        },
+        BackendKind::Postgres { sql, .. } => pg_plan(sql, max_age_days),
+        BackendKind::Mysql { .. } | BackendKind::Kafka(_) => bail!(
+            "backend {}: backend type {} is not available in this build",
+            b.name,
+            b.kind.type_name()
+        ),
+    })
+}
+
+/// The PostgreSQL / TimescaleDB backend (goflow_writers::pg). The sink connects lazily, so a
+/// database that is down at start only delays writing (the backend retries with backoff).
+fn pg_plan(sql: &SqlConfig, max_age_days: Option<u32>) -> Plan {
+    use goflow_writers::pg::{self, PgConfig, PgSink, SslMode};
+    let cfg = PgConfig {
+        host: sql.host.clone(),
+        port: sql.port,
+        user: sql.user.clone(),
+        password: sql.password.clone(),
+        dbname: sql.dbname.clone(),
+        table: sql.table.clone(),
+        sslmode: match sql.sslmode {
+            SqlSslMode::Disable => SslMode::Disable,
+            SqlSslMode::Prefer => SslMode::Prefer,
+            SqlSslMode::Require => SslMode::Require,
+        },
+        max_age_days,
+    };
+    Plan {
+        encoder: Arc::new(|| Box::new(pg::encoder()) as Box<dyn RowEncoder>),
+        sink: Box::new(PgSink::new(cfg)),
+    }
+}
+
+/// The running daemon.
+struct Daemon {
+    cfg: RunConfig,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    backends: Vec<Backend>,
+    ops: Option<crate::ops::OpsServer>,
+}
+
+impl Daemon {
+    fn start(cfg: RunConfig) -> anyhow::Result<Daemon> {
+        for name in &cfg.unused_backends {
+            log::warn!("backend {name} is defined but no frontend names it: not started");
+        }
+        // Every backend is planned before any starts, so an unavailable type or a bad path stops
+        // the daemon before it binds anything.
+        let plans = cfg
+            .backends
+            .iter()
+            .map(|b| plan_backend(b, cfg.max_age_days))
+            .collect::<anyhow::Result<Vec<Plan>>>()?;
+
+        let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
+        let histograms = Arc::new(HistogramHub::new(&names));
+        let mut backends = Vec::with_capacity(plans.len());
+        let mut encoders = Vec::with_capacity(plans.len());
+        for (i, (b, plan)) in cfg.backends.iter().zip(plans).enumerate() {
+            let opts = BackendOptions {
+                name: b.name.clone(),
+                kind: b.kind.type_name().to_owned(),
+                target: b.kind.target(),
+                flush_rows: b.flush.rows,
+                flush_interval: b.flush.interval,
+                queue_bytes: b.flush.queue_bytes,
+                shutdown_timeout: BACKEND_SHUTDOWN_TIMEOUT,
+                on_flush: Some(flush_hook(Arc::clone(&histograms), i)),
+            };
+            let backend = Backend::spawn(plan.sink, opts)
+                .with_context(|| format!("backend {}: cannot start its thread", b.name))?;
+            encoders.push((plan.encoder, backend.sender()));
+            backends.push(backend);
+        }
+
+        let rcfg = cfg.receiver.clone();
+        let shared = Arc::new(Shared::new(
+            cfg.source_name(),
+            rcfg.bind,
+            rcfg.choice,
+            rcfg.workers,
+            backends.iter().map(|b| Arc::clone(b.stats())).collect(),
+            Arc::clone(&histograms),
+        ));
+
+        // The flag is registered before any socket exists: a signal during start-up still stops
+        // the daemon cleanly once it runs. A second signal while shutting down (a backend that
+        // keeps failing holds the flush for up to 30 s) exits at once with status 1.
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+                .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+                .with_context(|| format!("cannot install the handler for signal {sig}"))?;
+        }
+
+        let sockets = ingest::open_sockets(&rcfg)
+            .with_context(|| format!("cannot listen on {} (UDP)", rcfg.bind))?;
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, std::io::Result<ReceiverKind>)>();
+        let mut workers = Vec::with_capacity(sockets.len());
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let Some(counters) = shared.workers.get(i).cloned() else {
+                bail!("ingest opened more sockets than workers");
+            };
+            let w = WorkerStart {
+                socket,
+                rcfg: rcfg.clone(),
+                counters,
+                outputs: encoders.clone(),
+                observer: Box::new(LocalHistograms::new(Arc::clone(&histograms))),
+                stop: Arc::clone(&stop),
+                ready: ready_tx.clone(),
+            };
+            let handle = thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || w.run())
+                .context("cannot start a worker thread")?;
+            workers.push(handle);
+        }
+        drop(ready_tx);
+        drop(encoders);
+
+        let mut daemon = Daemon {
+            cfg,
+            shared,
+            stop,
+            workers,
+            backends,
+            ops: None,
+        };
+        // Wait until every worker has its receiver (or report the first that failed).
+        let mut kinds = Vec::new();
+        for _ in 0..daemon.workers.len() {
+            match ready_rx.recv() {
+                Ok((_, Ok(kind))) => kinds.push(kind),
+                Ok((i, Err(e))) => {
+                    daemon.shutdown();
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "worker {i}: cannot set up the {:?} receiver",
+                        rcfg.choice
+                    )));
+                }
+                Err(_) => {
+                    daemon.shutdown();
+                    bail!("a worker stopped during start-up");
+                }
+            }
+        }
+        if let Some(api) = daemon.cfg.api {
+            let source: Arc<dyn crate::ops::OpsSource> = daemon.shared.clone();
+            match crate::ops::serve(&api.to_string(), source) {
+                Ok(server) => daemon.ops = Some(server),
+                Err(e) => {
+                    daemon.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+        daemon.log_start(&kinds);
+        Ok(daemon)
+    }
+
+    fn log_start(&self, kinds: &[ReceiverKind]) {
+        let kind = kinds.first().map_or("?", |k| k.as_str());
+        log::info!(
+            "goflow {} listening on udp {} ({} workers, {kind} receiver; config: {})",
+            env!("CARGO_PKG_VERSION"),
+            self.cfg.receiver.bind,
+            self.workers.len(),
+            self.shared.config_source
+        );
+        for b in &self.cfg.backends {
+            log::info!(
+                "writing to backend {} ({}): {}",
+                b.name,
+                b.kind.type_name(),
+                b.kind.target()
+            );
+        }
+    }
+
+    /// Runs until SIGINT/SIGTERM, logging the summary every [`SUMMARY_INTERVAL`].
+    fn wait(mut self) -> anyhow::Result<ExitCode> {
+        let mut last = Summary::take(&self.shared);
+        let mut next = Instant::now() + SUMMARY_INTERVAL;
+        while !self.stop.load(Ordering::Relaxed) {
+            thread::sleep(STOP_POLL);
+            if self.workers.iter().any(|w| w.is_finished()) && !self.stop.load(Ordering::Relaxed) {
+                log::error!("a worker thread stopped unexpectedly; shutting down");
+                break;
+            }
+            if Instant::now() >= next {
+                let now = Summary::take(&self.shared);
+                log::info!("{}", now.line(&last));
+                last = now;
+                next += SUMMARY_INTERVAL;
+            }
+        }
+        log::info!("stopping: draining the sockets and flushing the backends");
+        let t = self.shutdown();
+        let now = Summary::take(&self.shared);
+        log::info!("stopped: {} (shutdown took {t:?})", now.totals_line());
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Stops receiving, joins the workers (each drains its socket first), then shuts every
+    /// backend down (each writes and flushes what it holds). Returns how long it took.
+    fn shutdown(&mut self) -> Duration {
+        let t0 = Instant::now();
+        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        for w in self.workers.drain(..) {
+            if w.join().is_err() {
+                log::error!("a worker thread panicked");
+            }
+        }
+        for b in self.backends.drain(..) {
+            b.shutdown();
+        }
+        if let Some(ops) = self.ops.take() {
+            ops.stop();
+        }
+        t0.elapsed()
+    }
+}
+
+/// Reports each flush to the histograms (flush duration, datagram age at commit).
+fn flush_hook(hub: Arc<HistogramHub>, index: usize) -> FlushHook {
+    Arc::new(move |r: &FlushReport<'_>| {
+        // A commit age per row, from its chunk's oldest datagram (not one per flush).
+        hub.record_commit(index, r.duration_us, r.committed_us, r.chunks);
+    })
+}
+
+/// What a worker thread needs to start.
+struct WorkerStart {
+    socket: std::net::UdpSocket,
+    rcfg: ingest::ReceiverConfig,
+    counters: Arc<WorkerCounters>,
+    outputs: Vec<(EncoderFactory, goflow_writers::backend::BackendSender)>,
+    observer: Box<dyn pipeline::BatchObserver>,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<(usize, std::io::Result<ReceiverKind>)>,
+}
+
+impl WorkerStart {
+    /// The worker thread: builds its receiver here (a receiver never moves between threads),
+    /// reports readiness, then runs the receive loop until the stop flag is set.
+    fn run(self) {
+        let index = self.counters.index;
+        let mut receiver = match Receiver::new(self.socket, &self.rcfg) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.ready.send((index, Err(e)));
+                return;
+            }
+        };
+        let kind = receiver.kind();
+        let _ = self.counters.receiver.set(kind);
+        let mut pipeline = Pipeline::new(
+            DecoderConfig::default(),
+            &self.outputs,
+            Arc::clone(&self.counters),
+            self.observer,
+        );
+        drop(self.outputs);
+        let _ = self.ready.send((index, Ok(kind)));
+        pipeline::worker::run(&mut receiver, &mut pipeline, &self.stop);
+    }
+}
+
+/// Totals at one moment, for the summary line.
+struct Summary {
+    at: Instant,
+    totals: pipeline::Totals,
+}
+
+impl Summary {
+    fn take(shared: &Shared) -> Summary {
+        Summary {
+            at: Instant::now(),
+            totals: shared.totals(),
+        }
+    }
+
+    /// `datagrams 1200 (120/s), records 36000 (3600/s), drops: kernel 0, ...`
+    fn line(&self, prev: &Summary) -> String {
+        let secs = self
+            .at
+            .saturating_duration_since(prev.at)
+            .as_secs_f64()
+            .max(0.001);
+        let (t, p) = (&self.totals, &prev.totals);
+        let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
+        format!(
+            "datagrams {} ({:.0}/s), records {} ({:.0}/s), drops: kernel {}, backend rows {}, \
+             truncated {}, decode errors {}, no template {}, sequence gaps {}",
+            t.datagrams,
+            rate(t.datagrams, p.datagrams),
+            t.records,
+            rate(t.records, p.records),
+            t.kernel_drops,
+            t.rows_dropped,
+            t.truncated,
+            t.decode_errors,
+            t.records_without_template,
+            t.sequence_missing
+        )
+    }
+
+    fn totals_line(&self) -> String {
+        let t = &self.totals;
+        format!(
+            "datagrams {}, records {}, rows written {}, drops: kernel {}, backend rows {}, \
+             truncated {}, decode errors {}",
+            t.datagrams,
+            t.records,
+            t.rows_written,
+            t.kernel_drops,
+            t.rows_dropped,
+            t.truncated,
+            t.decode_errors
+        )
+    }
 }

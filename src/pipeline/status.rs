@@ -1,0 +1,108 @@
+//! The daemon's side of the ops API: [`Shared`] read as an [`OpsSource`]. Every call loads
+//! atomics and copies the snapshots the workers publish about once a second; nothing here can
+//! block a worker for longer than one snapshot copy.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use crate::ops::source::{merge_exporters, templates_report};
+use crate::ops::status::{BackendStatus, Drops, ReceiverStatus, Status, Totals as OpsTotals};
+use crate::ops::{HistogramHub, OpsSource, TemplatesReport};
+
+use super::Shared;
+
+impl OpsSource for Shared {
+    fn status(&self) -> Status {
+        let uptime_secs = self.started.elapsed().as_secs();
+        let t = self.totals();
+        let snapshots: Vec<_> = self.workers.iter().map(|w| w.snapshot()).collect();
+        let exporters = merge_exporters(snapshots.iter().flat_map(|s| s.exporters.iter()));
+        let templates: u64 = self
+            .workers
+            .iter()
+            .map(|w| w.templates.load(Ordering::Relaxed))
+            .sum();
+        let get = |f: fn(&super::WorkerCounters) -> &std::sync::atomic::AtomicU64| {
+            self.workers
+                .iter()
+                .map(|w| f(w).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let drops = Drops {
+            kernel: t.kernel_drops,
+            truncated: t.truncated,
+            decode_truncated: get(|w| &w.decode_truncated),
+            decode_unsupported_version: get(|w| &w.decode_unsupported_version),
+            decode_bad_length: get(|w| &w.decode_bad_length),
+            decode_bad_template: get(|w| &w.decode_bad_template),
+            no_template: t.records_without_template,
+            backend: t.rows_dropped,
+        };
+        let backends = self
+            .backends
+            .iter()
+            .map(|b| {
+                let detail = b.detail();
+                let last_flush = b.last_flush_us.load(Ordering::Relaxed);
+                BackendStatus {
+                    name: b.name.clone(),
+                    kind: b.kind.clone(),
+                    healthy: b.healthy.load(Ordering::Relaxed),
+                    rows_written: b.rows_written.load(Ordering::Relaxed),
+                    rows_dropped: b.rows_dropped(),
+                    queued_bytes: b.queued_bytes.load(Ordering::Relaxed),
+                    last_flush_unix_us: (last_flush > 0).then_some(last_flush),
+                    last_flush_duration_us: (last_flush > 0)
+                        .then(|| b.last_flush_duration_us.load(Ordering::Relaxed)),
+                    flushes: b.flushes.load(Ordering::Relaxed),
+                    errors: b.errors.load(Ordering::Relaxed),
+                    reconnects: b.reconnects.load(Ordering::Relaxed),
+                    last_error: detail.last_error,
+                    sink: detail
+                        .status
+                        .into_iter()
+                        // Sinks report JSON values; show strings without their quotes.
+                        .map(|(k, v)| {
+                            let v = serde_json::from_str::<String>(&v).unwrap_or(v);
+                            (k.to_owned(), v)
+                        })
+                        .collect::<BTreeMap<_, _>>(),
+                }
+            })
+            .collect();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs,
+            started_unix_secs: u64::try_from(self.started_us / 1_000_000).unwrap_or(0),
+            receiver: ReceiverStatus {
+                kind: self
+                    .receiver_kind()
+                    .map_or_else(String::new, |k| k.as_str().to_owned()),
+                bind: self.bind.to_string(),
+                workers: self.workers.len(),
+                running: self.running_workers(),
+            },
+            backends,
+            totals: OpsTotals {
+                datagrams: t.datagrams,
+                bytes: t.bytes,
+                records: t.records,
+                batches: t.batches,
+                sequence_missing: t.sequence_missing,
+                templates,
+                drops,
+            },
+            exporters,
+            msg: String::new(),
+        }
+    }
+
+    fn templates(&self) -> TemplatesReport {
+        let snapshots: Vec<_> = self.workers.iter().map(|w| w.snapshot()).collect();
+        templates_report(snapshots.iter().flat_map(|s| s.templates.iter()))
+    }
+
+    fn histograms(&self) -> &HistogramHub {
+        &self.histograms
+    }
+}

@@ -1,0 +1,456 @@
+//! One worker's batch processing: every datagram of a wake-up is decoded with the worker's own
+//! [`Decoder`] (its template cache, samplers and sequence state), each record is encoded into
+//! every backend's buffer by that backend's [`RowEncoder`]; at the end of a batch, once a buffer
+//! holds [`CHUNK_BYTES`] or [`CHUNK_ROWS`] or its oldest row is [`CHUNK_MAX_AGE`] old, each buffer
+//! is split off as one [`Chunk`] and offered to its backend's queue without blocking.
+//! Counters are added once per batch; the decoder's per-exporter snapshot is copied out about
+//! once a second. [`run`] is the receive loop around it, including the drain at shutdown.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use goflow_codec::{Decoder, DecoderConfig, UnixMicros};
+use goflow_writers::backend::BackendSender;
+use goflow_writers::sink::{Chunk, RowEncoder};
+
+use super::counters::{self, BatchTally, WorkerCounters};
+use crate::ingest::{Datagram, Receiver};
+
+/// How long one receive call waits before the loop checks the stop flag.
+pub const RECV_POLL: Duration = Duration::from_millis(100);
+/// How often the decoder's per-exporter state is copied out for the ops API.
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+/// Templates are expired (TTL) this often.
+pub const TEMPLATE_EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
+/// Initial capacity of a backend's batch buffer (it grows to the largest chunk).
+const BATCH_BUFFER_BYTES: usize = 64 << 10;
+/// Encoded rows are handed to the backends once a buffer holds this many bytes ...
+pub const CHUNK_BYTES: usize = 256 << 10;
+/// ... or this many rows ...
+pub const CHUNK_ROWS: u64 = 8192;
+/// ... or its oldest row is this old, whichever comes first. Under load a batch is often a
+/// handful of datagrams; shipping each as its own chunk would wake every backend thread once
+/// per batch (a context switch per wake-up), which cost more than decoding.
+pub const CHUNK_MAX_AGE: Duration = Duration::from_millis(20);
+/// At most one receive-error log line per worker per this interval.
+const RECV_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Observes batches for the ops API's histograms. Called on the worker thread; implementations
+/// must not block or lock on the hot path.
+pub trait BatchObserver: Send {
+    /// One decoded datagram and the records it carried.
+    fn datagram(&mut self, _records: u32) {}
+    /// One batch: its decode+encode time and how many datagrams it held.
+    fn batch(&mut self, _busy: Duration, _datagrams: u64) {}
+    /// Called once per wake-up (with or without a batch), e.g. to publish.
+    fn tick(&mut self, _now: Instant) {}
+    /// Called once when the worker stops.
+    fn finish(&mut self, _now: Instant) {}
+}
+
+/// Observes nothing.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl BatchObserver for NoObserver {}
+
+impl BatchObserver for crate::ops::LocalHistograms {
+    fn datagram(&mut self, records: u32) {
+        self.record_datagram(u64::from(records));
+    }
+    fn batch(&mut self, busy: Duration, datagrams: u64) {
+        self.record_batch(
+            u64::try_from(busy.as_micros()).unwrap_or(u64::MAX),
+            datagrams,
+        );
+    }
+    fn tick(&mut self, now: Instant) {
+        self.maybe_publish(now);
+    }
+    fn finish(&mut self, now: Instant) {
+        self.publish(now);
+    }
+}
+
+/// Makes a fresh encoder for one worker (one per worker per backend).
+pub type EncoderFactory = Arc<dyn Fn() -> Box<dyn RowEncoder> + Send + Sync>;
+
+/// One backend as a worker sees it: its encoder, its batch buffer, its queue.
+struct Output {
+    encoder: Box<dyn RowEncoder>,
+    buf: BytesMut,
+    sender: BackendSender,
+}
+
+/// A worker's decode-and-encode state.
+pub struct Pipeline {
+    decoder: Decoder,
+    outputs: Vec<Output>,
+    counters: Arc<WorkerCounters>,
+    observer: Box<dyn BatchObserver>,
+    tally: BatchTally,
+    /// Receive time of the current batch (the clock is read once, at its first datagram).
+    batch_us: Option<UnixMicros>,
+    batch_started: Option<Instant>,
+    /// Rows encoded into the outputs' buffers and not shipped yet, and since when (monotonic,
+    /// and the receive time of the oldest).
+    pending_rows: u64,
+    pending: Option<(Instant, UnixMicros)>,
+    last_snapshot: Instant,
+    last_expiry: Instant,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("worker", &self.counters.index)
+            .field("outputs", &self.outputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline writing to `backends` (an encoder factory and a queue each).
+    pub fn new(
+        decoder: DecoderConfig,
+        backends: &[(EncoderFactory, BackendSender)],
+        counters: Arc<WorkerCounters>,
+        observer: Box<dyn BatchObserver>,
+    ) -> Pipeline {
+        let now = Instant::now();
+        Pipeline {
+            decoder: Decoder::new(decoder),
+            outputs: backends
+                .iter()
+                .map(|(make, sender)| Output {
+                    encoder: make(),
+                    buf: BytesMut::with_capacity(BATCH_BUFFER_BYTES),
+                    sender: sender.clone(),
+                })
+                .collect(),
+            counters,
+            observer,
+            tally: BatchTally::default(),
+            batch_us: None,
+            batch_started: None,
+            pending_rows: 0,
+            pending: None,
+            last_snapshot: now,
+            last_expiry: now,
+        }
+    }
+
+    pub fn counters(&self) -> &Arc<WorkerCounters> {
+        &self.counters
+    }
+
+    /// Decodes one datagram of the current batch and encodes its records into every backend's
+    /// buffer.
+    pub fn datagram(&mut self, d: &Datagram<'_>) {
+        let now_us = match self.batch_us {
+            Some(t) => t,
+            None => {
+                self.batch_started = Some(Instant::now());
+                let t = unix_micros();
+                self.batch_us = Some(t);
+                t
+            }
+        };
+        self.tally.datagrams += 1;
+        self.tally.bytes += d.payload.len() as u64;
+        if d.truncated {
+            self.tally.truncated += 1;
+            return;
+        }
+        let Pipeline {
+            decoder, outputs, ..
+        } = self;
+        // Exporters reaching a dual-stack socket arrive as ::ffff:a.b.c.d; key them as IPv4.
+        let exporter = d.source.ip().to_canonical();
+        // Counted in the callback: records handed out before a decode error count too.
+        let mut records: u32 = 0;
+        let _ = decoder.decode(exporter, now_us, d.payload, |rec| {
+            records = records.saturating_add(1);
+            for o in outputs.iter_mut() {
+                o.encoder.encode(rec, &mut o.buf);
+            }
+        });
+        self.tally.records += u64::from(records);
+        self.observer.datagram(records);
+    }
+
+    /// Ends the batch: hands each backend its chunk (dropped and counted when its queue is full),
+    /// adds the batch to the counters, refreshes the snapshot when due.
+    pub fn end_batch(&mut self, kernel_drops: u64) {
+        let now = Instant::now();
+        if let Some(received_us) = self.batch_us.take() {
+            let rows = self.tally.records;
+            if rows > 0 {
+                self.pending_rows += rows;
+                if self.pending.is_none() {
+                    self.pending = Some((now, received_us));
+                }
+            }
+            self.tally.add_to(&self.counters);
+            counters::store_decoder_stats(&self.counters, self.decoder.stats());
+            self.counters
+                .last_datagram_us
+                .store(received_us, Ordering::Relaxed);
+            let busy = self
+                .batch_started
+                .take()
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            self.counters.busy_ns.fetch_add(
+                u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            self.observer.batch(busy, self.tally.datagrams);
+            self.tally = BatchTally::default();
+        }
+        self.counters
+            .kernel_drops
+            .store(kernel_drops, Ordering::Relaxed);
+        if let Some((since, _)) = self.pending {
+            let big = self.pending_rows >= CHUNK_ROWS
+                || self.outputs.iter().any(|o| o.buf.len() >= CHUNK_BYTES);
+            if big || now.saturating_duration_since(since) >= CHUNK_MAX_AGE {
+                self.ship();
+            }
+        }
+        self.observer.tick(now);
+        if now.saturating_duration_since(self.last_snapshot) >= SNAPSHOT_INTERVAL {
+            self.publish_snapshot(now);
+        }
+    }
+
+    /// Hands every backend the rows encoded since the last chunk (dropped and counted by the
+    /// backend when its queue is full).
+    fn ship(&mut self) {
+        let Some((_, oldest_received_us)) = self.pending.take() else {
+            return;
+        };
+        let count = std::mem::take(&mut self.pending_rows);
+        for o in &mut self.outputs {
+            // Copied out (one memcpy per chunk) rather than split off: every chunk is then one
+            // exact-size allocation that is freed whole when its flush ends, and the worker's
+            // buffer keeps its capacity. Splitting shared the buffer's growing allocations
+            // between chunks, and the allocator kept far more memory than the queue held.
+            let chunk = Chunk {
+                rows: Bytes::copy_from_slice(&o.buf),
+                count,
+                oldest_received_us,
+            };
+            o.buf.clear();
+            o.sender.try_send(chunk);
+        }
+    }
+
+    /// How long the next receive call may wait: [`RECV_POLL`], or less while encoded rows wait
+    /// for their chunk (so they leave within [`CHUNK_MAX_AGE`] even when traffic stops).
+    pub fn poll_timeout(&self) -> Duration {
+        match self.pending {
+            None => RECV_POLL,
+            Some((since, _)) => CHUNK_MAX_AGE
+                .saturating_sub(since.elapsed())
+                .max(Duration::from_millis(1)),
+        }
+    }
+
+    /// Copies the decoder's per-exporter state and templates out for the ops API (and expires
+    /// old templates when due).
+    pub fn publish_snapshot(&mut self, now: Instant) {
+        let now_us = unix_micros();
+        if now.saturating_duration_since(self.last_expiry) >= TEMPLATE_EXPIRY_INTERVAL {
+            self.decoder.expire_templates(now_us);
+            self.last_expiry = now;
+        }
+        let exporters = self.decoder.exporters();
+        let templates = self.decoder.templates(now_us);
+        let missing: u64 = exporters.iter().map(|e| e.sequence_missing).sum();
+        self.counters
+            .sequence_missing
+            .store(missing, Ordering::Relaxed);
+        self.counters
+            .templates
+            .store(templates.len() as u64, Ordering::Relaxed);
+        let decoder = self.decoder.stats().clone();
+        *counters::lock(&self.counters.snapshot) = super::counters::WorkerSnapshot {
+            taken_us: now_us,
+            exporters,
+            templates,
+            decoder,
+        };
+        self.last_snapshot = now;
+    }
+
+    /// Final bookkeeping when the worker stops.
+    pub fn finish(&mut self) {
+        self.ship();
+        let now = Instant::now();
+        self.publish_snapshot(now);
+        self.observer.finish(now);
+    }
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_micros() -> UnixMicros {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The worker's receive loop: batches until `stop` is set, then drains what the kernel already
+/// holds for this socket (until a receive without waiting returns nothing), so every datagram
+/// delivered before the stop is decoded and queued.
+pub fn run(receiver: &mut Receiver, pipeline: &mut Pipeline, stop: &AtomicBool) {
+    let counters = Arc::clone(pipeline.counters());
+    counters.running.store(true, Ordering::Relaxed);
+    let mut errors = RecvErrors::default();
+    while !stop.load(Ordering::Relaxed) {
+        let result = receiver.recv_batch(pipeline.poll_timeout(), |d| pipeline.datagram(d));
+        pipeline.end_batch(receiver.kernel_drops());
+        if let Err(e) = result {
+            errors.note(&counters, &e);
+        }
+    }
+    // Drain. A zero-timeout call processes whatever the kernel has already completed; one
+    // short wait afterwards catches completions still in flight (io_uring posts them
+    // asynchronously) before the socket is closed.
+    let mut quiet_rounds = 0;
+    while quiet_rounds < 2 {
+        let timeout = if quiet_rounds == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(20)
+        };
+        match receiver.recv_batch(timeout, |d| pipeline.datagram(d)) {
+            Ok(0) => quiet_rounds += 1,
+            Ok(_) => quiet_rounds = 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                errors.note(&counters, &e);
+                quiet_rounds += 1;
+            }
+        }
+        pipeline.end_batch(receiver.kernel_drops());
+    }
+    pipeline.finish();
+    counters.running.store(false, Ordering::Relaxed);
+}
+
+/// Receive errors: counted, logged at most once per interval.
+#[derive(Default)]
+struct RecvErrors {
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RecvErrors {
+    fn note(&mut self, counters: &WorkerCounters, e: &io::Error) {
+        if e.kind() == io::ErrorKind::Interrupted {
+            return;
+        }
+        counters.recv_errors.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|t| now.saturating_duration_since(t) >= RECV_ERROR_LOG_INTERVAL)
+        {
+            log::error!(
+                "worker {}: receive failed: {e} ({} more since the last message)",
+                counters.index,
+                self.unlogged
+            );
+            self.last_log = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        // A persistent error must not spin a core.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use goflow_codec::encode::{V5Builder, V5Header, sample_flow_v4};
+    use goflow_writers::backend::{Backend, BackendOptions};
+    use goflow_writers::file::{JsonEncoder, NullSink};
+    use std::net::SocketAddr;
+
+    fn v5(records: u32) -> Vec<u8> {
+        let mut b = V5Builder::new(V5Header {
+            sys_uptime_ms: 1000,
+            unix_secs: 1_700_000_000,
+            ..V5Header::default()
+        });
+        for i in 0..records {
+            assert!(b.push(&sample_flow_v4(i)).is_ok());
+        }
+        let mut out = Vec::new();
+        b.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn one_batch_counts_once_and_ships_one_chunk() {
+        let backend = Backend::spawn(
+            Box::new(NullSink::default()),
+            BackendOptions::new("t", "null"),
+        )
+        .expect("spawn");
+        let make: EncoderFactory =
+            Arc::new(|| Box::new(JsonEncoder::default()) as Box<dyn RowEncoder>);
+        let counters = Arc::new(WorkerCounters::new(0));
+        let mut p = Pipeline::new(
+            DecoderConfig::default(),
+            &[(make, backend.sender())],
+            Arc::clone(&counters),
+            Box::new(NoObserver),
+        );
+        let source: SocketAddr = "192.0.2.7:5000".parse().expect("addr");
+        let pkt = v5(30);
+        p.datagram(&Datagram {
+            source,
+            payload: &pkt,
+            truncated: false,
+        });
+        p.datagram(&Datagram {
+            source,
+            payload: &[],
+            truncated: true,
+        });
+        // Not NetFlow at all: a decode error, counted by kind.
+        p.datagram(&Datagram {
+            source,
+            payload: &[0, 42, 0, 0],
+            truncated: false,
+        });
+        p.end_batch(5);
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(get(&counters.batches), 1);
+        assert_eq!(get(&counters.datagrams), 3);
+        assert_eq!(get(&counters.bytes), pkt.len() as u64 + 4);
+        assert_eq!(get(&counters.records), 30);
+        assert_eq!(get(&counters.truncated), 1);
+        assert_eq!(get(&counters.kernel_drops), 5);
+        assert_eq!(get(&counters.decode_unsupported_version), 1);
+        // An empty wake-up changes nothing but the drop counter.
+        p.end_batch(6);
+        assert_eq!(get(&counters.batches), 1);
+        assert_eq!(get(&counters.kernel_drops), 6);
+        p.finish();
+        let snap = counters.snapshot();
+        assert_eq!(snap.exporters.len(), 1);
+        assert_eq!(snap.decoder.records, 30);
+        let stats = Arc::clone(backend.stats());
+        drop(p);
+        backend.shutdown();
+        assert_eq!(stats.rows_written.load(Ordering::Relaxed), 30);
+        assert_eq!(stats.flushes.load(Ordering::Relaxed), 1);
+    }
+}
