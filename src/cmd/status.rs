@@ -1,0 +1,71 @@
+//! `goflow status`: asks the running daemon's ops API for /status and prints a human summary
+//! (receiver, totals, drops, backends, exporters), or the raw JSON with `--json`.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+
+use crate::cli::Cli;
+use crate::ops::client::{self, ClientError};
+use crate::ops::{Status, render};
+
+/// Options of `goflow status`.
+#[derive(Debug, Default, clap::Args)]
+pub struct StatusOpt {
+    /// Address of the daemon's ops API (default: `api:` of the config, else 127.0.0.1:8880).
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<String>,
+    /// Print the raw JSON of /status.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cli: &Cli, opt: &StatusOpt) -> anyhow::Result<ExitCode> {
+    let addr = client::resolve_api(opt.api.as_deref(), cli.config.as_deref())?;
+    let body = match fetch(&addr, "/status")? {
+        Ok(body) => body,
+        Err(code) => return Ok(code),
+    };
+    if opt.json {
+        emit(&body)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status: Status = serde_json::from_str(&body)
+        .with_context(|| format!("the ops API at {addr} sent a /status this goflow cannot read"))?;
+    emit(&render::render_status(&status, now_us()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// GETs `path`; an unreachable daemon prints the one message and yields exit code 1.
+pub(crate) fn fetch(addr: &str, path: &str) -> anyhow::Result<Result<String, ExitCode>> {
+    match client::get(addr, path) {
+        Ok((200, body)) => Ok(Ok(body)),
+        Ok((code, body)) => anyhow::bail!(
+            "the ops API at {addr} answered {path} with {code}: {}",
+            body.trim()
+        ),
+        Err(ClientError::Unreachable(_)) => {
+            eprintln!("{}", client::unreachable_message(addr));
+            Ok(Err(ExitCode::from(1)))
+        }
+        Err(e) => Err(anyhow::anyhow!("the ops API at {addr}: {e}")),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`goflow status | head`) is an error, not a panic.
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
+/// Now, as Unix microseconds.
+pub(crate) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,793 @@
+//! GET /metrics: the Prometheus text exposition format, version 0.0.4. Names follow
+//! `goflow_<subsystem>_<what>_<unit>`, counters end in `_total`, times are in seconds (the
+//! Prometheus base unit; the histograms record microseconds), and every label value comes from a
+//! closed set: drop reasons, decode error kinds, the configured backends' names and types, the
+//! receiver kind. Per-exporter detail stays on /status. Histograms are exported as summaries
+//! (since start) with the quantiles hdrhistogram gives and an exact `_sum`.
+//!
+//! [`parse`] is a strict reader of the same format, used by the tests (and `promtool check
+//! metrics` where it is installed).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+use super::histogram::{HistogramReport, StatsReport, Summary};
+use super::status::Status;
+
+/// The content type of the exposition format this module writes.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Metric families written one after another. Each family's HELP and TYPE come first, then its
+/// samples; a family is written once.
+#[derive(Debug, Default)]
+pub struct Writer {
+    out: String,
+}
+
+/// Label pairs of one sample.
+pub type Labels<'a> = &'a [(&'a str, &'a str)];
+
+impl Writer {
+    pub fn new() -> Self {
+        Writer::default()
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: Labels<'_>, value: &str) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        self.out.push_str(value);
+        self.out.push('\n');
+    }
+
+    /// A counter family; `name` must end in `_total`.
+    pub fn counter(&mut self, name: &str, help: &str, samples: &[(Labels<'_>, u64)]) {
+        debug_assert!(name.ends_with("_total"), "{name}");
+        self.header(name, "counter", help);
+        for (labels, v) in samples {
+            self.sample(name, labels, &v.to_string());
+        }
+    }
+
+    /// A gauge family of integers.
+    pub fn gauge(&mut self, name: &str, help: &str, samples: &[(Labels<'_>, u64)]) {
+        self.header(name, "gauge", help);
+        for (labels, v) in samples {
+            self.sample(name, labels, &v.to_string());
+        }
+    }
+
+    /// A gauge family of floats.
+    pub fn gauge_f64(&mut self, name: &str, help: &str, samples: &[(Labels<'_>, f64)]) {
+        self.header(name, "gauge", help);
+        for (labels, v) in samples {
+            self.sample(name, labels, &format_f64(*v));
+        }
+    }
+
+    /// A summary family: quantiles 0.5, 0.9, 0.99, 0.999 plus `_sum` and `_count`, each
+    /// histogram value divided by `divisor` (1e6 turns microseconds into seconds).
+    pub fn summary(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: &[(Labels<'_>, &Summary)],
+        divisor: f64,
+    ) {
+        self.header(name, "summary", help);
+        for (labels, s) in samples {
+            for (q, v) in [
+                ("0.5", s.p50),
+                ("0.9", s.p90),
+                ("0.99", s.p99),
+                ("0.999", s.p999),
+            ] {
+                let mut l: Vec<(&str, &str)> = labels.to_vec();
+                l.push(("quantile", q));
+                // An empty summary has no quantiles: NaN, as client libraries write.
+                let value = if s.count == 0 {
+                    f64::NAN
+                } else {
+                    v as f64 / divisor
+                };
+                self.sample(name, &l, &format_f64(value));
+            }
+            self.sample(
+                &format!("{name}_sum"),
+                labels,
+                &format_f64(s.sum as f64 / divisor),
+            );
+            self.sample(&format!("{name}_count"), labels, &s.count.to_string());
+        }
+    }
+}
+
+/// A float as the exposition format spells it.
+pub fn format_f64(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        // `{}` never uses exponent notation and round-trips.
+        format!("{v}")
+    }
+}
+
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Microseconds per second: histogram values are divided by it (dividing, not multiplying by
+/// 1e-6, keeps 200 µs printing as 0.0002).
+const US_PER_S: f64 = 1e6;
+
+/// The whole /metrics page.
+pub fn render(status: &Status, stats: &StatsReport) -> String {
+    let mut w = Writer::new();
+    let version = status.version.as_str();
+    w.gauge(
+        "goflow_build_info",
+        "Always 1; the version label says which goflow runs.",
+        &[(&[("version", version)], 1)],
+    );
+    w.gauge(
+        "goflow_process_uptime_seconds",
+        "Seconds since the daemon started.",
+        &[(&[], status.uptime_secs)],
+    );
+    w.gauge(
+        "goflow_process_start_time_seconds",
+        "Unix time at which the daemon started.",
+        &[(&[], status.started_unix_secs)],
+    );
+
+    let r = &status.receiver;
+    w.gauge(
+        "goflow_receiver_workers",
+        "Receive workers: configured (state=configured) and running (state=running).",
+        &[
+            (
+                &[("kind", receiver_kind(&r.kind)), ("state", "configured")],
+                r.workers as u64,
+            ),
+            (
+                &[("kind", receiver_kind(&r.kind)), ("state", "running")],
+                r.running as u64,
+            ),
+        ],
+    );
+    let t = &status.totals;
+    w.counter(
+        "goflow_receiver_datagrams_total",
+        "Datagrams received.",
+        &[(&[], t.datagrams)],
+    );
+    w.counter(
+        "goflow_receiver_bytes_total",
+        "Bytes of datagrams received.",
+        &[(&[], t.bytes)],
+    );
+    let datagram_drops: Vec<(Vec<(&str, &str)>, u64)> = t
+        .drops
+        .datagram_reasons()
+        .iter()
+        .map(|(k, v)| (vec![("reason", *k)], *v))
+        .collect();
+    let samples: Vec<(Labels<'_>, u64)> = datagram_drops
+        .iter()
+        .map(|(l, v)| (l.as_slice(), *v))
+        .collect();
+    w.counter(
+        "goflow_receiver_dropped_datagrams_total",
+        "Datagrams lost, by reason: kernel (socket buffer overflow), truncated (larger than the \
+         receive buffer), decode_* (rejected by the decoder).",
+        &samples,
+    );
+    w.counter(
+        "goflow_pipeline_batches_total",
+        "Batches decoded and encoded.",
+        &[(&[], t.batches)],
+    );
+    w.counter(
+        "goflow_decoder_records_total",
+        "Flow records decoded.",
+        &[(&[], t.records)],
+    );
+    let record_drops: Vec<(Vec<(&str, &str)>, u64)> = t
+        .drops
+        .record_reasons()
+        .iter()
+        .map(|(k, v)| (vec![("reason", *k)], *v))
+        .collect();
+    let samples: Vec<(Labels<'_>, u64)> = record_drops
+        .iter()
+        .map(|(l, v)| (l.as_slice(), *v))
+        .collect();
+    w.counter(
+        "goflow_pipeline_dropped_records_total",
+        "Flow records lost, by reason: no_template (template not yet known), backend (could not \
+         be queued or stored).",
+        &samples,
+    );
+    w.counter(
+        "goflow_decoder_sequence_missing_total",
+        "Units exporters numbered but goflow never received (v5 flows, v9 packets, IPFIX records).",
+        &[(&[], t.sequence_missing)],
+    );
+    w.gauge(
+        "goflow_decoder_exporters",
+        "Exporters seen.",
+        &[(&[], status.exporters.len() as u64)],
+    );
+    w.gauge(
+        "goflow_decoder_templates",
+        "Templates held across all workers.",
+        &[(&[], t.templates)],
+    );
+
+    // Backends: the label values are the configured names and types (a closed set).
+    let b = &status.backends;
+    let labels: Vec<[(&str, &str); 2]> = b
+        .iter()
+        .map(|b| [("backend", b.name.as_str()), ("type", b.kind.as_str())])
+        .collect();
+    let per = |f: &dyn Fn(&super::status::BackendStatus) -> u64| -> Vec<(Labels<'_>, u64)> {
+        b.iter().zip(&labels).map(|(b, l)| (&l[..], f(b))).collect()
+    };
+    w.gauge(
+        "goflow_backend_healthy",
+        "1 when the backend is healthy, else 0.",
+        &per(&|b| u64::from(b.healthy)),
+    );
+    w.counter(
+        "goflow_backend_rows_written_total",
+        "Rows the backend made durable.",
+        &per(&|b| b.rows_written),
+    );
+    w.counter(
+        "goflow_backend_rows_dropped_total",
+        "Rows the backend could not queue or store.",
+        &per(&|b| b.rows_dropped),
+    );
+    w.gauge(
+        "goflow_backend_queued_bytes",
+        "Encoded bytes waiting in the backend's queue.",
+        &per(&|b| b.queued_bytes),
+    );
+    w.counter(
+        "goflow_backend_flushes_total",
+        "Flushes that made rows durable.",
+        &per(&|b| b.flushes),
+    );
+    w.counter(
+        "goflow_backend_errors_total",
+        "Errors writing to the backend.",
+        &per(&|b| b.errors),
+    );
+    w.counter(
+        "goflow_backend_reconnects_total",
+        "Reconnections to the backend.",
+        &per(&|b| b.reconnects),
+    );
+    let last_flush: Vec<(Labels<'_>, f64)> = b
+        .iter()
+        .zip(&labels)
+        .filter_map(|(b, l)| b.last_flush_unix_us.map(|t| (&l[..], t as f64 / US_PER_S)))
+        .collect();
+    w.gauge_f64(
+        "goflow_backend_last_flush_timestamp_seconds",
+        "Unix time of the backend's last successful flush.",
+        &last_flush,
+    );
+
+    // Histograms, since start.
+    fn find<'s>(
+        stats: &'s StatsReport,
+        name: &'s str,
+    ) -> impl Iterator<Item = &'s HistogramReport> {
+        stats.histograms.iter().filter(move |h| h.name == name)
+    }
+    let one = |name: &str| {
+        find(stats, name)
+            .next()
+            .map(|h| h.since_start.clone())
+            .unwrap_or_default()
+    };
+    let batch = one("batch_time_us");
+    w.summary(
+        "goflow_pipeline_batch_duration_seconds",
+        "Decode and encode time of one batch.",
+        &[(&[], &batch)],
+        US_PER_S,
+    );
+    let age = one("commit_age_us");
+    w.summary(
+        "goflow_backend_commit_age_seconds",
+        "Age of the oldest datagram of a flush when the flush made it durable (receive -> \
+         durable).",
+        &[(&[], &age)],
+        US_PER_S,
+    );
+    let flushes: Vec<(&str, Summary)> = find(stats, "flush_time_us")
+        .map(|h| (h.backend.as_deref().unwrap_or(""), h.since_start.clone()))
+        .collect();
+    let flush_labels: Vec<[(&str, &str); 1]> =
+        flushes.iter().map(|(n, _)| [("backend", *n)]).collect();
+    let samples: Vec<(Labels<'_>, &Summary)> = flushes
+        .iter()
+        .zip(&flush_labels)
+        .map(|((_, s), l)| (&l[..], s))
+        .collect();
+    w.summary(
+        "goflow_backend_flush_duration_seconds",
+        "Duration of one backend flush.",
+        &samples,
+        US_PER_S,
+    );
+    let dpb = one("batch_datagrams");
+    w.summary(
+        "goflow_pipeline_batch_datagrams",
+        "Datagrams per batch.",
+        &[(&[], &dpb)],
+        1.0,
+    );
+    let rpd = one("datagram_records");
+    w.summary(
+        "goflow_decoder_datagram_records",
+        "Flow records per datagram.",
+        &[(&[], &rpd)],
+        1.0,
+    );
+    w.finish()
+}
+
+/// The receiver kind as a label value from the closed set.
+fn receiver_kind(kind: &str) -> &'static str {
+    match kind {
+        "uring" => "uring",
+        "mmsg" => "mmsg",
+        _ => "unknown",
+    }
+}
+
+/// One sample read back by [`parse`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads exposition text strictly: every line a HELP, TYPE or sample; names and label names
+/// valid; every sample in a family whose TYPE came before it and whose samples are contiguous;
+/// counters end in `_total`; summaries carry `_sum` and `_count`; no duplicate series.
+pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut closed: HashSet<String> = HashSet::new();
+    let mut current: Option<String> = None;
+    let mut series: HashSet<String> = HashSet::new();
+    let mut samples = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let ln = n + 1;
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let kw = parts.next().unwrap_or("");
+            let name = parts.next().unwrap_or("");
+            let arg = parts.next().unwrap_or("");
+            match kw {
+                "HELP" | "TYPE" => {
+                    if !valid_name(name) {
+                        return Err(format!("line {ln}: bad metric name {name:?}"));
+                    }
+                    if current.as_deref() != Some(name) {
+                        if let Some(c) = current.take() {
+                            closed.insert(c);
+                        }
+                        if closed.contains(name) {
+                            return Err(format!("line {ln}: family {name} split"));
+                        }
+                        current = Some(name.to_owned());
+                    }
+                    if kw == "TYPE" {
+                        if !matches!(
+                            arg,
+                            "counter" | "gauge" | "summary" | "histogram" | "untyped"
+                        ) {
+                            return Err(format!("line {ln}: bad type {arg:?}"));
+                        }
+                        if arg == "counter" && !name.ends_with("_total") {
+                            return Err(format!("line {ln}: counter {name} lacks _total"));
+                        }
+                        if types.insert(name.to_owned(), arg.to_owned()).is_some() {
+                            return Err(format!("line {ln}: second TYPE for {name}"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let s = parse_sample(line).map_err(|e| format!("line {ln}: {e}: {line:?}"))?;
+        let family = family_of(&s.name, &types);
+        let Some(kind) = types.get(&family) else {
+            return Err(format!("line {ln}: sample {} without TYPE", s.name));
+        };
+        if current.as_deref() != Some(family.as_str()) {
+            return Err(format!("line {ln}: sample {} outside its family", s.name));
+        }
+        if kind == "counter" && (s.value < 0.0 || s.value.is_nan()) {
+            return Err(format!("line {ln}: counter {} is {}", s.name, s.value));
+        }
+        let key = format!("{}{:?}", s.name, s.labels);
+        if !series.insert(key) {
+            return Err(format!("line {ln}: duplicate series {}", s.name));
+        }
+        samples.push(s);
+    }
+    for (name, kind) in &types {
+        if kind == "summary" {
+            let has = |suffix: &str| {
+                let want = format!("{name}{suffix}");
+                samples.iter().any(|s| s.name == want)
+            };
+            let any = samples.iter().any(|s| s.name.starts_with(name.as_str()));
+            if any && !(has("_sum") && has("_count")) {
+                return Err(format!("summary {name} lacks _sum or _count"));
+            }
+        }
+    }
+    Ok(samples)
+}
+
+/// The family a sample belongs to (`x_sum` / `x_count` / `x_bucket` belong to summary or
+/// histogram `x`).
+fn family_of(name: &str, types: &HashMap<String, String>) -> String {
+    for suffix in ["_sum", "_count", "_bucket"] {
+        if let Some(base) = name.strip_suffix(suffix)
+            && matches!(
+                types.get(base).map(String::as_str),
+                Some("summary" | "histogram")
+            )
+        {
+            return base.to_owned();
+        }
+    }
+    name.to_owned()
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn parse_sample(line: &str) -> Result<Sample, String> {
+    let name_end = line.find(['{', ' ']).ok_or_else(|| "no value".to_owned())?;
+    let name = &line[..name_end];
+    if !valid_name(name) {
+        return Err(format!("bad metric name {name:?}"));
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(r) = rest.strip_prefix('{') {
+        rest = r;
+        loop {
+            if let Some(r) = rest.strip_prefix('}') {
+                rest = r;
+                break;
+            }
+            let eq = rest.find('=').ok_or("label without =")?;
+            let key = &rest[..eq];
+            if !valid_label_name(key) {
+                return Err(format!("bad label name {key:?}"));
+            }
+            rest = rest[eq + 1..]
+                .strip_prefix('"')
+                .ok_or("label value not quoted")?;
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                match chars.next() {
+                    None => return Err("unterminated label value".to_owned()),
+                    Some((i, '"')) => break i,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, '\\')) => value.push('\\'),
+                        Some((_, '"')) => value.push('"'),
+                        _ => return Err("bad escape in label value".to_owned()),
+                    },
+                    Some((_, c)) => value.push(c),
+                }
+            };
+            if labels.iter().any(|(k, _): &(String, String)| k == key) {
+                return Err(format!("label {key} twice"));
+            }
+            labels.push((key.to_owned(), value));
+            rest = &rest[end + 1..];
+            if let Some(r) = rest.strip_prefix(',') {
+                rest = r;
+            }
+        }
+    }
+    let rest = rest.strip_prefix(' ').ok_or("no space before value")?;
+    let mut fields = rest.split(' ');
+    let value = fields.next().ok_or("no value")?;
+    let value = match value {
+        "NaN" => f64::NAN,
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse::<f64>().map_err(|_| format!("bad value {v:?}"))?,
+    };
+    if let Some(ts) = fields.next()
+        && ts.parse::<i64>().is_err()
+    {
+        return Err(format!("bad timestamp {ts:?}"));
+    }
+    if fields.next().is_some() {
+        return Err("trailing fields".to_owned());
+    }
+    Ok(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::histogram::{HistogramReport, Summary};
+    use crate::ops::status::{BackendStatus, Drops, ReceiverStatus, Totals};
+
+    fn status() -> Status {
+        Status {
+            version: "0.1.0".into(),
+            uptime_secs: 5,
+            started_unix_secs: 1_800_000_000,
+            receiver: ReceiverStatus {
+                kind: "mmsg".into(),
+                bind: "127.0.0.1:2055".into(),
+                workers: 2,
+                running: 2,
+            },
+            backends: vec![BackendStatus {
+                name: "out \"a\"\\b".into(),
+                kind: "file".into(),
+                healthy: true,
+                rows_written: 60,
+                last_flush_unix_us: Some(1_800_000_000_500_000),
+                ..BackendStatus::default()
+            }],
+            totals: Totals {
+                datagrams: 2,
+                bytes: 2928,
+                records: 60,
+                drops: Drops {
+                    kernel: 3,
+                    no_template: 4,
+                    ..Drops::default()
+                },
+                ..Totals::default()
+            },
+            ..Status::default()
+        }
+    }
+
+    fn stats() -> StatsReport {
+        let s = Summary {
+            count: 4,
+            sum: 1000,
+            p50: 200,
+            p90: 300,
+            p99: 400,
+            p999: 400,
+            max: 400,
+            ..Summary::default()
+        };
+        StatsReport {
+            histograms: vec![
+                HistogramReport {
+                    name: "batch_time_us".into(),
+                    since_start: s.clone(),
+                    ..HistogramReport::default()
+                },
+                HistogramReport {
+                    name: "flush_time_us".into(),
+                    backend: Some("out \"a\"\\b".into()),
+                    ..HistogramReport::default()
+                },
+            ],
+            ..StatsReport::default()
+        }
+    }
+
+    #[test]
+    fn rendered_page_parses_and_carries_the_figures() -> Result<(), String> {
+        let text = render(&status(), &stats());
+        let samples = parse(&text)?;
+        let get = |name: &str, label: Option<(&str, &str)>| {
+            samples
+                .iter()
+                .find(|s| s.name == name && label.is_none_or(|(k, v)| s.label(k) == Some(v)))
+                .map(|s| s.value)
+        };
+        assert_eq!(get("goflow_receiver_datagrams_total", None), Some(2.0));
+        assert_eq!(get("goflow_decoder_records_total", None), Some(60.0));
+        assert_eq!(
+            get(
+                "goflow_receiver_dropped_datagrams_total",
+                Some(("reason", "kernel"))
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            get(
+                "goflow_pipeline_dropped_records_total",
+                Some(("reason", "no_template"))
+            ),
+            Some(4.0)
+        );
+        assert_eq!(
+            get(
+                "goflow_backend_rows_written_total",
+                Some(("backend", "out \"a\"\\b"))
+            ),
+            Some(60.0)
+        );
+        assert_eq!(
+            get("goflow_backend_last_flush_timestamp_seconds", None),
+            Some(1_800_000_000.5)
+        );
+        assert_eq!(
+            get(
+                "goflow_pipeline_batch_duration_seconds",
+                Some(("quantile", "0.5"))
+            ),
+            Some(0.0002)
+        );
+        assert_eq!(
+            get("goflow_pipeline_batch_duration_seconds_sum", None),
+            Some(0.001)
+        );
+        assert_eq!(
+            get("goflow_pipeline_batch_duration_seconds_count", None),
+            Some(4.0)
+        );
+        // An empty summary: NaN quantiles, zero count.
+        let q = get(
+            "goflow_backend_flush_duration_seconds",
+            Some(("quantile", "0.99")),
+        );
+        assert!(q.is_some_and(f64::is_nan));
+        assert_eq!(
+            get("goflow_backend_flush_duration_seconds_count", None),
+            Some(0.0)
+        );
+        // Every family has HELP and TYPE before its samples.
+        for s in &samples {
+            let family = s.name.trim_end_matches("_sum").trim_end_matches("_count");
+            assert!(text.contains(&format!("# HELP {family} ")), "{family}");
+        }
+        Ok(())
+    }
+
+    /// `promtool check metrics` (apt prometheus) on a rendered page; skipped without promtool.
+    #[test]
+    fn promtool_accepts_the_page() -> Result<(), String> {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else {
+            eprintln!("promtool not installed (apt-get install prometheus): skipping");
+            return Ok(());
+        };
+        let text = render(&status(), &stats());
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool: {said}\n{text}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        let mut w = Writer::new();
+        w.gauge("x_y", "a \\ help\nline", &[(&[("l", "a\"b\\c\nd")], 1)]);
+        let text = w.finish();
+        assert_eq!(
+            text,
+            "# HELP x_y a \\\\ help\\nline\n# TYPE x_y gauge\nx_y{l=\"a\\\"b\\\\c\\nd\"} 1\n"
+        );
+        let s = parse(&text).unwrap_or_default();
+        assert_eq!(s.first().and_then(|s| s.label("l")), Some("a\"b\\c\nd"));
+    }
+
+    #[test]
+    fn parser_rejects_what_prometheus_rejects() {
+        for bad in [
+            "x_total 1\n",                                           // no TYPE
+            "# TYPE x counter\nx 1\n",                               // counter without _total
+            "# TYPE x_total counter\nx_total{a=b} 1\n",              // unquoted label
+            "# TYPE x_total counter\nx_total one\n",                 // bad value
+            "# TYPE x_total counter\nx_total 1\nx_total 2\n",        // duplicate series
+            "# TYPE x_total counter\nx_total -1\n",                  // negative counter
+            "# TYPE 1x gauge\n",                                     // bad name
+            "# TYPE s summary\ns{quantile=\"0.5\"} 1\n",             // summary without _sum
+            "# TYPE a gauge\n# TYPE b gauge\na 1\n",                 // sample outside family
+            "# TYPE a gauge\na 1\n# TYPE b gauge\n# HELP a again\n", // split family
+        ] {
+            assert!(parse(bad).is_err(), "accepted {bad:?}");
+        }
+        assert!(parse("# TYPE a gauge\na{b=\"c\",d=\"e\"} 1.5 1700000000000\n").is_ok());
+    }
+
+    #[test]
+    fn floats_are_spelled_for_prometheus() {
+        assert_eq!(format_f64(f64::NAN), "NaN");
+        assert_eq!(format_f64(f64::INFINITY), "+Inf");
+        assert_eq!(format_f64(0.000_001), "0.000001");
+        assert_eq!(format_f64(3.0), "3");
+    }
+}

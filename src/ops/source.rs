@@ -1,0 +1,282 @@
+//! From the daemon's own types to the ops documents: the codec's per-exporter snapshots and
+//! template listings (with IANA element names). Pure conversions, so the daemon's
+//! [`OpsSource`](super::OpsSource) implementation stays a few lines of reading atomics and
+//! calling these.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use goflow_codec::decoder::{ExporterSnapshot, TemplateInfo as CodecTemplate};
+use goflow_codec::template::TemplateKind;
+
+use super::status::{
+    DomainTemplates, ExporterStatus, ExporterTemplates, TemplateField, TemplateInfo,
+    TemplatesReport,
+};
+
+/// One exporter as /status shows it.
+pub fn exporter_status(s: &ExporterSnapshot) -> ExporterStatus {
+    ExporterStatus {
+        address: s.address.to_string(),
+        domains: s.domains.clone(),
+        versions: s.versions.clone(),
+        datagrams: s.datagrams,
+        records: s.records,
+        sequence_missing: s.sequence_missing,
+        sequence_resets: s.sequence_resets,
+        last_seen_unix_us: (s.last_seen_us > 0).then_some(s.last_seen_us),
+        sampling_rate: s.sampling.rate,
+        sampling_source: s.sampling.source.as_str().to_owned(),
+        templates: s.templates as u64,
+    }
+}
+
+/// Every worker's exporters, one entry per address (workers normally see disjoint exporters;
+/// when two saw the same one, counters add up and the latest sampling wins), sorted by address.
+pub fn merge_exporters<'a>(
+    snapshots: impl IntoIterator<Item = &'a ExporterSnapshot>,
+) -> Vec<ExporterStatus> {
+    let mut by: BTreeMap<IpAddr, ExporterStatus> = BTreeMap::new();
+    for s in snapshots {
+        let e = exporter_status(s);
+        match by.get_mut(&s.address) {
+            None => {
+                by.insert(s.address, e);
+            }
+            Some(m) => {
+                for d in e.domains {
+                    if !m.domains.contains(&d) {
+                        m.domains.push(d);
+                    }
+                }
+                for v in e.versions {
+                    if !m.versions.contains(&v) {
+                        m.versions.push(v);
+                    }
+                }
+                m.domains.sort_unstable();
+                m.versions.sort_unstable();
+                m.datagrams += e.datagrams;
+                m.records += e.records;
+                m.sequence_missing += e.sequence_missing;
+                m.sequence_resets += e.sequence_resets;
+                m.templates += e.templates;
+                if e.last_seen_unix_us > m.last_seen_unix_us {
+                    m.last_seen_unix_us = e.last_seen_unix_us;
+                    if e.sampling_rate != 0 {
+                        m.sampling_rate = e.sampling_rate;
+                        m.sampling_source = e.sampling_source;
+                    }
+                }
+            }
+        }
+    }
+    by.into_values().collect()
+}
+
+/// Every worker's templates, grouped by exporter and domain, ordered by address, domain, id.
+pub fn templates_report<'a>(
+    templates: impl IntoIterator<Item = &'a CodecTemplate>,
+) -> TemplatesReport {
+    let mut by: BTreeMap<(IpAddr, u32), Vec<TemplateInfo>> = BTreeMap::new();
+    for t in templates {
+        by.entry((t.exporter, t.domain))
+            .or_default()
+            .push(TemplateInfo {
+                id: t.id,
+                options: t.kind == TemplateKind::Options,
+                fields: t
+                    .fields
+                    .iter()
+                    .map(|f| TemplateField {
+                        id: f.id,
+                        enterprise: (f.enterprise != 0).then_some(f.enterprise),
+                        length: f.len,
+                        name: None,
+                    })
+                    .collect(),
+                age_secs: t.age_secs,
+            });
+    }
+    let mut exporters: Vec<ExporterTemplates> = Vec::new();
+    for ((addr, domain), mut list) in by {
+        list.sort_by_key(|t| t.id);
+        let address = addr.to_string();
+        let dom = DomainTemplates {
+            domain,
+            templates: list,
+        };
+        match exporters.last_mut() {
+            Some(e) if e.address == address => e.domains.push(dom),
+            _ => exporters.push(ExporterTemplates {
+                address,
+                domains: vec![dom],
+            }),
+        }
+    }
+    TemplatesReport { exporters }
+}
+
+/// The IANA name (RFC 7012 / the IPFIX registry; NetFlow v9 shares ids 1-127) of the
+/// information elements exporters commonly put in templates.
+pub fn element_name(id: u16) -> Option<&'static str> {
+    Some(match id {
+        1 => "octetDeltaCount",
+        2 => "packetDeltaCount",
+        3 => "deltaFlowCount",
+        4 => "protocolIdentifier",
+        5 => "ipClassOfService",
+        6 => "tcpControlBits",
+        7 => "sourceTransportPort",
+        8 => "sourceIPv4Address",
+        9 => "sourceIPv4PrefixLength",
+        10 => "ingressInterface",
+        11 => "destinationTransportPort",
+        12 => "destinationIPv4Address",
+        13 => "destinationIPv4PrefixLength",
+        14 => "egressInterface",
+        15 => "ipNextHopIPv4Address",
+        16 => "bgpSourceAsNumber",
+        17 => "bgpDestinationAsNumber",
+        18 => "bgpNextHopIPv4Address",
+        21 => "flowEndSysUpTime",
+        22 => "flowStartSysUpTime",
+        23 => "postOctetDeltaCount",
+        24 => "postPacketDeltaCount",
+        27 => "sourceIPv6Address",
+        28 => "destinationIPv6Address",
+        29 => "sourceIPv6PrefixLength",
+        30 => "destinationIPv6PrefixLength",
+        31 => "flowLabelIPv6",
+        32 => "icmpTypeCodeIPv4",
+        34 => "samplingInterval",
+        35 => "samplingAlgorithm",
+        48 => "samplerId",
+        49 => "samplerMode",
+        50 => "samplerRandomInterval",
+        52 => "minimumTTL",
+        53 => "maximumTTL",
+        56 => "sourceMacAddress",
+        58 => "vlanId",
+        60 => "ipVersion",
+        61 => "flowDirection",
+        62 => "ipNextHopIPv6Address",
+        63 => "bgpNextHopIPv6Address",
+        80 => "destinationMacAddress",
+        85 => "octetTotalCount",
+        86 => "packetTotalCount",
+        89 => "forwardingStatus",
+        136 => "flowEndReason",
+        139 => "icmpTypeCodeIPv6",
+        148 => "flowId",
+        149 => "observationDomainId",
+        150 => "flowStartSeconds",
+        151 => "flowEndSeconds",
+        152 => "flowStartMilliseconds",
+        153 => "flowEndMilliseconds",
+        154 => "flowStartMicroseconds",
+        155 => "flowEndMicroseconds",
+        156 => "flowStartNanoseconds",
+        157 => "flowEndNanoseconds",
+        158 => "flowStartDeltaMicroseconds",
+        159 => "flowEndDeltaMicroseconds",
+        160 => "systemInitTimeMilliseconds",
+        225 => "postNATSourceIPv4Address",
+        226 => "postNATDestinationIPv4Address",
+        227 => "postNAPTSourceTransportPort",
+        228 => "postNAPTDestinationTransportPort",
+        302 => "selectorId",
+        305 => "samplingPacketInterval",
+        306 => "samplingPacketSpace",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use goflow_codec::template::FieldSpec;
+    use goflow_codec::{Sampling, SamplingSource};
+
+    fn snap(addr: &str, domain: u32, records: u64, seen: i64, rate: u32) -> ExporterSnapshot {
+        ExporterSnapshot {
+            address: addr
+                .parse()
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            domains: vec![domain],
+            versions: vec![9],
+            datagrams: 1,
+            records,
+            errors: 0,
+            sequence_missing: 2,
+            sequence_resets: 0,
+            sequence_out_of_order: 0,
+            last_seen_us: seen,
+            sampling: Sampling {
+                rate,
+                source: SamplingSource::Sampler,
+            },
+            templates: 1,
+        }
+    }
+
+    #[test]
+    fn exporters_merge_by_address() {
+        let a = snap("10.0.0.2", 1, 10, 5, 0);
+        let b = snap("10.0.0.1", 0, 30, 7, 100);
+        let c = snap("10.0.0.2", 2, 5, 9, 64);
+        let m = merge_exporters([&a, &b, &c]);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].address, "10.0.0.1");
+        assert_eq!(m[1].address, "10.0.0.2");
+        assert_eq!(m[1].domains, [1, 2]);
+        assert_eq!((m[1].records, m[1].sequence_missing), (15, 4));
+        assert_eq!((m[1].sampling_rate, m[1].last_seen_unix_us), (64, Some(9)));
+        assert_eq!(m[1].sampling_source, "sampler");
+    }
+
+    #[test]
+    fn templates_group_by_exporter_and_domain() {
+        let t = |addr: &str, domain, id| CodecTemplate {
+            exporter: addr
+                .parse()
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            domain,
+            id,
+            kind: TemplateKind::Data,
+            fields: vec![FieldSpec {
+                id: 8,
+                len: 4,
+                enterprise: 0,
+            }],
+            learned_us: 0,
+            refreshed_us: 0,
+            age_secs: 3,
+        };
+        let list = [
+            t("10.0.0.2", 0, 257),
+            t("10.0.0.1", 1, 300),
+            t("10.0.0.1", 1, 256),
+            t("10.0.0.1", 0, 999),
+        ];
+        let r = templates_report(&list);
+        assert_eq!(r.exporters.len(), 2);
+        let e = &r.exporters[0];
+        assert_eq!(e.address, "10.0.0.1");
+        let ids: Vec<(u32, Vec<u16>)> = e
+            .domains
+            .iter()
+            .map(|d| (d.domain, d.templates.iter().map(|t| t.id).collect()))
+            .collect();
+        assert_eq!(ids, [(0, vec![999]), (1, vec![256, 300])]);
+        assert_eq!(
+            e.domains[0].templates[0].fields[0],
+            TemplateField {
+                id: 8,
+                enterprise: None,
+                length: 4,
+                name: None
+            }
+        );
+    }
+}
