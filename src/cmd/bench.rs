@@ -1,11 +1,642 @@
-//! `goflow bench` (being written).
+//! `goflow bench`: a synthetic exporter that drives any collector at an exact rate and knows
+//! its totals. It builds NetFlow v5, v9 or IPFIX with `codec::encode` from seeded random flows
+//! (or replays the NetFlow datagrams of a capture), paces them with a token bucket over batches
+//! of datagrams (or sends as fast as it can with `--rate 0`), and writes them to UDP sockets, one
+//! per exporter, or to a pcap file. Progress goes to stderr; at the end one JSON line on stdout
+//! says what was sent: flows, datagrams, seconds, the sums of the byte and packet counters (so a
+//! collector's stored totals can be checked exactly) and each exporter's sequence range.
+//!
+//! Pacing keeps an absolute schedule (flow n is due at n / rate seconds after the start), so
+//! errors do not accumulate; a batch covers at most about a millisecond of the schedule.
 
+mod exporter;
+mod flowgen;
+mod output;
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use goflow_codec::{Decoder, DecoderConfig};
+
+pub use exporter::Proto;
+use exporter::{Built, Exporter};
+use flowgen::FlowGen;
+use output::{Batch, Output};
+
+/// Default run length when neither --duration nor --flows is given.
+const DEFAULT_DURATION_SECS: f64 = 10.0;
+/// Datagrams per batch (one sendmmsg-sized burst) at full speed.
+const BATCH_MAX_DATAGRAMS: usize = 64;
+/// A paced batch covers at most this much of the schedule.
+const BATCH_SPAN_SECS: f64 = 0.001;
+/// Progress line refresh interval.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+/// First source port of the exporters written to a pcap.
+const PCAP_SOURCE_PORT: u16 = 40_000;
+/// 127.0.0.1 .. 127.0.0.254.
+const EXPORTERS_MAX: u16 = 254;
 
 /// Options of `goflow bench`.
-#[derive(Debug, Default, clap::Args)]
-pub struct BenchOpt {}
+#[derive(Debug, clap::Args)]
+pub struct BenchOpt {
+    /// Flows per second to send (0 = as fast as possible).
+    #[arg(long, default_value_t = 10_000.0, value_parser = parse_rate, value_name = "FLOWS_PER_SEC")]
+    pub rate: f64,
 
-pub fn run(_opt: &BenchOpt) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("goflow bench is not built yet")
+    /// Wire format; `mixed` gives the exporters v5, v9 and IPFIX in turn (at least 3 exporters).
+    #[arg(long, value_enum, default_value_t = Proto::V9)]
+    pub proto: Proto,
+
+    /// Collector address.
+    #[arg(long, default_value = "127.0.0.1:2055", value_parser = parse_target, value_name = "HOST:PORT")]
+    pub target: SocketAddr,
+
+    /// Run this long (default 10 s unless --flows is given).
+    #[arg(long, value_parser = parse_duration, value_name = "SECS", conflicts_with = "flows")]
+    pub duration: Option<f64>,
+
+    /// Send exactly this many flows, then stop.
+    #[arg(long, value_name = "N")]
+    pub flows: Option<u64>,
+
+    /// Exporters, each with its own socket (127.0.0.(1+i), or ::1 with its own port for an
+    /// IPv6 target), sequence space and observation domain.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=EXPORTERS_MAX as i64))]
+    pub exporters: u16,
+
+    /// Share of IPv6 flows in percent (v9 and IPFIX exporters; v5 carries IPv4 only).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_pct, value_name = "PCT")]
+    pub v6_share: f64,
+
+    /// Resend the templates every this many datagrams (v9, IPFIX).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..), value_name = "PACKETS")]
+    pub template_every: u64,
+
+    /// Seed of the flow generator: the same seed gives the same flows.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Replay the NetFlow/IPFIX datagrams of this capture (looping) instead of generating flows.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["proto", "v6_share", "template_every"])]
+    pub pcap: Option<PathBuf>,
+
+    /// Write the datagrams to this pcap file instead of sending them (Ethernet/IPv4 or IPv6/UDP).
+    #[arg(long, value_name = "FILE")]
+    pub write_pcap: Option<PathBuf>,
+}
+
+impl Default for BenchOpt {
+    fn default() -> Self {
+        BenchOpt {
+            rate: 10_000.0,
+            proto: Proto::V9,
+            target: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2055),
+            duration: None,
+            flows: None,
+            exporters: 1,
+            v6_share: 0.0,
+            template_every: 20,
+            seed: 1,
+            pcap: None,
+            write_pcap: None,
+        }
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err("must be a number >= 0 (0 = as fast as possible)".into());
+    }
+    Ok(v)
+}
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err("must be a number of seconds > 0".into());
+    }
+    Ok(v)
+}
+
+fn parse_pct(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err("must be between 0 and 100".into());
+    }
+    Ok(v)
+}
+
+fn parse_target(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| "resolves to no address".to_string())
+}
+
+/// Totals of the run.
+#[derive(Debug, Default)]
+struct Totals {
+    flows: u64,
+    datagrams: u64,
+    bytes: u64,
+    packets: u64,
+}
+
+impl Totals {
+    fn add(&mut self, b: Built) {
+        self.flows += b.flows;
+        self.datagrams += 1;
+        self.bytes += b.bytes;
+        self.packets += b.packets;
+    }
+}
+
+/// When to stop.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    flows: Option<u64>,
+    seconds: Option<f64>,
+}
+
+/// Time as the run sees it: the wall clock, or, when writing a paced run to a file, the schedule
+/// itself (nothing waits; the capture's timestamps say when each datagram was due).
+#[derive(Debug)]
+struct Clock {
+    start: Instant,
+    start_unix_us: i64,
+    virtual_time: bool,
+}
+
+impl Clock {
+    fn new(virtual_time: bool) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Clock {
+            start: Instant::now(),
+            start_unix_us: i64::try_from(now.as_micros()).unwrap_or(0),
+            virtual_time,
+        }
+    }
+
+    fn wall_secs(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Seconds since the start: the schedule's time `sched` when virtual, else the wall clock.
+    fn secs(&self, sched: f64) -> f64 {
+        if self.virtual_time {
+            sched
+        } else {
+            self.wall_secs()
+        }
+    }
+
+    /// The run's length: where the schedule ended (virtual), else the wall clock.
+    fn end_secs(&self, sched: f64, rate: f64, t: &Totals) -> f64 {
+        let secs = if self.virtual_time && rate > 0.0 {
+            t.flows.max(t.datagrams) as f64 / rate
+        } else {
+            self.secs(sched)
+        };
+        secs.max(1e-9)
+    }
+
+    fn unix_us(&self, secs: f64) -> i64 {
+        self.start_unix_us + (secs * 1e6) as i64
+    }
+
+    /// Waits until `secs` after the start (or `stop`): sleeps most of the way in slices of at
+    /// most 100 ms, spins the last millisecond.
+    fn wait_until(&self, secs: f64, stop: &AtomicBool) {
+        if self.virtual_time {
+            return;
+        }
+        loop {
+            let left = secs - self.wall_secs();
+            if left <= 0.0 || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if left > 0.002 {
+                std::thread::sleep(Duration::from_secs_f64((left - 0.001).min(0.1)));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// The one-line progress display on stderr.
+#[derive(Debug)]
+struct Progress {
+    last: Instant,
+    last_flows: u64,
+    shown: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            last: Instant::now(),
+            last_flows: 0,
+            shown: false,
+        }
+    }
+
+    fn tick(&mut self, clock: &Clock, t: &Totals) {
+        if self.last.elapsed() >= PROGRESS_INTERVAL {
+            self.show(clock, t);
+        }
+    }
+
+    fn show(&mut self, clock: &Clock, t: &Totals) {
+        let dt = self.last.elapsed().as_secs_f64();
+        let rate = (t.flows - self.last_flows) as f64 / dt;
+        eprint!(
+            "\r{:7.1} s  {:>12} flows  {:>11.0} flows/s  {:>10} datagrams   ",
+            clock.wall_secs(),
+            t.flows,
+            rate,
+            t.datagrams
+        );
+        self.last = Instant::now();
+        self.last_flows = t.flows;
+        self.shown = true;
+    }
+
+    /// The final figures, then a newline, if the line was ever shown.
+    fn done(&mut self, clock: &Clock, t: &Totals) {
+        if self.shown {
+            self.show(clock, t);
+            eprintln!();
+        }
+    }
+}
+
+pub fn run(opt: &BenchOpt) -> anyhow::Result<ExitCode> {
+    let limits = Limits {
+        flows: opt.flows,
+        seconds: match (opt.duration, opt.flows) {
+            (Some(d), _) => Some(d),
+            (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_DURATION_SECS),
+        },
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
+        .context("installing the SIGINT handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
+        .context("installing the SIGTERM handler")?;
+
+    let clock = Clock::new(opt.write_pcap.is_some() && opt.rate > 0.0);
+    let summary = match &opt.pcap {
+        Some(path) => replay(opt, path, limits, &clock, &stop)?,
+        None => generate(opt, limits, &clock, &stop)?,
+    };
+    let line = serde_json::to_string(&summary).context("encoding the summary")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").context("writing the summary")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The addresses exporter `i` sends from and the output they write to.
+fn open_output(opt: &BenchOpt, n: usize) -> anyhow::Result<Output> {
+    match &opt.write_pcap {
+        Some(path) => {
+            let sources = (0..n)
+                .map(|i| {
+                    let port = PCAP_SOURCE_PORT + i as u16;
+                    match opt.target {
+                        SocketAddr::V4(_) => {
+                            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8)), port)
+                        }
+                        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+                    }
+                })
+                .collect();
+            Output::pcap(path, opt.target, sources)
+        }
+        None => Output::sockets(opt.target, n),
+    }
+}
+
+fn batch_datagrams(rate: f64, flows_per_datagram: f64) -> usize {
+    if rate <= 0.0 {
+        return BATCH_MAX_DATAGRAMS;
+    }
+    ((rate * BATCH_SPAN_SECS / flows_per_datagram) as usize).clamp(1, BATCH_MAX_DATAGRAMS)
+}
+
+fn generate(
+    opt: &BenchOpt,
+    limits: Limits,
+    clock: &Clock,
+    stop: &AtomicBool,
+) -> anyhow::Result<Summary> {
+    let n = match opt.proto {
+        Proto::Mixed => usize::from(opt.exporters).max(3),
+        _ => usize::from(opt.exporters),
+    };
+    let mut out = open_output(opt, n)?;
+    let start_unix_ms = (clock.start_unix_us / 1000) as u64;
+    let mut exporters: Vec<Exporter> = out
+        .sources()
+        .iter()
+        .enumerate()
+        .map(|(i, &addr)| {
+            let proto = match opt.proto {
+                Proto::Mixed => [Proto::V5, Proto::V9, Proto::Ipfix][i % 3],
+                p => p,
+            };
+            Exporter::new(
+                addr,
+                proto,
+                i as u32 + 1,
+                start_unix_ms,
+                opt.template_every,
+                opt.v6_share > 0.0,
+            )
+        })
+        .collect();
+    let mut flow_gen = FlowGen::new(opt.seed, opt.v6_share);
+    let per_datagram = match opt.proto {
+        Proto::V5 => 30.0,
+        _ => 20.0,
+    };
+    let batch_max = batch_datagrams(opt.rate, per_datagram);
+    let mut totals = Totals::default();
+    let mut progress = Progress::new();
+    let mut batch = Batch::default();
+    let mut turn = 0usize;
+    let mut sched = 0.0f64;
+    loop {
+        if stop.load(Ordering::Relaxed) || limits.flows.is_some_and(|f| totals.flows >= f) {
+            break;
+        }
+        if opt.rate > 0.0 {
+            sched = totals.flows as f64 / opt.rate;
+        }
+        let t = if opt.rate > 0.0 {
+            sched
+        } else {
+            clock.wall_secs()
+        };
+        if limits.seconds.is_some_and(|s| t >= s) {
+            break;
+        }
+        if opt.rate > 0.0 {
+            clock.wait_until(sched, stop);
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        let now_secs = clock.secs(sched);
+        let now_unix_ms = (clock.unix_us(now_secs) / 1000) as u64;
+        let i = turn % exporters.len();
+        turn += 1;
+        let Some(e) = exporters.get_mut(i) else {
+            break;
+        };
+        batch.clear();
+        // --flows stops the last datagram exactly at the limit.
+        let mut budget = limits.flows.map_or(u64::MAX, |f| f - totals.flows);
+        // A short --flows run still spreads over every exporter.
+        let fair = (budget as f64 / (per_datagram * n as f64)).ceil() as usize;
+        for _ in 0..batch_max.min(fair.max(1)) {
+            if budget == 0 {
+                break;
+            }
+            let b = batch.push_with(|buf| e.next_datagram(&mut flow_gen, now_unix_ms, budget, buf));
+            budget = budget.saturating_sub(b.flows);
+            totals.add(b);
+        }
+        out.send(i, &batch, clock.unix_us(now_secs))?;
+        progress.tick(clock, &totals);
+    }
+    out.finish()?;
+    progress.done(clock, &totals);
+    let seconds = clock.end_secs(sched, opt.rate, &totals);
+    let per_exporter = exporters
+        .iter()
+        .map(|e| ExporterSummary {
+            address: e.address.to_string(),
+            proto: Some(e.proto.as_str()),
+            replays: None,
+            first_sequence: e.first_sequence,
+            last_sequence: e.first_sequence.map(|_| e.last_sequence),
+        })
+        .collect();
+    Ok(Summary::new(
+        opt.proto.as_str(),
+        &totals,
+        seconds,
+        per_exporter,
+    ))
+}
+
+/// The closing JSON line, keys in this order.
+#[derive(Debug, serde::Serialize)]
+struct Summary {
+    proto: &'static str,
+    flows: u64,
+    datagrams: u64,
+    seconds: f64,
+    flows_per_sec: f64,
+    sum_bytes: u64,
+    sum_packets: u64,
+    exporters: Vec<ExporterSummary>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ExporterSummary {
+    address: String,
+    /// The exporter's protocol (generated traffic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proto: Option<&'static str>,
+    /// The capture's exporter address this one replays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replays: Option<String>,
+    first_sequence: Option<u32>,
+    last_sequence: Option<u32>,
+}
+
+impl Summary {
+    fn new(proto: &'static str, t: &Totals, seconds: f64, exporters: Vec<ExporterSummary>) -> Self {
+        Summary {
+            proto,
+            flows: t.flows,
+            datagrams: t.datagrams,
+            seconds: (seconds * 1e6).round() / 1e6,
+            flows_per_sec: (t.flows as f64 / seconds).round(),
+            sum_bytes: t.bytes,
+            sum_packets: t.packets,
+            exporters,
+        }
+    }
+}
+
+/// One datagram of a capture to replay.
+#[derive(Debug)]
+struct Recorded {
+    exporter: usize,
+    payload: Vec<u8>,
+    built: Built,
+    sequence: Option<u32>,
+}
+
+/// The header's sequence number (v5 flow sequence, v9 package sequence, IPFIX sequence).
+fn header_sequence(d: &[u8]) -> Option<u32> {
+    let at = match d.get(..2)? {
+        [0, 5] => 16,
+        [0, 9] => 12,
+        [0, 10] => 8,
+        _ => return None,
+    };
+    let b = d.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn replay(
+    opt: &BenchOpt,
+    path: &std::path::Path,
+    limits: Limits,
+    clock: &Clock,
+    stop: &AtomicBool,
+) -> anyhow::Result<Summary> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let found = crate::pcap::netflow_datagrams(&bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    // Count each datagram's flows and counters once, with the collector's own decoder.
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let mut sources: Vec<SocketAddr> = Vec::new();
+    let mut recorded = Vec::with_capacity(found.len());
+    for (src, payload) in found {
+        let exporter = match sources.iter().position(|s| s.ip() == src.ip()) {
+            Some(k) => k,
+            None => {
+                if sources.len() >= usize::from(EXPORTERS_MAX) {
+                    bail!("the capture has more than {EXPORTERS_MAX} exporters");
+                }
+                sources.push(src);
+                sources.len() - 1
+            }
+        };
+        let mut built = Built::default();
+        let _ = decoder.decode(src.ip(), 0, &payload, |r| {
+            built.flows += 1;
+            built.bytes += r.in_bytes().unwrap_or(0);
+            built.packets += r.in_pkts().unwrap_or(0);
+        });
+        let sequence = header_sequence(&payload);
+        recorded.push(Recorded {
+            exporter,
+            payload,
+            built,
+            sequence,
+        });
+    }
+    if recorded.is_empty() {
+        bail!("{}: no NetFlow/IPFIX datagrams", path.display());
+    }
+    let per_loop: u64 = recorded.iter().map(|r| r.built.flows).sum();
+    if per_loop == 0 && limits.flows.is_some() {
+        bail!(
+            "{}: the capture's datagrams carry no decodable flow records, so --flows cannot be reached",
+            path.display()
+        );
+    }
+    let mut out = open_output(opt, sources.len())?;
+    let mut seqs: Vec<(Option<u32>, u32)> = vec![(None, 0); sources.len()];
+    let avg = (per_loop as f64 / recorded.len() as f64).max(1.0);
+    let batch_max = batch_datagrams(opt.rate, avg);
+    let mut totals = Totals::default();
+    let mut progress = Progress::new();
+    let mut batch = Batch::default();
+    let mut next = 0usize;
+    let mut sched = 0.0f64;
+    loop {
+        if stop.load(Ordering::Relaxed) || limits.flows.is_some_and(|f| totals.flows >= f) {
+            break;
+        }
+        if opt.rate > 0.0 {
+            // Datagrams without flows (templates) move the schedule by a token's worth too,
+            // so a template-only capture still paces.
+            sched = totals.flows.max(totals.datagrams) as f64 / opt.rate;
+        }
+        let t = if opt.rate > 0.0 {
+            sched
+        } else {
+            clock.wall_secs()
+        };
+        if limits.seconds.is_some_and(|s| t >= s) {
+            break;
+        }
+        if opt.rate > 0.0 {
+            clock.wait_until(sched, stop);
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        let now_secs = clock.secs(sched);
+        batch.clear();
+        let Some(first) = recorded.get(next % recorded.len()) else {
+            break;
+        };
+        let exporter = first.exporter;
+        while batch.len() < batch_max {
+            let Some(r) = recorded.get(next % recorded.len()) else {
+                break;
+            };
+            // Datagrams are replayed whole: --flows stops at the first datagram boundary at or
+            // past the limit.
+            if r.exporter != exporter {
+                break;
+            }
+            batch.push_with(|buf| {
+                buf.extend_from_slice(&r.payload);
+                r.built
+            });
+            totals.add(r.built);
+            if let (Some(seq), Some(s)) = (r.sequence, seqs.get_mut(exporter)) {
+                s.0.get_or_insert(seq);
+                s.1 = seq;
+            }
+            next += 1;
+            if limits.flows.is_some_and(|f| totals.flows >= f) {
+                break;
+            }
+        }
+        if batch.len() == 0 {
+            break;
+        }
+        out.send(exporter, &batch, clock.unix_us(now_secs))?;
+        progress.tick(clock, &totals);
+    }
+    out.finish()?;
+    progress.done(clock, &totals);
+    let seconds = clock.end_secs(sched, opt.rate, &totals);
+    let per_exporter = out
+        .sources()
+        .iter()
+        .zip(&seqs)
+        .zip(&sources)
+        .map(|((addr, (first, last)), orig)| ExporterSummary {
+            address: addr.to_string(),
+            proto: None,
+            replays: Some(orig.ip().to_string()),
+            first_sequence: *first,
+            last_sequence: first.map(|_| *last),
+        })
+        .collect();
+    Ok(Summary::new("pcap", &totals, seconds, per_exporter))
 }
