@@ -8,7 +8,7 @@ use crate::cmd;
 
 /// goflow: a NetFlow v5/v9 and IPFIX collector for PostgreSQL/TimescaleDB, MySQL, Kafka and files.
 #[derive(Debug, Parser)]
-#[command(name = "goflow", version, about, propagate_version = true)]
+#[command(name = "goflow", version, propagate_version = true)]
 pub struct Cli {
     /// Configuration file (default: $GOFLOW_CONFIG, else ./config.yml, else built-in defaults).
     #[arg(long, global = true, env = "GOFLOW_CONFIG")]
@@ -40,4 +40,8 @@ pub enum Command {
     Decode(cmd::decode::DecodeOpt),
     /// Send synthetic NetFlow/IPFIX at an exact rate (a load generator).
     Bench(cmd::bench::BenchOpt),
+    /// Show the running daemon's state: receiver, totals, drops, backends, exporters.
+    Status(cmd::status::StatusOpt),
+    /// Show the running daemon's latency and size histograms (percentiles and bar charts).
+    Stats(cmd::stats::StatsOpt),
 }

@@ -12,4 +12,6 @@ pub mod cmd;
 pub mod config;
 pub mod ingest;
 pub mod ops;
+pub mod pcap;
 pub mod pipeline;
+pub mod sendmmsg;

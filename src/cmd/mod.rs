@@ -7,6 +7,8 @@ use crate::cli::{Cli, Command};
 pub mod bench;
 pub mod decode;
 pub mod run;
+pub mod stats;
+pub mod status;
 
 /// Runs the chosen subcommand (the daemon when none is given).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -15,6 +17,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Run(ref opt)) => run::run(&cli, opt),
         Some(Command::Decode(ref opt)) => decode::run(opt),
         Some(Command::Bench(ref opt)) => bench::run(opt),
+        Some(Command::Status(ref opt)) => status::run(&cli, opt),
+        Some(Command::Stats(ref opt)) => stats::run(&cli, opt),
     }
 }
 
