@@ -894,6 +894,7 @@ fn resolve_backend(
     ctx: &Ctx<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<BackendConfig, ConfigError> {
+    let is_dump = matches!(rb, RawBackend::Dump(_));
     let (kind, flush) = match rb {
         RawBackend::File(c) => {
             let c = c.unwrap_or_default();
@@ -916,7 +917,12 @@ fn resolve_backend(
             )?;
             (BackendKind::File { path }, flush)
         }
-        RawBackend::Dump(c) => {
+        RawBackend::Dump(c) | RawBackend::Null(c) => {
+            let kind = if is_dump {
+                BackendKind::Dump
+            } else {
+                BackendKind::Null
+            };
             let c = c.unwrap_or_default();
             let flush = resolve_flush(
                 ctx,
@@ -926,19 +932,7 @@ fn resolve_backend(
                 c.flush_ms,
                 c.queue_bytes,
             )?;
-            (BackendKind::Dump, flush)
-        }
-        RawBackend::Null(c) => {
-            let c = c.unwrap_or_default();
-            let flush = resolve_flush(
-                ctx,
-                name,
-                FlushConfig::file_defaults(),
-                c.flush_rows,
-                c.flush_ms,
-                c.queue_bytes,
-            )?;
-            (BackendKind::Null, flush)
+            (kind, flush)
         }
         RawBackend::Timescale(c) => {
             let (sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;

@@ -126,6 +126,42 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// Writes `config` into `dir`, starts `goflow run` on it with its log in `dir`, and waits for
+/// it to listen. The guard stops the daemon and drops `table` whatever happens.
+fn start<'a>(
+    pg: &'a Pg,
+    dir: &std::path::Path,
+    table: &str,
+    config: &str,
+) -> Result<(Cleanup<'a>, std::path::PathBuf), Box<dyn Error>> {
+    let cfg = dir.join("config.yml");
+    std::fs::write(&cfg, config)?;
+    let log = dir.join("goflow.log");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .env_remove("SQL_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log)?)
+        .spawn()?;
+    let mut guard = Cleanup {
+        child,
+        pg,
+        table: table.to_owned(),
+    };
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + DEADLINE;
+    while !log_text().contains("listening on udp") {
+        if Instant::now() > deadline || guard.child.try_wait()?.is_some() {
+            return Err(format!("goflow did not start: {}", log_text()).into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((guard, log))
+}
+
 /// A payload and the loopback address its exporter sends from.
 type Datagram = (IpAddr, Vec<u8>);
 
@@ -287,31 +323,9 @@ fn every_column_matches_goflow_decode() -> TestResult {
         user = pg.user,
         db = pg.db,
     );
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(&cfg, config)?;
-    let log = dir.path().join("goflow.log");
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .env_remove("SQL_PASSWORD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log)?)
-        .spawn()?;
-    let mut guard = Cleanup {
-        child,
-        pg: &pg,
-        table: table.clone(),
-    };
+    let (guard, log) = start(&pg, dir.path(), &table, &config)?;
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + DEADLINE;
-    while !log_text().contains("listening on udp") {
-        if Instant::now() > deadline || guard.child.try_wait()?.is_some() {
-            return Err(format!("goflow did not start: {}", log_text()).into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 
     let mut sockets: HashMap<IpAddr, UdpSocket> = HashMap::new();
     for (ip, payload) in &dgrams {
@@ -383,31 +397,9 @@ fn records_reach_postgres_and_the_file() -> TestResult {
         db = pg.db,
         out = out.display(),
     );
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(&cfg, config)?;
-    let log = dir.path().join("goflow.log");
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .env_remove("SQL_PASSWORD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    let mut guard = Cleanup {
-        child,
-        pg: &pg,
-        table: table.clone(),
-    };
+    let (guard, log) = start(&pg, dir.path(), &table, &config)?;
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + DEADLINE;
-    while !log_text().contains("listening on udp") {
-        if Instant::now() > deadline || guard.child.try_wait()?.is_some() {
-            return Err(format!("goflow did not start: {}", log_text()).into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     let mut bytes_sum = 0u64;

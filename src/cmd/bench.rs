@@ -168,6 +168,51 @@ struct Limits {
     seconds: Option<f64>,
 }
 
+/// The absolute send schedule: token n is due at n / rate seconds after the start (no pacing
+/// at rate 0).
+struct Pacer {
+    rate: f64,
+    /// Where the schedule stands, in seconds since the start.
+    sched: f64,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Pacer {
+        Pacer { rate, sched: 0.0 }
+    }
+
+    /// Waits until `tokens` sent tokens' worth of the schedule is due and returns the send time
+    /// in seconds since the start, or None when the run is over (stopped, `flows` reached the
+    /// flow limit, or the time limit passed).
+    fn next(
+        &mut self,
+        clock: &Clock,
+        tokens: u64,
+        flows: u64,
+        limits: &Limits,
+        stop: &AtomicBool,
+    ) -> Option<f64> {
+        if stop.load(Ordering::Relaxed) || limits.flows.is_some_and(|f| flows >= f) {
+            return None;
+        }
+        let paced = self.rate > 0.0;
+        if paced {
+            self.sched = tokens as f64 / self.rate;
+        }
+        let t = if paced { self.sched } else { clock.wall_secs() };
+        if limits.seconds.is_some_and(|s| t >= s) {
+            return None;
+        }
+        if paced {
+            clock.wait_until(self.sched, stop);
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+        }
+        Some(clock.secs(self.sched))
+    }
+}
+
 /// Time as the run sees it: the wall clock, or, when writing a paced run to a file, the schedule
 /// itself (nothing waits; the capture's timestamps say when each datagram was due).
 #[derive(Debug)]
@@ -378,29 +423,8 @@ fn generate(
     let mut progress = Progress::new();
     let mut batch = Batch::default();
     let mut turn = 0usize;
-    let mut sched = 0.0f64;
-    loop {
-        if stop.load(Ordering::Relaxed) || limits.flows.is_some_and(|f| totals.flows >= f) {
-            break;
-        }
-        if opt.rate > 0.0 {
-            sched = totals.flows as f64 / opt.rate;
-        }
-        let t = if opt.rate > 0.0 {
-            sched
-        } else {
-            clock.wall_secs()
-        };
-        if limits.seconds.is_some_and(|s| t >= s) {
-            break;
-        }
-        if opt.rate > 0.0 {
-            clock.wait_until(sched, stop);
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-        }
-        let now_secs = clock.secs(sched);
+    let mut pacer = Pacer::new(opt.rate);
+    while let Some(now_secs) = pacer.next(clock, totals.flows, totals.flows, &limits, stop) {
         let now_unix_ms = (clock.unix_us(now_secs) / 1000) as u64;
         let i = turn % exporters.len();
         turn += 1;
@@ -425,7 +449,7 @@ fn generate(
     }
     out.finish()?;
     progress.done(clock, &totals);
-    let seconds = clock.end_secs(sched, opt.rate, &totals);
+    let seconds = clock.end_secs(pacer.sched, opt.rate, &totals);
     let per_exporter = exporters
         .iter()
         .map(|e| ExporterSummary {
@@ -563,31 +587,14 @@ fn replay(
     let mut progress = Progress::new();
     let mut batch = Batch::default();
     let mut next = 0usize;
-    let mut sched = 0.0f64;
+    let mut pacer = Pacer::new(opt.rate);
     loop {
-        if stop.load(Ordering::Relaxed) || limits.flows.is_some_and(|f| totals.flows >= f) {
+        // Datagrams without flows (templates) move the schedule by a token's worth too, so a
+        // template-only capture still paces.
+        let tokens = totals.flows.max(totals.datagrams);
+        let Some(now_secs) = pacer.next(clock, tokens, totals.flows, &limits, stop) else {
             break;
-        }
-        if opt.rate > 0.0 {
-            // Datagrams without flows (templates) move the schedule by a token's worth too,
-            // so a template-only capture still paces.
-            sched = totals.flows.max(totals.datagrams) as f64 / opt.rate;
-        }
-        let t = if opt.rate > 0.0 {
-            sched
-        } else {
-            clock.wall_secs()
         };
-        if limits.seconds.is_some_and(|s| t >= s) {
-            break;
-        }
-        if opt.rate > 0.0 {
-            clock.wait_until(sched, stop);
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-        }
-        let now_secs = clock.secs(sched);
         batch.clear();
         let Some(first) = recorded.get(next % recorded.len()) else {
             break;
@@ -624,7 +631,7 @@ fn replay(
     }
     out.finish()?;
     progress.done(clock, &totals);
-    let seconds = clock.end_secs(sched, opt.rate, &totals);
+    let seconds = clock.end_secs(pacer.sched, opt.rate, &totals);
     let per_exporter = out
         .sources()
         .iter()
