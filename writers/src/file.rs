@@ -222,27 +222,11 @@ impl Sink for FileSink {
 
     fn status(&mut self) -> Vec<(&'static str, String)> {
         vec![
-            ("path", json_string(&self.display_path())),
+            ("path", json::json_string(&self.display_path())),
             ("bytes_written", self.bytes_written.to_string()),
             ("rows_written", self.rows_written.to_string()),
         ]
     }
-}
-
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -300,6 +284,8 @@ mod tests {
 
     #[test]
     fn json_string_escapes() {
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+        let s = "a\"b\\c\n";
+        let back: String = serde_json::from_str(&json::json_string(s)).expect("valid JSON");
+        assert_eq!(back, s);
     }
 }

@@ -218,6 +218,25 @@ fn ip_quoted(ip: IpAddr) -> ([u8; 48], usize) {
     (buf, n)
 }
 
+/// `s` as a JSON string literal (for sinks' status values).
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for Unix microseconds (proleptic Gregorian, UTC).
 pub fn write_rfc3339<B: BufMut + ?Sized>(t: UnixMicros, out: &mut B) {
     let mut b = [0u8; 27];

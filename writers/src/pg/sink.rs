@@ -26,7 +26,7 @@ use tokio_postgres::{Client, CopyInSink, NoTls};
 use super::ddl::{self, SchemaError};
 use super::encode::{self, COPY_HEADER, COPY_TRAILER};
 use super::{PgConfig, SslMode};
-use crate::json::write_rfc3339;
+use crate::json::{json_string, write_rfc3339};
 use crate::sink::{Chunk, Sink, SinkError};
 
 /// Rows are handed to the connection in pieces of about this size.
@@ -757,25 +757,6 @@ fn json_time(us: i64) -> String {
     write_rfc3339(us, &mut v);
     v.push(b'"');
     String::from_utf8_lossy(&v).into_owned()
-}
-
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
