@@ -582,14 +582,8 @@ impl BackendKind {
     }
 }
 
-/// TLS mode of a SQL connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SqlSslMode {
-    #[default]
-    Disable,
-    Prefer,
-    Require,
-}
+/// TLS mode of a SQL connection (`SQL_SSLMODE`); the PostgreSQL writer's own type.
+pub use goflow_writers::pg::SslMode;
 
 /// A SQL backend's connection settings. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -601,7 +595,7 @@ pub struct SqlConfig {
     pub password: Option<String>,
     pub dbname: String,
     pub table: String,
-    pub sslmode: SqlSslMode,
+    pub sslmode: SslMode,
 }
 
 impl fmt::Debug for SqlConfig {
@@ -1035,11 +1029,11 @@ fn resolve_sql(
         .as_deref()
         .map(|s| s.trim().to_ascii_lowercase())
     {
-        None => SqlSslMode::Disable,
+        None => SslMode::Disable,
         Some(s) => match s.as_str() {
-            "" | "disable" => SqlSslMode::Disable,
-            "prefer" => SqlSslMode::Prefer,
-            "require" => SqlSslMode::Require,
+            "" | "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
             other => {
                 return Err(ctx.err(
                     &p("SQL_SSLMODE"),
@@ -1263,7 +1257,7 @@ mod tests {
             } => {
                 assert_eq!(sql.password.as_deref(), Some("fromenv"));
                 assert_eq!(sql.port, 5433);
-                assert_eq!(sql.sslmode, SqlSslMode::Prefer);
+                assert_eq!(sql.sslmode, SslMode::Prefer);
                 assert!(!format!("{sql:?}").contains("fromenv"));
             }
             other => panic!("{other:?}"),

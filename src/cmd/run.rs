@@ -17,7 +17,7 @@ use goflow_writers::backend::{Backend, BackendOptions, FlushHook, FlushReport};
 use goflow_writers::file::{FileSink, JsonEncoder, NullEncoder, NullSink};
 use goflow_writers::sink::{RowEncoder, Sink};
 
-use crate::config::{self, BackendConfig, BackendKind, RunConfig, SqlConfig, SqlSslMode};
+use crate::config::{self, BackendConfig, BackendKind, RunConfig, SqlConfig};
 use crate::ingest::{self, Receiver, ReceiverKind};
 use crate::ops::{HistogramHub, LocalHistograms};
 use crate::pipeline::{self, EncoderFactory, Pipeline, Shared, WorkerCounters};
@@ -112,7 +112,7 @@ fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<
 /// The PostgreSQL / TimescaleDB backend (goflow_writers::pg). The sink connects lazily, so a
 /// database that is down at start only delays writing (the backend retries with backoff).
 fn pg_plan(sql: &SqlConfig, max_age_days: Option<u32>) -> Plan {
-    use goflow_writers::pg::{self, PgConfig, PgSink, SslMode};
+    use goflow_writers::pg::{self, PgConfig, PgSink};
     let cfg = PgConfig {
         host: sql.host.clone(),
         port: sql.port,
@@ -120,11 +120,7 @@ fn pg_plan(sql: &SqlConfig, max_age_days: Option<u32>) -> Plan {
         password: sql.password.clone(),
         dbname: sql.dbname.clone(),
         table: sql.table.clone(),
-        sslmode: match sql.sslmode {
-            SqlSslMode::Disable => SslMode::Disable,
-            SqlSslMode::Prefer => SslMode::Prefer,
-            SqlSslMode::Require => SslMode::Require,
-        },
+        sslmode: sql.sslmode,
         max_age_days,
     };
     Plan {
