@@ -7,7 +7,7 @@
 //! `goflow decode`: every stored row must equal a decoded record in every column but
 //! `time_received` (receive time vs capture time), as a multiset (no row lost or doubled).
 //! A second test runs two backends at once (PostgreSQL and a JSON-lines file) and checks that
-//! every record reaches both. Skipped with a message when psql or the server is missing.
+//! every record reaches both. Both fail, with the address tried, when psql or the server is missing.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -64,6 +64,20 @@ impl Pg {
             user: env_or("PGUSER", "postgres"),
             db: env_or("PGDATABASE", "test"),
         }
+    }
+
+    /// The server from the environment, checked with `SELECT 1`. An unreachable server is an
+    /// error, not a skip: these tests exist to run against the real PostgreSQL.
+    fn connect() -> Result<Pg, Box<dyn Error>> {
+        let pg = Pg::from_env();
+        if pg.one("SELECT 1").as_deref() != Some("1") {
+            return Err(format!(
+                "no PostgreSQL reachable with psql at {}:{} (user {}, database {})",
+                pg.host, pg.port, pg.user, pg.db
+            )
+            .into());
+        }
+        Ok(pg)
     }
 
     /// Rows of `sql`, fields split on `|`, NULL as None; None when psql fails.
@@ -279,14 +293,7 @@ fn comparable(mut rows: Vec<TextRow>) -> Vec<TextRow> {
 
 #[test]
 fn every_column_matches_goflow_decode() -> TestResult {
-    let pg = Pg::from_env();
-    if pg.one("SELECT 1").as_deref() != Some("1") {
-        eprintln!(
-            "SKIP: no PostgreSQL reachable with psql at {}:{}",
-            pg.host, pg.port
-        );
-        return Ok(());
-    }
+    let pg = Pg::connect()?;
     let dir = tempfile::tempdir()?;
     let table = format!("goflow_t_pgrun_{}", std::process::id());
     let _ = pg.rows(&format!("DROP TABLE IF EXISTS {table}"));
@@ -373,14 +380,7 @@ fn every_column_matches_goflow_decode() -> TestResult {
 /// Two backends at once, PostgreSQL and a JSON-lines file: every record goes to both.
 #[test]
 fn records_reach_postgres_and_the_file() -> TestResult {
-    let pg = Pg::from_env();
-    if pg.one("SELECT 1").as_deref() != Some("1") {
-        eprintln!(
-            "SKIP: no PostgreSQL reachable with psql at {}:{}",
-            pg.host, pg.port
-        );
-        return Ok(());
-    }
+    let pg = Pg::connect()?;
     let dir = tempfile::tempdir()?;
     let table = format!("goflow_run_test_{}", std::process::id());
     let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
