@@ -289,8 +289,11 @@ struct RawSqlBackend {
     SQL_PORT: Option<Num>,
     /// Flow table name (default goflow_records).
     SQL_TABLE: Option<String>,
-    /// TLS: disable (default), prefer or require.
+    /// TLS: disable (default), prefer, require (certificate not checked) or verify-full.
     SQL_SSLMODE: Option<String>,
+    /// CA certificate(s), a PEM file, that the server's chain must lead to. Used by (and
+    /// required for) `SQL_SSLMODE: verify-full`, and refused with any other mode.
+    SQL_SSLROOTCERT: Option<String>,
     /// Rows per flush (one COPY; default 100000).
     flush_rows: Option<Num>,
     /// Flush rows older than this many milliseconds (default 1000).
@@ -1034,14 +1037,35 @@ fn resolve_sql(
             "" | "disable" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
             "require" => SslMode::Require,
+            "verify-full" => match c.SQL_SSLROOTCERT.as_deref().map(str::trim) {
+                Some(path) if !path.is_empty() => SslMode::VerifyFull {
+                    root_cert: PathBuf::from(path),
+                },
+                _ => {
+                    return Err(ctx.err(
+                        &p("SQL_SSLROOTCERT"),
+                        "missing (the CA file, required with SQL_SSLMODE: verify-full)",
+                    ));
+                }
+            },
             other => {
                 return Err(ctx.err(
                     &p("SQL_SSLMODE"),
-                    format_args!("{other:?} is not one of disable, prefer, require"),
+                    format_args!("{other:?} is not one of disable, prefer, require, verify-full"),
                 ));
             }
         },
     };
+    if c.SQL_SSLROOTCERT.is_some() && !matches!(sslmode, SslMode::VerifyFull { .. }) {
+        // libpq would quietly verify the chain under require; here the mode says what is checked.
+        return Err(ctx.err(
+            &p("SQL_SSLROOTCERT"),
+            format_args!(
+                "only used with SQL_SSLMODE: verify-full (SQL_SSLMODE is {})",
+                sslmode.as_str()
+            ),
+        ));
+    }
     let password = env("SQL_PASSWORD")
         .filter(|s| !s.is_empty())
         .or(c.SQL_PASSWORD);
@@ -1271,6 +1295,46 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// verify-full takes its CA file from SQL_SSLROOTCERT; without it, or with the key under
+    /// another mode (where libpq would quietly verify), the error names the key and the file.
+    #[test]
+    fn sslmode_verify_full_and_root_cert() {
+        let base = "backends:\n  pg:\n    type: postgres\n    config:\n      \
+                    SQL_SERVER: db.example\n      SQL_USERNAME: goflow\n      SQL_DB: goflow\n\
+                    frontends:\n  netflow:\n    backend: pg\n";
+        let with =
+            |extra: &str| base.replace("SQL_DB: goflow\n", &format!("SQL_DB: goflow\n{extra}"));
+        let cfg = parse_ok(&with(
+            "      SQL_SSLMODE: Verify-Full\n      SQL_SSLROOTCERT: /etc/goflow/ca.pem\n",
+        ));
+        match &cfg.backends[0].kind {
+            BackendKind::Postgres { sql, .. } => assert_eq!(
+                sql.sslmode,
+                SslMode::VerifyFull {
+                    root_cert: PathBuf::from("/etc/goflow/ca.pem")
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        let e = parse_err(&with("      SQL_SSLMODE: verify-full\n"));
+        assert!(
+            e.contains("test.yml") && e.contains("backends.pg.config.SQL_SSLROOTCERT"),
+            "{e}"
+        );
+        let e = parse_err(&with(
+            "      SQL_SSLMODE: require\n      SQL_SSLROOTCERT: ca.pem\n",
+        ));
+        assert!(
+            e.contains("test.yml")
+                && e.contains("SQL_SSLROOTCERT")
+                && e.contains("verify-full")
+                && e.contains("line 9"),
+            "{e}"
+        );
+        let e = parse_err(&with("      SQL_SSLMODE: verify-ca\n"));
+        assert!(e.contains("SQL_SSLMODE") && e.contains("verify-ca"), "{e}");
     }
 
     #[test]

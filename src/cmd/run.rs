@@ -120,7 +120,7 @@ fn pg_plan(sql: &SqlConfig, max_age_days: Option<u32>) -> Plan {
         password: sql.password.clone(),
         dbname: sql.dbname.clone(),
         table: sql.table.clone(),
-        sslmode: sql.sslmode,
+        sslmode: sql.sslmode.clone(),
         max_age_days,
     };
     Plan {

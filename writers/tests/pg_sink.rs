@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use goflow_codec::{FlowRecord, Plan, Slot};
-use goflow_writers::pg::{self, PgConfig, PgSink, SslMode};
+use goflow_writers::pg::{self, PgSink};
 use goflow_writers::schema::COLUMNS;
 use goflow_writers::sink::{Chunk, RowEncoder, Sink};
 use pg_common::*;
@@ -358,18 +358,6 @@ fn server_side_data_error_is_fatal_and_session_recovers() {
     sink.flush().expect("flush after abort");
     assert_eq!(db.count(), rows as i64);
     assert_eq!(sink.reconnects(), 0, "the same session carried on");
-}
-
-/// SQL_SSLMODE=require cannot be honoured by this build: fatal, not an endless retry.
-#[test]
-fn sslmode_require_is_fatal() {
-    let mut cfg: PgConfig = pg_config(&random_table("tls"), None);
-    cfg.sslmode = SslMode::Require;
-    let mut sink = PgSink::new(cfg);
-    let (chunks, _) = v5_chunks(1, 1, IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let err = sink.write(&chunks[0]).expect_err("no TLS");
-    assert!(!err.is_retriable());
-    assert!(err.to_string().contains("require"), "{err}");
 }
 
 /// Nothing to flush: flush is a no-op and opens no COPY (no connection either).

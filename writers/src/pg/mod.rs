@@ -1,28 +1,36 @@
 //! The PostgreSQL / TimescaleDB backend: binary COPY rows encoded straight from record views
 //! ([`encode`], pure), shipped by a tokio-postgres session on the backend's own thread
-//! ([`sink`]), into a table whose DDL, hypertable/BRIN index and retention come from
-//! [`ddl`]. Queueing, flush policy and retry backoff belong to the generic backend thread
-//! (`backend.rs`); this module only encodes, ships and classifies errors.
+//! ([`sink`]), over plain TCP or TLS (`tls`, rustls), into a table whose DDL, hypertable/BRIN
+//! index and retention come from [`ddl`]. Queueing, flush policy and retry backoff belong to the
+//! generic backend thread (`backend.rs`); this module only encodes, ships and classifies errors.
 
 use std::fmt;
+use std::path::PathBuf;
 
 pub mod ddl;
 pub mod encode;
 pub mod sink;
+mod tls;
 
 pub use encode::{PgRowEncoder, encoder};
 pub use sink::PgSink;
 
-/// TLS use towards the server (`SQL_SSLMODE`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// TLS use towards the server (`SQL_SSLMODE`), with libpq's meanings. Over a Unix socket every
+/// mode means plain (PostgreSQL has no TLS there; libpq ignores sslmode too).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum SslMode {
     /// Plain TCP.
     Disable,
-    /// TLS when both sides can; this build has no TLS connector, so plain TCP.
+    /// TLS when the server offers it (and the handshake succeeds), else plain TCP. The
+    /// certificate is not checked.
     #[default]
     Prefer,
-    /// TLS or nothing; this build has no TLS connector, so the sink reports a fatal error.
+    /// TLS or no connection. The certificate is not checked (libpq's `require` without a root
+    /// certificate): it stops a passive listener, not a machine in the middle.
     Require,
+    /// TLS with the server's certificate chain checked up to a CA in `root_cert` (PEM) and the
+    /// host name checked against its subjectAltName (`SQL_SSLROOTCERT`).
+    VerifyFull { root_cert: PathBuf },
 }
 
 impl SslMode {
@@ -32,6 +40,7 @@ impl SslMode {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
             SslMode::Require => "require",
+            SslMode::VerifyFull { .. } => "verify-full",
         }
     }
 }

@@ -4,12 +4,13 @@
 //! opens it and sends the header, rows stream in ~1 MiB pieces, `flush` sends the trailer and
 //! waits for the server's row count; `abort` drops the COPY (the server rolls it back).
 //!
-//! It connects lazily and again after any connection error (the backend's retry paces it),
-//! creates or upgrades the table on the first successful connect, and starts a retention thread
-//! when `max_age_days` is set. Errors are classified: lost connections, timeouts and server
-//! shutdown/resource states are retriable; data and schema errors are fatal and name the table
-//! and column. Delivery is at-least-once: a connection lost after the server committed but
-//! before it said so leads to a retry of rows that are already stored.
+//! It connects lazily (plain or TLS as `sslmode` says, see `tls`) and again after any connection
+//! error (the backend's retry paces it), creates or upgrades the table on the first successful
+//! connect, and starts a retention thread when `max_age_days` is set. Errors are classified:
+//! lost connections, timeouts and server shutdown/resource states are retriable; data and schema
+//! errors are fatal and name the table and column. Delivery is at-least-once: a connection lost
+//! after the server committed but before it said so leads to a retry of rows that are already
+//! stored.
 
 use std::pin::Pin;
 use std::sync::mpsc;
@@ -21,10 +22,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, CopyInSink, NoTls};
+use tokio_postgres::config::SslMode as PqSslMode;
+use tokio_postgres::{Client, CopyInSink};
 
 use super::ddl::{self, SchemaError};
 use super::encode::{self, COPY_HEADER, COPY_TRAILER};
+use super::tls::{self, ConnectError};
 use super::{PgConfig, SslMode};
 use crate::json::{json_string, write_rfc3339};
 use crate::sink::{Chunk, Sink, SinkError};
@@ -49,10 +52,11 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// A failed retention run is tried again after this long.
 const RETENTION_RETRY: Duration = Duration::from_secs(300);
 
-/// A live session: the client and the task that drives its socket.
+/// A live session: the client, the task that drives its socket, and whether TLS protects it.
 struct Session {
     client: Client,
     task: JoinHandle<()>,
+    encrypted: bool,
 }
 
 impl Drop for Session {
@@ -202,10 +206,12 @@ impl PgSink {
         if let Some(pw) = &self.cfg.password {
             c.password(pw.as_bytes());
         }
-        c.ssl_mode(match self.cfg.sslmode {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require => tokio_postgres::config::SslMode::Require,
+        c.ssl_mode(match &self.cfg.sslmode {
+            // PostgreSQL has no TLS on Unix sockets; libpq ignores sslmode there too.
+            _ if self.cfg.host.starts_with('/') => PqSslMode::Disable,
+            SslMode::Disable => PqSslMode::Disable,
+            SslMode::Prefer => PqSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyFull { .. } => PqSslMode::Require,
         });
         c
     }
@@ -224,21 +230,26 @@ impl PgSink {
             return self.ensure_schema();
         }
         self.drop_session();
-        if self.cfg.sslmode == SslMode::Require {
-            return Err(SinkError::fatal(format!(
-                "postgres {}: SQL_SSLMODE=require, but this build has no TLS support \
-                 (use disable or prefer)",
-                self.server()
-            )));
-        }
         let config = self.pg_config();
         let server = self.server();
+        let mode = self.cfg.sslmode.clone();
         let rt = self.runtime()?;
-        let connected = rt
-            .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await });
-        let (client, connection) = match connected {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => {
+        let connected = rt.block_on(async {
+            tokio::time::timeout(CONNECT_TIMEOUT, tls::connect(&config, &mode)).await
+        });
+        let tls::Connected {
+            client,
+            connection,
+            encrypted,
+        } = match connected {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(ConnectError::Setup(msg))) => {
+                self.stats.connect_failures += 1;
+                return Err(SinkError::fatal(format!(
+                    "postgres: connect to {server}: {msg}"
+                )));
+            }
+            Ok(Err(ConnectError::Db(e))) => {
                 self.stats.connect_failures += 1;
                 return Err(classify(&e, &format!("connect to {server}")));
             }
@@ -255,13 +266,22 @@ impl PgSink {
                 log::debug!("postgres connection ended: {e}");
             }
         });
-        self.session = Some(Session { client, task });
+        self.session = Some(Session {
+            client,
+            task,
+            encrypted,
+        });
         self.stats.connects += 1;
+        let over = if encrypted { "TLS" } else { "plain TCP" };
         if self.stats.connects > 1 {
             self.stats.reconnects += 1;
-            log::info!("postgres: reconnected to {server}");
+            log::info!("postgres: reconnected to {server} over {over}");
         } else {
-            log::info!("postgres: connected to {server}, table {}", self.cfg.table);
+            log::info!(
+                "postgres: connected to {server} over {over} (sslmode {}), table {}",
+                self.cfg.sslmode.as_str(),
+                self.cfg.table
+            );
         }
         self.ensure_schema()
     }
@@ -323,12 +343,15 @@ impl PgSink {
         }
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let config = self.pg_config();
+        let mode = self.cfg.sslmode.clone();
         let table = self.cfg.table.clone();
         let timescaledb = self.timescaledb;
         let stats = Arc::clone(&self.retention);
         let spawned = thread::Builder::new()
             .name("goflow-pg-retention".into())
-            .spawn(move || retention_loop(config, table, days, timescaledb, stats, stop_rx));
+            .spawn(move || {
+                retention_loop(config, mode, table, days, timescaledb, stats, stop_rx);
+            });
         match spawned {
             Ok(_) => self.retention_stop = Some(stop_tx),
             Err(e) => log::error!("postgres: cannot start the retention thread: {e}"),
@@ -577,6 +600,14 @@ impl Sink for PgSink {
                     .is_some_and(|s| !s.client.is_closed())
                     .to_string(),
             ),
+            // Whether the current session is encrypted; null while there is none.
+            (
+                "tls",
+                self.session
+                    .as_ref()
+                    .filter(|s| !s.client.is_closed())
+                    .map_or_else(|| "null".to_string(), |s| s.encrypted.to_string()),
+            ),
             ("timescaledb", self.timescaledb.to_string()),
             ("table_bytes", opt_i64(s.table_bytes)),
             ("estimated_rows", opt_i64(s.estimated_rows)),
@@ -628,6 +659,7 @@ impl Sink for PgSink {
 /// DELETE never holds up the COPY stream. Ends when the sink drops its sender.
 fn retention_loop(
     config: tokio_postgres::Config,
+    mode: SslMode,
     table: String,
     days: u32,
     timescaledb: bool,
@@ -646,10 +678,15 @@ fn retention_loop(
     };
     loop {
         let result: Result<u64, String> = rt.block_on(async {
-            let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+            let tls::Connected {
+                client, connection, ..
+            } = tokio::time::timeout(CONNECT_TIMEOUT, tls::connect(&config, &mode))
                 .await
                 .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| error_text(&e))?;
+                .map_err(|e| match e {
+                    ConnectError::Setup(msg) => msg,
+                    ConnectError::Db(e) => error_text(&e),
+                })?;
             let task = tokio::spawn(connection);
             let pruned = ddl::prune(&client, &table, days, timescaledb)
                 .await
@@ -708,7 +745,7 @@ fn classify(e: &tokio_postgres::Error, what: &str) -> SinkError {
             if kind.starts_with("authentication error")
                 || kind.starts_with("invalid configuration")
                 || kind.starts_with("invalid connection string")
-                || kind.starts_with("error performing TLS handshake")
+                || (tls::is_handshake_error(e) && !tls::handshake_is_retriable(e))
             {
                 SinkError::fatal(text)
             } else {
