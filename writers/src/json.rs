@@ -3,12 +3,11 @@
 //! backend and `goflow decode` both write exactly this.
 
 use std::net::IpAddr;
-use std::sync::OnceLock;
 
 use bytes::BufMut;
 use goflow_codec::{FlowRecord, UnixMicros};
 
-use crate::schema::{COLUMNS, Value};
+use crate::schema::{self, COLUMNS, Value, flow_columns};
 
 /// Appends one record as a JSON object and a newline, to any buffer (`Vec<u8>`, `BytesMut`).
 /// A convenience over a per-thread [`JsonLines`].
@@ -19,40 +18,26 @@ pub fn encode_line<B: BufMut + ?Sized>(rec: &FlowRecord<'_>, out: &mut B) {
     LINES.with_borrow_mut(|lines| lines.encode(rec, out));
 }
 
-/// Longest key prefix (`,"observation_domain":` is 22 bytes); keys are copied as fixed 32-byte
-/// blocks so the copy is a couple of register moves, not a `memcpy` call.
-const KEY_BLOCK: usize = 32;
+/// The longest value's text: a quoted IPv6 address with an IPv4 tail (47 bytes), or a u64.
+const VALUE_MAX: usize = 48;
 
-/// One line's bytes at most: every column's key block plus its longest value (a quoted IPv6
-/// address with an IPv4 tail, 47 bytes), and the closing `}\n`. A line is assembled on the
-/// stack and appended with one copy.
-const LINE_CAP: usize = COLUMNS.len() * (KEY_BLOCK + 48) + 2;
+/// One line's bytes at most: every column's `,"name":` key and its longest value, and the
+/// closing `}\n`. A line is assembled in a reused buffer and appended with one copy.
+const LINE_CAP: usize = line_cap();
 
-/// `{"name":` for the first column and `,"name":` for the others, built once, each padded to a
-/// [`KEY_BLOCK`] with its real length beside it.
-fn key_blocks() -> &'static [([u8; KEY_BLOCK], usize)] {
-    static KEYS: OnceLock<Vec<([u8; KEY_BLOCK], usize)>> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        COLUMNS
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let mut k = Vec::with_capacity(KEY_BLOCK);
-                k.push(if i == 0 { b'{' } else { b',' });
-                k.push(b'"');
-                k.extend_from_slice(c.name.as_bytes());
-                k.extend_from_slice(b"\":");
-                let len = k.len().min(KEY_BLOCK);
-                let mut block = [0u8; KEY_BLOCK];
-                block[..len].copy_from_slice(&k[..len]);
-                (block, len)
-            })
-            .collect()
-    })
+const fn line_cap() -> usize {
+    let mut len = 2;
+    let mut i = 0;
+    while i < COLUMNS.len() {
+        len += COLUMNS[i].name.len() + 4 + VALUE_MAX;
+        i += 1;
+    }
+    len
 }
 
-/// A line being assembled: a fixed stack buffer and a cursor. Writes past the end are
-/// dropped rather than panicking (LINE_CAP makes that impossible; a test checks the worst case).
+/// A line being assembled: a buffer of [`LINE_CAP`] bytes and a cursor. Writes past the end
+/// are dropped rather than panicking (LINE_CAP makes that impossible; a test checks the worst
+/// case).
 struct Line<'b> {
     buf: &'b mut [u8],
     len: usize,
@@ -69,6 +54,14 @@ impl Line<'_> {
         }
     }
 
+    /// The next `N` bytes of the buffer, to be written in place (the caller advances `len`).
+    #[inline(always)]
+    fn window<const N: usize>(&mut self) -> Option<&mut [u8; N]> {
+        self.buf
+            .get_mut(self.len..self.len + N)
+            .and_then(|w| w.try_into().ok())
+    }
+
     #[inline(always)]
     fn put(&mut self, bytes: &[u8]) {
         if let Some(dst) = self.buf.get_mut(self.len..self.len + bytes.len()) {
@@ -78,15 +71,32 @@ impl Line<'_> {
     }
 }
 
-/// The JSON-lines encoder with its small cache: the last day formatted as `YYYY-MM-DD` (a
-/// record's three timestamps, and consecutive records, almost always share it), so a timestamp
-/// costs a few divisions and digit pairs.
+/// The JSON-lines encoder with its small cache: the last two days formatted as `YYYY-MM-DD`
+/// (a record's three timestamps, and consecutive records, almost always share one), so a
+/// timestamp costs a few multiplications and digit pairs.
 #[derive(Clone, Debug, Default)]
 pub struct JsonLines {
-    day: Option<(i64, [u8; 10])>,
+    days: [Option<(i64, [u8; 10])>; 2],
     /// The line buffer, [`LINE_CAP`] bytes once used; reused so it is not zeroed per record.
     line: Vec<u8>,
 }
+
+macro_rules! json_columns {
+    ($($name:ident: $ty:ident, $nullable:literal, $read:expr;)*) => {
+        impl JsonLines {
+            /// Every column as `,"name":value`, in schema order, each accessor inlined (the
+            /// caller turns the first `,` into `{`).
+            #[inline(always)]
+            fn put_columns(&mut self, rec: &FlowRecord<'_>, line: &mut Line<'_>) {
+                $(
+                    line.put(concat!(",\"", stringify!($name), "\":").as_bytes());
+                    self.put_value(schema::read(rec, $read), line);
+                )*
+            }
+        }
+    };
+}
+flow_columns!(json_columns);
 
 impl JsonLines {
     /// Appends one record as a JSON object and a newline.
@@ -99,69 +109,95 @@ impl JsonLines {
             buf: &mut buf,
             len: 0,
         };
-        for (col, (key, key_len)) in COLUMNS.iter().zip(key_blocks()) {
-            line.put_block(key, *key_len);
-            match (col.read)(rec) {
-                Value::Null => line.put_block(b"null", 4),
-                Value::Uint(v) => line.put(itoa::Buffer::new().format(v).as_bytes()),
-                Value::Ip(ip) => {
-                    let (text, len) = ip_quoted(ip);
-                    line.put_block(&text, len);
-                }
-                Value::Time(t) => {
-                    let mut b = [0u8; 29];
-                    b[0] = b'"';
-                    self.rfc3339(t, &mut b[1..28]);
-                    b[28] = b'"';
-                    line.put_block(&b, 29);
-                }
-            }
-        }
+        self.put_columns(rec, &mut line);
         line.put_block(b"}\n", 2);
         let len = line.len;
+        if let Some(first) = buf.first_mut() {
+            *first = b'{';
+        }
         out.put_slice(buf.get(..len).unwrap_or_default());
         self.line = buf;
     }
 
-    /// Writes the 27-byte form of `t` into `b[..27]`.
-    fn rfc3339(&mut self, t: UnixMicros, b: &mut [u8]) {
-        let secs = t.div_euclid(1_000_000);
-        let day = secs.div_euclid(86_400);
-        let date = match self.day {
+    #[inline(always)]
+    fn put_value(&mut self, value: Value, line: &mut Line<'_>) {
+        match value {
+            Value::Null => line.put_block(b"null", 4),
+            Value::Uint(v) => line.put(itoa::Buffer::new().format(v).as_bytes()),
+            Value::Ip(IpAddr::V4(v4)) => put_ipv4_quoted(line, v4),
+            Value::Ip(IpAddr::V6(v6)) => {
+                let (text, len) = ipv6_quoted(v6);
+                line.put_block(&text, len);
+            }
+            Value::Time(t) => {
+                if let Some(w) = line.window::<29>() {
+                    w[0] = b'"';
+                    w[28] = b'"';
+                    if let Ok(text) = <&mut [u8; 27]>::try_from(&mut w[1..28]) {
+                        self.rfc3339(t, text);
+                    }
+                    line.len += 29;
+                }
+            }
+        }
+    }
+
+    /// Writes the 27-byte form of `t` into `b`.
+    #[inline(always)]
+    fn rfc3339(&mut self, t: UnixMicros, b: &mut [u8; 27]) {
+        // Unsigned arithmetic for the usual case (after 1970): divisions by constants are a
+        // multiplication each.
+        let (day, sod, us) = match u64::try_from(t) {
+            Ok(t) => {
+                let secs = t / 1_000_000;
+                ((secs / 86_400) as i64, secs % 86_400, t % 1_000_000)
+            }
+            Err(_) => {
+                let secs = t.div_euclid(1_000_000);
+                (
+                    secs.div_euclid(86_400),
+                    secs.rem_euclid(86_400) as u64,
+                    t.rem_euclid(1_000_000) as u64,
+                )
+            }
+        };
+        // Two days cached, by parity: around midnight a record's times straddle two days.
+        let slot = &mut self.days[(day & 1) as usize];
+        let date = match *slot {
             Some((d, text)) if d == day => text,
             _ => {
                 let text = date_text(day);
-                self.day = Some((day, text));
+                *slot = Some((day, text));
                 text
             }
         };
-        let Some(b) = b.get_mut(..27) else {
-            return;
-        };
-        b[..10].copy_from_slice(&date);
-        let sod = secs.rem_euclid(86_400) as u64;
-        b[10] = b'T';
-        put_pair(&mut b[11..13], sod / 3600);
-        b[13] = b':';
-        put_pair(&mut b[14..16], sod / 60 % 60);
-        b[16] = b':';
-        put_pair(&mut b[17..19], sod % 60);
-        b[19] = b'.';
-        let us = t.rem_euclid(1_000_000) as u64;
-        put_pair(&mut b[20..22], us / 10_000);
-        put_pair(&mut b[22..24], us / 100 % 100);
-        put_pair(&mut b[24..26], us % 100);
-        b[26] = b'Z';
+        let [h, m, s] = [sod / 3600, sod / 60 % 60, sod % 60].map(pair);
+        let [u0, u1, u2] = [us / 10_000, us / 100 % 100, us % 100].map(pair);
+        let [y0, y1, y2, y3, _, mo0, mo1, _, d0, d1] = date;
+        *b = [
+            y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h[0], h[1], b':', m[0], m[1], b':',
+            s[0], s[1], b'.', u0[0], u0[1], u1[0], u1[1], u2[0], u2[1], b'Z',
+        ];
     }
 }
 
-/// Two decimal digits of `v` (0..=99) into `dst[..2]`.
-#[inline]
-fn put_pair(dst: &mut [u8], v: u64) {
-    if let [hi, lo, ..] = dst {
-        *hi = b'0' + (v / 10 % 10) as u8;
-        *lo = b'0' + (v % 10) as u8;
+/// The two decimal digits of every number below 100.
+static PAIRS: [[u8; 2]; 100] = pairs();
+
+const fn pairs() -> [[u8; 2]; 100] {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
     }
+    t
+}
+
+/// Two decimal digits of `v % 100`.
+#[inline(always)]
+fn pair(v: u64) -> [u8; 2] {
+    PAIRS[(v % 100) as usize]
 }
 
 /// `YYYY-MM-DD` of a day number (years clamped to 0..=9999 to keep the fixed form).
@@ -176,46 +212,134 @@ fn date_text(days: i64) -> [u8; 10] {
     b
 }
 
-/// An address in quotes, in its usual text form (`"192.0.2.1"`, `"2001:db8::1"`), in a fixed
-/// block with its length. IPv4 by hand (the common case, on the hot path); IPv6 through
-/// `Display`.
-fn ip_quoted(ip: IpAddr) -> ([u8; 48], usize) {
-    // 45 bytes is the longest IPv6 text form (with an embedded IPv4 tail), plus quotes.
-    let mut buf = [0u8; 48];
-    let mut n = 1;
-    buf[0] = b'"';
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if octet >= 100 {
-                    buf[n] = b'0' + octet / 100;
-                    n += 1;
-                }
-                if octet >= 10 {
-                    buf[n] = b'0' + octet / 10 % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + octet % 10;
-                n += 1;
-            }
-        }
-        IpAddr::V6(v6) => {
-            use std::io::Write as _;
-            let mut cur = std::io::Cursor::new(&mut buf[1..47]);
-            if write!(cur, "{v6}").is_ok() {
-                n += usize::try_from(cur.position()).unwrap_or(0);
-            }
-        }
+/// Each octet's decimal text, left-aligned, with its length in the last byte.
+static OCTET_TEXT: [[u8; 4]; 256] = octet_text();
+
+const fn octet_text() -> [[u8; 4]; 256] {
+    let mut t = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        let o = i as u8;
+        t[i] = if o >= 100 {
+            [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10, 3]
+        } else if o >= 10 {
+            [b'0' + o / 10, b'0' + o % 10, 0, 2]
+        } else {
+            [b'0' + o, 0, 0, 1]
+        };
+        i += 1;
     }
-    if let Some(q) = buf.get_mut(n) {
+    t
+}
+
+/// An IPv4 address in quotes (`"192.0.2.1"`), written in place: four table lookups, no
+/// divisions.
+#[inline(always)]
+fn put_ipv4_quoted(line: &mut Line<'_>, ip: std::net::Ipv4Addr) {
+    // `"255.255.255.255"` is 17 bytes; each octet's 4-byte table entry is copied whole (its
+    // slack is overwritten by what follows), so the window is 20.
+    let Some(w) = line.window::<20>() else {
+        return;
+    };
+    let mut n = 0;
+    for octet in ip.octets() {
+        // `n` is at most 12 here.
+        let text = OCTET_TEXT[usize::from(octet)];
+        if let Some([dot, digits @ ..]) = w.get_mut(n..n + 5) {
+            *dot = b'.';
+            digits.copy_from_slice(&text);
+        }
+        n += 1 + usize::from(text[3]);
+    }
+    // The first '.' becomes the opening quote; the closing one follows the last digit.
+    w[0] = b'"';
+    if let Some(q) = w.get_mut(n) {
         *q = b'"';
-        n += 1;
     }
-    (buf, n)
+    line.len += n + 1;
+}
+
+/// [`put_ipv4_quoted`] into a block of its own, with the length.
+fn ipv4_quoted(ip: std::net::Ipv4Addr) -> ([u8; 20], usize) {
+    let mut buf = [0u8; 20];
+    let mut line = Line {
+        buf: &mut buf,
+        len: 0,
+    };
+    put_ipv4_quoted(&mut line, ip);
+    let len = line.len;
+    (buf, len)
+}
+
+/// An IPv6 address in quotes, in the text form `Display` gives (RFC 5952: lowercase hex
+/// without leading zeros, the longest run of two or more zero groups, the first of equal runs,
+/// as `::`; `::ffff:a.b.c.d` for IPv4-mapped addresses), in a fixed block with its length.
+/// By hand because `Display` through `fmt` costs more than the rest of the line.
+fn ipv6_quoted(ip: std::net::Ipv6Addr) -> ([u8; VALUE_MAX], usize) {
+    let mut out = [0u8; VALUE_MAX];
+    let mut line = Line {
+        buf: &mut out,
+        len: 0,
+    };
+    line.put(b"\"");
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        line.put(b"::ffff:");
+        let (text, len) = ipv4_quoted(v4);
+        // Without its quotes.
+        line.put(text.get(1..len - 1).unwrap_or_default());
+    } else {
+        let groups = ip.segments();
+        // The longest run of zero groups (the first of equal length); runs of one stay.
+        let (mut best_at, mut best_len, mut run_at, mut run_len) = (0, 0, 0, 0);
+        for (i, g) in groups.iter().enumerate() {
+            if *g == 0 {
+                if run_len == 0 {
+                    run_at = i;
+                }
+                run_len += 1;
+                if run_len > best_len {
+                    (best_at, best_len) = (run_at, run_len);
+                }
+            } else {
+                run_len = 0;
+            }
+        }
+        let skip = if best_len >= 2 {
+            best_at..best_at + best_len
+        } else {
+            0..0
+        };
+        let mut i = 0;
+        while i < groups.len() {
+            if i == skip.start && !skip.is_empty() {
+                line.put(b"::");
+                i = skip.end;
+                continue;
+            }
+            if i > 0 && i != skip.end {
+                line.put(b":");
+            }
+            put_hex_group(&mut line, groups[i]);
+            i += 1;
+        }
+    }
+    line.put(b"\"");
+    let len = line.len;
+    (out, len)
+}
+
+/// One IPv6 group in lowercase hex without leading zeros.
+#[inline]
+fn put_hex_group(line: &mut Line<'_>, g: u16) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = [
+        HEX[usize::from(g >> 12)],
+        HEX[usize::from(g >> 8 & 0xf)],
+        HEX[usize::from(g >> 4 & 0xf)],
+        HEX[usize::from(g & 0xf)],
+    ];
+    let skip = (g.leading_zeros() / 4).min(3) as usize;
+    line.put(digits.get(skip..).unwrap_or_default());
 }
 
 /// `s` as a JSON string literal (for sinks' status values).
@@ -282,6 +406,10 @@ mod tests {
         assert_eq!(fmt(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
         assert_eq!(fmt(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
         assert_eq!(fmt(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(fmt(-1_000_000), "1969-12-31T23:59:59.000000Z");
+        assert_eq!(fmt(-86_400_000_000), "1969-12-31T00:00:00.000000Z");
+        assert_eq!(fmt(-86_400_000_001), "1969-12-30T23:59:59.999999Z");
+        assert_eq!(fmt(253_402_300_799_999_999), "9999-12-31T23:59:59.999999Z");
     }
 
     #[test]
@@ -296,9 +424,28 @@ mod tests {
             "::",
             "::ffff:192.0.2.1",
             "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "::1",
+            "1::",
+            "1:0:1::",
+            "1:0:0:1:0:0:1:0",
+            "0:1:0:1:0:1:0:1",
+            "::ffff:0.0.0.0",
+            "::1.2.3.4",
+            "fe80::1:0:0:0",
+            "2001:db8:0:0:1:0:0:1",
+            "abcd:ef01:2345:6789:abcd:ef01:2345:6789",
         ] {
             let ip: IpAddr = ip.parse().expect("address");
-            let (text, len) = ip_quoted(ip);
+            let (text, len) = match ip {
+                IpAddr::V4(v4) => {
+                    let (text, len) = ipv4_quoted(v4);
+                    (text.to_vec(), len)
+                }
+                IpAddr::V6(v6) => {
+                    let (text, len) = ipv6_quoted(v6);
+                    (text.to_vec(), len)
+                }
+            };
             assert_eq!(&text[..len], format!("\"{ip}\"").as_bytes());
         }
     }
@@ -324,18 +471,41 @@ mod tests {
     }
 
     #[test]
-    fn the_longest_line_fits() {
-        // Every column at its longest: IPv6 addresses with an IPv4 tail, u64::MAX counters.
-        let longest = COLUMNS.len() * (KEY_BLOCK + 48) + 2;
-        assert_eq!(LINE_CAP, longest);
-        for (c, (_, len)) in COLUMNS.iter().zip(key_blocks()) {
-            assert_eq!(*len, c.name.len() + 4, "{} fits its key block", c.name);
-        }
-        let (_, v6_len) = ip_quoted(
+    fn the_longest_value_fits() {
+        // LINE_CAP reserves VALUE_MAX per column: the longest address (IPv6 with an IPv4
+        // tail), u64::MAX, a quoted time and null all fit.
+        let (_, v6_len) = ipv6_quoted(
             "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
                 .parse()
                 .expect("v6"),
         );
-        assert!(v6_len <= 48 && itoa::Buffer::new().format(u64::MAX).len() <= 48);
+        assert!(v6_len <= VALUE_MAX);
+        assert!(itoa::Buffer::new().format(u64::MAX).len() <= VALUE_MAX);
+        assert!(ipv4_quoted(std::net::Ipv4Addr::BROADCAST).1 <= VALUE_MAX);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_ipv6_matches_display(bits: u128, zero_mask: u8) {
+            // Zero some groups so runs of zeros of every length and position occur.
+            let mut groups = std::net::Ipv6Addr::from(bits).segments();
+            for (i, g) in groups.iter_mut().enumerate() {
+                if zero_mask & (1 << i) != 0 {
+                    *g = 0;
+                }
+            }
+            let ip = std::net::Ipv6Addr::from(groups);
+            let (text, len) = ipv6_quoted(ip);
+            let want = format!("\"{ip}\"");
+            proptest::prop_assert_eq!(&text[..len], want.as_bytes());
+        }
+
+        #[test]
+        fn any_ipv4_matches_display(bits: u32) {
+            let ip = std::net::Ipv4Addr::from(bits);
+            let (text, len) = ipv4_quoted(ip);
+            let want = format!("\"{ip}\"");
+            proptest::prop_assert_eq!(&text[..len], want.as_bytes());
+        }
     }
 }

@@ -58,7 +58,8 @@ pub enum Value {
 }
 
 impl Value {
-    fn opt<T: Into<u64>>(v: Option<T>) -> Value {
+    #[inline(always)]
+    pub(crate) fn opt<T: Into<u64>>(v: Option<T>) -> Value {
         v.map_or(Value::Null, |v| Value::Uint(v.into()))
     }
 }
@@ -89,51 +90,58 @@ const fn col(
     }
 }
 
-use ColumnType as T;
+/// The flow table, in storage order, one line per column: `name: Type, nullable, accessor;`.
+/// This list is the schema's one definition. [`COLUMNS`] is built from it for code that walks
+/// the columns at run time (DDL, tests); the hot encoders (JSON lines, binary COPY) expand it
+/// with a macro of their own, so each column's accessor is inlined into straight-line code
+/// instead of being called through a function pointer per column.
+macro_rules! flow_columns {
+    ($then:ident) => {
+        $then! {
+            time_received: Time, false, |r| Value::Time(r.time_received());
+            first_switched: Time, false, |r| Value::Time(r.first_switched());
+            last_switched: Time, false, |r| Value::Time(r.last_switched());
+            exporter: Ip, false, |r| Value::Ip(r.exporter());
+            observation_domain: U32, false, |r| Value::Uint(r.observation_domain().into());
+            sampling_rate: U32, false, |r| Value::Uint(r.sampling_rate().into());
+            src_ip: Ip, true, |r| r.src_ip().map_or(Value::Null, Value::Ip);
+            dst_ip: Ip, true, |r| r.dst_ip().map_or(Value::Null, Value::Ip);
+            next_hop: Ip, true, |r| r.next_hop().map_or(Value::Null, Value::Ip);
+            src_port: U16, true, |r| Value::opt(r.src_port());
+            dst_port: U16, true, |r| Value::opt(r.dst_port());
+            protocol: U8, true, |r| Value::opt(r.protocol());
+            in_bytes: U64, true, |r| Value::opt(r.in_bytes());
+            in_pkts: U64, true, |r| Value::opt(r.in_pkts());
+            tcp_flags: U16, true, |r| Value::opt(r.tcp_flags());
+            tos: U8, true, |r| Value::opt(r.tos());
+            input_if: U32, true, |r| Value::opt(r.input_if());
+            output_if: U32, true, |r| Value::opt(r.output_if());
+            src_as: U32, true, |r| Value::opt(r.src_as());
+            dst_as: U32, true, |r| Value::opt(r.dst_as());
+            src_mask: U8, true, |r| Value::opt(r.src_mask());
+            dst_mask: U8, true, |r| Value::opt(r.dst_mask());
+            direction: U8, true, |r| Value::opt(r.direction());
+            ip_version: U8, true, |r| Value::opt(r.ip_version());
+        }
+    };
+}
+pub(crate) use flow_columns;
 
-/// The flow table, in storage order.
-pub const COLUMNS: &[Column] = &[
-    col("time_received", T::Time, false, |r| {
-        Value::Time(r.time_received())
-    }),
-    col("first_switched", T::Time, false, |r| {
-        Value::Time(r.first_switched())
-    }),
-    col("last_switched", T::Time, false, |r| {
-        Value::Time(r.last_switched())
-    }),
-    col("exporter", T::Ip, false, |r| Value::Ip(r.exporter())),
-    col("observation_domain", T::U32, false, |r| {
-        Value::Uint(r.observation_domain().into())
-    }),
-    col("sampling_rate", T::U32, false, |r| {
-        Value::Uint(r.sampling_rate().into())
-    }),
-    col("src_ip", T::Ip, true, |r| {
-        r.src_ip().map_or(Value::Null, Value::Ip)
-    }),
-    col("dst_ip", T::Ip, true, |r| {
-        r.dst_ip().map_or(Value::Null, Value::Ip)
-    }),
-    col("next_hop", T::Ip, true, |r| {
-        r.next_hop().map_or(Value::Null, Value::Ip)
-    }),
-    col("src_port", T::U16, true, |r| Value::opt(r.src_port())),
-    col("dst_port", T::U16, true, |r| Value::opt(r.dst_port())),
-    col("protocol", T::U8, true, |r| Value::opt(r.protocol())),
-    col("in_bytes", T::U64, true, |r| Value::opt(r.in_bytes())),
-    col("in_pkts", T::U64, true, |r| Value::opt(r.in_pkts())),
-    col("tcp_flags", T::U16, true, |r| Value::opt(r.tcp_flags())),
-    col("tos", T::U8, true, |r| Value::opt(r.tos())),
-    col("input_if", T::U32, true, |r| Value::opt(r.input_if())),
-    col("output_if", T::U32, true, |r| Value::opt(r.output_if())),
-    col("src_as", T::U32, true, |r| Value::opt(r.src_as())),
-    col("dst_as", T::U32, true, |r| Value::opt(r.dst_as())),
-    col("src_mask", T::U8, true, |r| Value::opt(r.src_mask())),
-    col("dst_mask", T::U8, true, |r| Value::opt(r.dst_mask())),
-    col("direction", T::U8, true, |r| Value::opt(r.direction())),
-    col("ip_version", T::U8, true, |r| Value::opt(r.ip_version())),
-];
+/// Calls a column's accessor from [`flow_columns!`] directly (generic, so it is inlined).
+#[inline(always)]
+pub(crate) fn read<F: Fn(&FlowRecord<'_>) -> Value>(rec: &FlowRecord<'_>, accessor: F) -> Value {
+    accessor(rec)
+}
+
+macro_rules! column_table {
+    ($($name:ident: $ty:ident, $nullable:literal, $read:expr;)*) => {
+        /// The flow table, in storage order.
+        pub const COLUMNS: &[Column] = &[
+            $(col(stringify!($name), ColumnType::$ty, $nullable, $read),)*
+        ];
+    };
+}
+flow_columns!(column_table);
 
 /// The column by name.
 pub fn column(name: &str) -> Option<&'static Column> {
