@@ -76,7 +76,7 @@ impl Line<'_> {
 /// timestamp costs a few multiplications and digit pairs.
 #[derive(Clone, Debug, Default)]
 pub struct JsonLines {
-    days: [Option<(i64, [u8; 10])>; 2],
+    days: [Option<(i64, [u8; 16])>; 2],
     /// The line buffer, [`LINE_CAP`] bytes once used; reused so it is not zeroed per record.
     line: Vec<u8>,
 }
@@ -123,28 +123,23 @@ impl JsonLines {
     fn put_value(&mut self, value: Value, line: &mut Line<'_>) {
         match value {
             Value::Null => line.put_block(b"null", 4),
-            Value::Uint(v) => line.put(itoa::Buffer::new().format(v).as_bytes()),
+            Value::Uint(v) => put_uint(line, v),
             Value::Ip(IpAddr::V4(v4)) => put_ipv4_quoted(line, v4),
-            Value::Ip(IpAddr::V6(v6)) => {
-                let (text, len) = ipv6_quoted(v6);
-                line.put_block(&text, len);
-            }
+            Value::Ip(IpAddr::V6(v6)) => put_ipv6_quoted(line, v6),
             Value::Time(t) => {
                 if let Some(w) = line.window::<29>() {
-                    w[0] = b'"';
-                    w[28] = b'"';
-                    if let Ok(text) = <&mut [u8; 27]>::try_from(&mut w[1..28]) {
-                        self.rfc3339(t, text);
-                    }
+                    self.put_time(t, w);
                     line.len += 29;
                 }
             }
         }
     }
 
-    /// Writes the 27-byte form of `t` into `b`.
+    /// Writes `t` as a quoted RFC 3339 string, `"YYYY-MM-DDTHH:MM:SS.ffffffZ"`, into `w`: the
+    /// cached day block, then the time of day and the fraction as one 8-byte word each (single
+    /// byte stores were the encoder's hottest spot).
     #[inline(always)]
-    fn rfc3339(&mut self, t: UnixMicros, b: &mut [u8; 27]) {
+    fn put_time(&mut self, t: UnixMicros, w: &mut [u8; 29]) {
         // Unsigned arithmetic for the usual case (after 1970): divisions by constants are a
         // multiplication each.
         let (day, sod, us) = match u64::try_from(t) {
@@ -163,22 +158,65 @@ impl JsonLines {
         };
         // Two days cached, by parity: around midnight a record's times straddle two days.
         let slot = &mut self.days[(day & 1) as usize];
-        let date = match *slot {
-            Some((d, text)) if d == day => text,
+        let block = match *slot {
+            Some((d, block)) if d == day => block,
             _ => {
-                let text = date_text(day);
-                *slot = Some((day, text));
-                text
+                let block = day_block(day);
+                *slot = Some((day, block));
+                block
             }
         };
-        let [h, m, s] = [sod / 3600, sod / 60 % 60, sod % 60].map(pair);
-        let [u0, u1, u2] = [us / 10_000, us / 100 % 100, us % 100].map(pair);
-        let [y0, y1, y2, y3, _, mo0, mo1, _, d0, d1] = date;
-        *b = [
-            y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h[0], h[1], b':', m[0], m[1], b':',
-            s[0], s[1], b'.', u0[0], u0[1], u1[0], u1[1], u2[0], u2[1], b'Z',
-        ];
+        let hms = pair_word(sod / 3600)
+            | u64::from(b':') << 16
+            | pair_word(sod / 60 % 60) << 24
+            | u64::from(b':') << 40
+            | pair_word(sod % 60) << 48;
+        let frac = u64::from(b'.')
+            | pair_word(us / 10_000) << 8
+            | pair_word(us / 100 % 100) << 24
+            | pair_word(us % 100) << 40
+            | u64::from(b'Z') << 56;
+        // Constant ranges of a 29-byte array: checked at compile time.
+        w[..16].copy_from_slice(&block);
+        w[12..20].copy_from_slice(&hms.to_le_bytes());
+        w[20..28].copy_from_slice(&frac.to_le_bytes());
+        w[28] = b'"';
     }
+}
+
+/// Two decimal digits of `v % 100` as a little-endian 16-bit word, widened.
+#[inline(always)]
+fn pair_word(v: u64) -> u64 {
+    u64::from(u16::from_le_bytes(pair(v)))
+}
+
+/// `v` in decimal, written in place. Most flow fields (ports, protocol, masks, interface
+/// indexes, AS numbers, packet counts) are below 10 000: those take one or two table lookups;
+/// larger values go through `itoa`.
+#[inline(always)]
+fn put_uint(line: &mut Line<'_>, v: u64) {
+    if v >= 10_000 {
+        line.put(itoa::Buffer::new().format(v).as_bytes());
+        return;
+    }
+    let Some(w) = line.window::<4>() else {
+        return;
+    };
+    let (hi, lo) = (pair(v / 100), pair(v));
+    let len = if v < 10 {
+        w[0] = lo[1];
+        1
+    } else if v < 100 {
+        [w[0], w[1]] = lo;
+        2
+    } else if v < 1000 {
+        [w[0], w[1], w[2]] = [hi[1], lo[0], lo[1]];
+        3
+    } else {
+        *w = [hi[0], hi[1], lo[0], lo[1]];
+        4
+    };
+    line.len += len;
 }
 
 /// The two decimal digits of every number below 100.
@@ -200,15 +238,18 @@ fn pair(v: u64) -> [u8; 2] {
     PAIRS[(v % 100) as usize]
 }
 
-/// `YYYY-MM-DD` of a day number (years clamped to 0..=9999 to keep the fixed form).
-fn date_text(days: i64) -> [u8; 10] {
+/// `"YYYY-MM-DDT` of a day number and 4 bytes of slack (years clamped to 0..=9999 to keep the
+/// fixed form).
+fn day_block(days: i64) -> [u8; 16] {
     let (y, m, d) = civil_from_days(days);
-    let mut b = [0u8; 10];
-    put_digits(&mut b[0..4], y.clamp(0, 9999) as u64);
-    b[4] = b'-';
-    put_digits(&mut b[5..7], u64::from(m));
-    b[7] = b'-';
-    put_digits(&mut b[8..10], u64::from(d));
+    let mut b = [0u8; 16];
+    b[0] = b'"';
+    put_digits(&mut b[1..5], y.clamp(0, 9999) as u64);
+    b[5] = b'-';
+    put_digits(&mut b[6..8], u64::from(m));
+    b[8] = b'-';
+    put_digits(&mut b[9..11], u64::from(d));
+    b[11] = b'T';
     b
 }
 
@@ -236,6 +277,12 @@ const fn octet_text() -> [[u8; 4]; 256] {
 /// divisions.
 #[inline(always)]
 fn put_ipv4_quoted(line: &mut Line<'_>, ip: std::net::Ipv4Addr) {
+    put_ipv4(line, ip, b'"');
+}
+
+/// An IPv4 address, `open` (a quote, or the ':' of `::ffff:`) before it and a quote after.
+#[inline(always)]
+fn put_ipv4(line: &mut Line<'_>, ip: std::net::Ipv4Addr, open: u8) {
     // `"255.255.255.255"` is 17 bytes; each octet's 4-byte table entry is copied whole (its
     // slack is overwritten by what follows), so the window is 20.
     let Some(w) = line.window::<20>() else {
@@ -251,8 +298,8 @@ fn put_ipv4_quoted(line: &mut Line<'_>, ip: std::net::Ipv4Addr) {
         }
         n += 1 + usize::from(text[3]);
     }
-    // The first '.' becomes the opening quote; the closing one follows the last digit.
-    w[0] = b'"';
+    // The first '.' becomes the opening byte; the closing quote follows the last digit.
+    w[0] = open;
     if let Some(q) = w.get_mut(n) {
         *q = b'"';
     }
@@ -260,6 +307,7 @@ fn put_ipv4_quoted(line: &mut Line<'_>, ip: std::net::Ipv4Addr) {
 }
 
 /// [`put_ipv4_quoted`] into a block of its own, with the length.
+#[cfg(test)]
 fn ipv4_quoted(ip: std::net::Ipv4Addr) -> ([u8; 20], usize) {
     let mut buf = [0u8; 20];
     let mut line = Line {
@@ -273,73 +321,99 @@ fn ipv4_quoted(ip: std::net::Ipv4Addr) -> ([u8; 20], usize) {
 
 /// An IPv6 address in quotes, in the text form `Display` gives (RFC 5952: lowercase hex
 /// without leading zeros, the longest run of two or more zero groups, the first of equal runs,
-/// as `::`; `::ffff:a.b.c.d` for IPv4-mapped addresses), in a fixed block with its length.
-/// By hand because `Display` through `fmt` costs more than the rest of the line.
-fn ipv6_quoted(ip: std::net::Ipv6Addr) -> ([u8; VALUE_MAX], usize) {
-    let mut out = [0u8; VALUE_MAX];
-    let mut line = Line {
-        buf: &mut out,
-        len: 0,
-    };
-    line.put(b"\"");
+/// as `::`; `::ffff:a.b.c.d` for IPv4-mapped addresses), written in place. By hand because
+/// `Display` through `fmt` costs more than the rest of the line. Kept out of line: inlined at
+/// every address column it slowed the IPv4 path.
+#[inline(never)]
+fn put_ipv6_quoted(line: &mut Line<'_>, ip: std::net::Ipv6Addr) {
     if let Some(v4) = ip.to_ipv4_mapped() {
-        line.put(b"::ffff:");
-        let (text, len) = ipv4_quoted(v4);
-        // Without its quotes.
-        line.put(text.get(1..len - 1).unwrap_or_default());
-    } else {
-        let groups = ip.segments();
-        // The longest run of zero groups (the first of equal length); runs of one stay.
-        let (mut best_at, mut best_len, mut run_at, mut run_len) = (0, 0, 0, 0);
-        for (i, g) in groups.iter().enumerate() {
-            if *g == 0 {
-                if run_len == 0 {
-                    run_at = i;
-                }
-                run_len += 1;
-                if run_len > best_len {
-                    (best_at, best_len) = (run_at, run_len);
-                }
-            } else {
-                run_len = 0;
+        line.put(b"\"::ffff");
+        put_ipv4(line, v4, b':');
+        return;
+    }
+    let groups = ip.segments();
+    // The longest run of zero groups (the first of equal length); runs of one stay.
+    let (mut best_at, mut best_len, mut run_at, mut run_len) = (0, 0, 0, 0);
+    for (i, g) in groups.iter().enumerate() {
+        if *g == 0 {
+            if run_len == 0 {
+                run_at = i;
             }
-        }
-        let skip = if best_len >= 2 {
-            best_at..best_at + best_len
+            run_len += 1;
+            if run_len > best_len {
+                (best_at, best_len) = (run_at, run_len);
+            }
         } else {
-            0..0
-        };
-        let mut i = 0;
-        while i < groups.len() {
-            if i == skip.start && !skip.is_empty() {
-                line.put(b"::");
-                i = skip.end;
-                continue;
-            }
-            if i > 0 && i != skip.end {
-                line.put(b":");
-            }
-            put_hex_group(&mut line, groups[i]);
-            i += 1;
+            run_len = 0;
         }
     }
-    line.put(b"\"");
-    let len = line.len;
-    (out, len)
+    let skip = if best_len >= 2 {
+        best_at..best_at + best_len
+    } else {
+        8..8
+    };
+    // 8 groups of 4 digits, 7 separators and 2 quotes are 41 bytes; a group is written as 4
+    // bytes whatever its length, so the window is 48.
+    let Some(w) = line.window::<48>() else {
+        return;
+    };
+    let mut n = 1;
+    let mut i = 0;
+    while i < 8 {
+        if i == skip.start {
+            if let Some(d) = w.get_mut(n..n + 2) {
+                d.copy_from_slice(b"::");
+            }
+            n += 2;
+            i = skip.end;
+            continue;
+        }
+        if i > 0 && i != skip.end {
+            if let Some(d) = w.get_mut(n) {
+                *d = b':';
+            }
+            n += 1;
+        }
+        let (digits, len) = hex_group(groups.get(i).copied().unwrap_or(0));
+        if let Some(d) = w.get_mut(n..n + 4) {
+            d.copy_from_slice(&digits);
+        }
+        n += len;
+        i += 1;
+    }
+    w[0] = b'"';
+    if let Some(q) = w.get_mut(n) {
+        *q = b'"';
+    }
+    line.len += n + 1;
 }
 
-/// One IPv6 group in lowercase hex without leading zeros.
-#[inline]
-fn put_hex_group(line: &mut Line<'_>, g: u16) {
+/// One IPv6 group in lowercase hex without leading zeros: 4 bytes (left-aligned) and how many
+/// are used.
+#[inline(always)]
+fn hex_group(g: u16) -> ([u8; 4], usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = [
-        HEX[usize::from(g >> 12)],
-        HEX[usize::from(g >> 8 & 0xf)],
-        HEX[usize::from(g >> 4 & 0xf)],
-        HEX[usize::from(g & 0xf)],
-    ];
-    let skip = (g.leading_zeros() / 4).min(3) as usize;
-    line.put(digits.get(skip..).unwrap_or_default());
+    let len = 4 - (g.leading_zeros() / 4).min(3) as usize;
+    let mut digits = [0u8; 4];
+    for (k, d) in digits.iter_mut().enumerate() {
+        // Digit k of a `len`-digit number, most significant first.
+        let shift = 4 * (len as u32).saturating_sub(1 + k as u32);
+        *d = HEX[usize::from(g >> shift & 0xf)];
+    }
+    (digits, len)
+}
+
+/// [`put_ipv6_quoted`] into a block of its own, with the length.
+#[cfg(test)]
+fn ipv6_quoted(ip: std::net::Ipv6Addr) -> ([u8; 64], usize) {
+    let mut buf = [0u8; 64];
+    let mut line = Line {
+        buf: &mut buf,
+        len: 0,
+    };
+    put_ipv6_quoted(&mut line, ip);
+    let len = line.len;
+    (buf, len)
 }
 
 /// `s` as a JSON string literal (for sinks' status values).
@@ -363,9 +437,9 @@ pub fn json_string(s: &str) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for Unix microseconds (proleptic Gregorian, UTC).
 pub fn write_rfc3339<B: BufMut + ?Sized>(t: UnixMicros, out: &mut B) {
-    let mut b = [0u8; 27];
-    JsonLines::default().rfc3339(t, &mut b);
-    out.put_slice(&b);
+    let mut b = [0u8; 29];
+    JsonLines::default().put_time(t, &mut b);
+    out.put_slice(&b[1..28]);
 }
 
 /// Writes `v` as exactly `dst.len()` decimal digits (zero-padded, high digits dropped).
@@ -461,10 +535,10 @@ mod tests {
             -1,
             951_782_400_000_000,
         ] {
-            let mut a = [0u8; 27];
-            enc.rfc3339(t, &mut a);
-            let mut b = [0u8; 27];
-            JsonLines::default().rfc3339(t, &mut b);
+            let mut a = [0u8; 29];
+            enc.put_time(t, &mut a);
+            let mut b = [0u8; 29];
+            JsonLines::default().put_time(t, &mut b);
             assert_eq!(a, b, "{t}");
         }
         assert_eq!(fmt(86_400_000_000), "1970-01-02T00:00:00.000000Z");
@@ -482,6 +556,20 @@ mod tests {
         assert!(v6_len <= VALUE_MAX);
         assert!(itoa::Buffer::new().format(u64::MAX).len() <= VALUE_MAX);
         assert!(ipv4_quoted(std::net::Ipv4Addr::BROADCAST).1 <= VALUE_MAX);
+    }
+
+    #[test]
+    fn integers_match_display() {
+        let mut buf = [0u8; VALUE_MAX];
+        for v in (0..=10_001).chain([99_999, 100_000, u64::from(u32::MAX), u64::MAX]) {
+            let mut line = Line {
+                buf: &mut buf,
+                len: 0,
+            };
+            put_uint(&mut line, v);
+            let len = line.len;
+            assert_eq!(&buf[..len], v.to_string().as_bytes());
+        }
     }
 
     proptest::proptest! {
