@@ -25,8 +25,9 @@ pub const RECV_POLL: Duration = Duration::from_millis(100);
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 /// Templates are expired (TTL) this often.
 pub const TEMPLATE_EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
-/// Initial capacity of a backend's batch buffer (it grows to the largest chunk).
-const BATCH_BUFFER_BYTES: usize = 64 << 10;
+/// Capacity of a backend's batch buffer: a chunk's worth and room for the datagram that
+/// fills it (a full buffer is shipped after the datagram that crossed [`CHUNK_BYTES`]).
+const BATCH_BUFFER_BYTES: usize = CHUNK_BYTES + (64 << 10);
 /// Encoded rows are handed to the backends once a buffer holds this many bytes ...
 pub const CHUNK_BYTES: usize = 256 << 10;
 /// ... or this many rows ...
@@ -180,6 +181,20 @@ impl Pipeline {
         });
         self.tally.records += u64::from(records);
         self.observer.datagram(records);
+        if records > 0 {
+            self.pending_rows += u64::from(records);
+            if self.pending.is_none() {
+                let since = self.batch_started.unwrap_or_else(Instant::now);
+                self.pending = Some((since, now_us));
+            }
+            // A full buffer leaves at once, not at the end of the batch: chunks stay close to
+            // CHUNK_BYTES, so the buffer handed on is never regrown.
+            if self.pending_rows >= CHUNK_ROWS
+                || self.outputs.iter().any(|o| o.buf.len() >= CHUNK_BYTES)
+            {
+                self.ship();
+            }
+        }
     }
 
     /// Ends the batch: hands each backend its chunk (dropped and counted when its queue is full),
@@ -187,13 +202,6 @@ impl Pipeline {
     pub fn end_batch(&mut self, kernel_drops: u64) {
         let now = Instant::now();
         if let Some(received_us) = self.batch_us.take() {
-            let rows = self.tally.records;
-            if rows > 0 {
-                self.pending_rows += rows;
-                if self.pending.is_none() {
-                    self.pending = Some((now, received_us));
-                }
-            }
             self.tally.add_to(&self.counters);
             counters::store_decoder_stats(&self.counters, self.decoder.stats());
             self.counters
@@ -234,16 +242,11 @@ impl Pipeline {
         };
         let count = std::mem::take(&mut self.pending_rows);
         for o in &mut self.outputs {
-            // Copied out (one memcpy per chunk) rather than split off: every chunk is then one
-            // exact-size allocation that is freed whole when its flush ends, and the worker's
-            // buffer keeps its capacity. Splitting shared the buffer's growing allocations
-            // between chunks, and the allocator kept far more memory than the queue held.
             let chunk = Chunk {
-                rows: Bytes::copy_from_slice(&o.buf),
+                rows: take_rows(&mut o.buf),
                 count,
                 oldest_received_us,
             };
-            o.buf.clear();
             o.sender.try_send(chunk);
         }
     }
@@ -292,6 +295,20 @@ impl Pipeline {
         let now = Instant::now();
         self.publish_snapshot(now);
         self.observer.finish(now);
+    }
+}
+
+/// Takes a buffer's rows as one chunk's bytes. A full buffer (the usual case under load) is
+/// handed on whole, without a copy, and the worker starts a fresh one of the same size; a
+/// small one (shipped because it got old) is copied out to an exact-size allocation, so a
+/// queue of small chunks never pins a full buffer's memory per chunk.
+fn take_rows(buf: &mut BytesMut) -> Bytes {
+    if buf.len() < CHUNK_BYTES / 2 {
+        let rows = Bytes::copy_from_slice(buf);
+        buf.clear();
+        rows
+    } else {
+        std::mem::replace(buf, BytesMut::with_capacity(BATCH_BUFFER_BYTES)).freeze()
     }
 }
 
