@@ -258,6 +258,8 @@ struct RawFileBackend {
     flush_ms: Option<Num>,
     /// Bound of the queue in front of the writer, bytes (default 16 MiB).
     queue_bytes: Option<Num>,
+    /// Leave written lines in the page cache (default false: dropped 32 MiB behind the end).
+    keep_page_cache: Option<Flag>,
 }
 
 /// `type: dump` and `type: null`.
@@ -478,6 +480,7 @@ impl RunConfig {
                 name: "default".to_owned(),
                 kind: BackendKind::File {
                     path: PathBuf::from(DEFAULT_FILE_PATH),
+                    keep_page_cache: false,
                 },
                 flush: FlushConfig::file_defaults(),
             }],
@@ -538,7 +541,11 @@ impl FlushConfig {
 #[derive(Clone, Debug)]
 pub enum BackendKind {
     /// JSON lines appended to `path` (`-` = standard output).
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+        /// Leave written lines in the page cache instead of dropping them behind the writer.
+        keep_page_cache: bool,
+    },
     /// JSON lines on standard output.
     Dump,
     /// Count and discard.
@@ -572,8 +579,8 @@ impl BackendKind {
     /// Where it writes, for the start-up log line (no secrets).
     pub fn target(&self) -> String {
         match self {
-            BackendKind::File { path } if path.as_os_str() == "-" => "stdout".to_owned(),
-            BackendKind::File { path } => path.display().to_string(),
+            BackendKind::File { path, .. } if path.as_os_str() == "-" => "stdout".to_owned(),
+            BackendKind::File { path, .. } => path.display().to_string(),
             BackendKind::Dump => "stdout".to_owned(),
             BackendKind::Null => "nowhere (count and discard)".to_owned(),
             BackendKind::Postgres { sql, .. } | BackendKind::Mysql { sql } => format!(
@@ -912,7 +919,14 @@ fn resolve_backend(
                 c.flush_ms,
                 c.queue_bytes,
             )?;
-            (BackendKind::File { path }, flush)
+            let keep_page_cache = c.keep_page_cache.is_some_and(|f| f.0);
+            (
+                BackendKind::File {
+                    path,
+                    keep_page_cache,
+                },
+                flush,
+            )
         }
         RawBackend::Dump(c) | RawBackend::Null(c) => {
             let kind = if is_dump {
@@ -1213,6 +1227,21 @@ mod tests {
         assert!(!cfg.backends.is_empty());
         assert_eq!(cfg.receiver.bind.port(), 2055);
         assert_eq!(cfg.api, Some(DEFAULT_API));
+        let yes = parse(
+            &text.replace("keep_page_cache: false", "keep_page_cache: true"),
+            "config_example.yml",
+            &|_| None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let kept = |c: &RunConfig| {
+            c.backends.iter().find_map(|b| match b.kind {
+                BackendKind::File {
+                    keep_page_cache, ..
+                } => Some(keep_page_cache),
+                _ => None,
+            })
+        };
+        assert_eq!((kept(&cfg), kept(&yes)), (Some(false), Some(true)));
     }
 
     /// The old Go collector's example loads unchanged; mysql is resolved (it fails only at start).

@@ -82,9 +82,12 @@ struct Plan {
 fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<Plan> {
     let json: EncoderFactory = Arc::new(|| Box::new(JsonEncoder::default()) as Box<dyn RowEncoder>);
     Ok(match &b.kind {
-        BackendKind::File { path } => Plan {
+        BackendKind::File {
+            path,
+            keep_page_cache,
+        } => Plan {
             encoder: json,
-            sink: Box::new(FileSink::open(path).with_context(|| {
+            sink: Box::new(FileSink::open(path, !keep_page_cache).with_context(|| {
                 format!(
                     "backend {}: cannot open {} for appending",
                     b.name,
