@@ -76,7 +76,8 @@ impl Line<'_> {
 /// timestamp costs a few multiplications and digit pairs.
 #[derive(Clone, Debug, Default)]
 pub struct JsonLines {
-    days: [Option<(i64, [u8; 16])>; 2],
+    /// `"YYYY-MM-DDT` blocks (see [`day_block`]) as 16-byte words, so each is one store.
+    days: [Option<(i64, u128)>; 2],
     /// The line buffer, [`LINE_CAP`] bytes once used; reused so it is not zeroed per record.
     line: Vec<u8>,
 }
@@ -161,7 +162,7 @@ impl JsonLines {
         let block = match *slot {
             Some((d, block)) if d == day => block,
             _ => {
-                let block = day_block(day);
+                let block = u128::from_le_bytes(day_block(day));
                 *slot = Some((day, block));
                 block
             }
@@ -177,7 +178,7 @@ impl JsonLines {
             | pair_word(us % 100) << 40
             | u64::from(b'Z') << 56;
         // Constant ranges of a 29-byte array: checked at compile time.
-        w[..16].copy_from_slice(&block);
+        w[..16].copy_from_slice(&block.to_le_bytes());
         w[12..20].copy_from_slice(&hms.to_le_bytes());
         w[20..28].copy_from_slice(&frac.to_le_bytes());
         w[28] = b'"';
