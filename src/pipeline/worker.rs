@@ -36,6 +36,11 @@ pub const CHUNK_ROWS: u64 = 8192;
 /// handful of datagrams; shipping each as its own chunk would wake every backend thread once
 /// per batch (a context switch per wake-up), which cost more than decoding.
 pub const CHUNK_MAX_AGE: Duration = Duration::from_millis(20);
+/// After a batch of fewer than this many datagrams ...
+pub const COALESCE_BELOW: usize = 32;
+/// ... the worker waits this long before receiving again, so the next batch is bigger. At
+/// 1 Gbit/s of 1500-byte datagrams that is 83 datagrams (125 KB) waiting in the socket buffer.
+pub const COALESCE_WAIT: Duration = Duration::from_millis(1);
 /// At most one receive-error log line per worker per this interval.
 const RECV_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -329,8 +334,14 @@ pub fn run(receiver: &mut Receiver, pipeline: &mut Pipeline, stop: &AtomicBool) 
     while !stop.load(Ordering::Relaxed) {
         let result = receiver.recv_batch(pipeline.poll_timeout(), |d| pipeline.datagram(d));
         pipeline.end_batch(receiver.kernel_drops());
-        if let Err(e) = result {
-            errors.note(&counters, &e);
+        match result {
+            // A small batch: traffic is arriving, but slowly enough that each wake-up would
+            // take only a few datagrams. Letting them gather costs at most COALESCE_WAIT of
+            // latency and saves a sleep and wake-up per handful of datagrams, which cost more
+            // than decoding them.
+            Ok(n) if (1..COALESCE_BELOW).contains(&n) => std::thread::sleep(COALESCE_WAIT),
+            Ok(_) => {}
+            Err(e) => errors.note(&counters, &e),
         }
     }
     // Drain. A zero-timeout call processes whatever the kernel has already completed; one
