@@ -96,6 +96,9 @@ pub fn write_trailer(out: &mut BytesMut) {
 pub struct PgRowEncoder {
     clamped_counters: u64,
     clamped_times: u64,
+    /// The row being assembled: [`ROW_LEN_MAX`] bytes once used, reused so it is never zeroed
+    /// per row.
+    row: Vec<u8>,
 }
 
 /// A fresh row encoder.
@@ -117,18 +120,21 @@ impl PgRowEncoder {
     /// Appends one row for `rec`.
     #[inline]
     pub fn encode_row(&mut self, rec: &FlowRecord<'_>, out: &mut BytesMut) {
-        // The row is written into ROW_LEN_MAX zeroed bytes at the end of `out` (one capacity
-        // check and one memset per row instead of a check per field), then cut to its length.
-        let start = out.len();
-        out.resize(start + ROW_LEN_MAX, 0);
+        // The row is assembled in a reused buffer that holds the longest row (no capacity
+        // check per field, no zeroing per row), then appended with one copy.
+        if self.row.len() != ROW_LEN_MAX {
+            self.row = vec![0; ROW_LEN_MAX];
+        }
+        let mut row = std::mem::take(&mut self.row);
         let mut w = RowWriter {
-            buf: &mut out[start..],
+            buf: &mut row,
             at: 0,
         };
         w.put(FIELD_COUNT.to_be_bytes());
         self.put_columns(rec, &mut w);
         let len = w.at;
-        out.truncate(start + len);
+        out.extend_from_slice(row.get(..len).unwrap_or_default());
+        self.row = row;
     }
 
     #[inline(always)]
