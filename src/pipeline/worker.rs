@@ -88,6 +88,8 @@ pub type EncoderFactory = Arc<dyn Fn() -> Box<dyn RowEncoder> + Send + Sync>;
 struct Output {
     encoder: Box<dyn RowEncoder>,
     buf: BytesMut,
+    /// Buffers of shipped chunks come back here once their backend is done with them.
+    pool: BufferPool,
     sender: BackendSender,
 }
 
@@ -134,6 +136,7 @@ impl Pipeline {
                 .map(|(make, sender)| Output {
                     encoder: make(),
                     buf: BytesMut::with_capacity(BATCH_BUFFER_BYTES),
+                    pool: BufferPool::default(),
                     sender: sender.clone(),
                 })
                 .collect(),
@@ -248,7 +251,7 @@ impl Pipeline {
         let count = std::mem::take(&mut self.pending_rows);
         for o in &mut self.outputs {
             let chunk = Chunk {
-                rows: take_rows(&mut o.buf),
+                rows: take_rows(&mut o.buf, &o.pool),
                 count,
                 oldest_received_us,
             };
@@ -304,16 +307,63 @@ impl Pipeline {
 }
 
 /// Takes a buffer's rows as one chunk's bytes. A full buffer (the usual case under load) is
-/// handed on whole, without a copy, and the worker starts a fresh one of the same size; a
+/// handed on whole, without a copy, and the worker goes on with a buffer from `pool` (the
+/// buffer of an earlier chunk, still warm in the cache and already faulted in) or a new one; a
 /// small one (shipped because it got old) is copied out to an exact-size allocation, so a
 /// queue of small chunks never pins a full buffer's memory per chunk.
-fn take_rows(buf: &mut BytesMut) -> Bytes {
+fn take_rows(buf: &mut BytesMut, pool: &BufferPool) -> Bytes {
     if buf.len() < CHUNK_BYTES / 2 {
         let rows = Bytes::copy_from_slice(buf);
         buf.clear();
         rows
     } else {
-        std::mem::replace(buf, BytesMut::with_capacity(BATCH_BUFFER_BYTES)).freeze()
+        let full = std::mem::replace(buf, pool.take());
+        Bytes::from_owner(Pooled {
+            buf: full,
+            pool: pool.clone(),
+        })
+    }
+}
+
+/// Most buffers a pool keeps (a few chunks' worth: the rest of a backlog is freed).
+const POOL_BUFFERS: usize = 8;
+
+/// Batch buffers that came back from backends, for reuse. Shared by one worker's output and the
+/// chunks it shipped; locked once per chunk.
+#[derive(Clone, Default)]
+struct BufferPool(Arc<std::sync::Mutex<Vec<BytesMut>>>);
+
+impl BufferPool {
+    fn take(&self) -> BytesMut {
+        counters::lock(&self.0)
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(BATCH_BUFFER_BYTES))
+    }
+
+    fn give(&self, mut buf: BytesMut) {
+        buf.clear();
+        let mut free = counters::lock(&self.0);
+        if free.len() < POOL_BUFFERS {
+            free.push(buf);
+        }
+    }
+}
+
+/// A shipped chunk's buffer: its bytes while the backend needs them, then back to the pool.
+struct Pooled {
+    buf: BytesMut,
+    pool: BufferPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
     }
 }
 
@@ -422,6 +472,36 @@ mod tests {
         let mut out = Vec::new();
         b.finish(&mut out);
         out
+    }
+
+    #[test]
+    fn full_buffers_ship_without_a_copy_and_come_back_to_the_pool() {
+        let pool = BufferPool::default();
+        let mut buf = pool.take();
+        buf.extend_from_slice(&[7u8; CHUNK_BYTES]);
+        let at = buf.as_ptr();
+        let rows = take_rows(&mut buf, &pool);
+        assert_eq!(rows.as_ptr(), at, "the chunk is the buffer itself");
+        assert_eq!(rows.len(), CHUNK_BYTES);
+        assert!(buf.is_empty() && buf.capacity() >= BATCH_BUFFER_BYTES);
+        let copy = rows.clone();
+        drop(rows);
+        assert!(counters::lock(&pool.0).is_empty(), "still referenced");
+        drop(copy);
+        assert_eq!(counters::lock(&pool.0).len(), 1);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), at, "reused");
+        assert!(again.is_empty());
+
+        // Small buffers are copied out; the pool keeps at most POOL_BUFFERS.
+        let mut small = BytesMut::from(&b"abc"[..]);
+        let rows = take_rows(&mut small, &pool);
+        assert_eq!(&rows[..], b"abc");
+        assert!(small.is_empty());
+        for _ in 0..POOL_BUFFERS + 3 {
+            pool.give(BytesMut::with_capacity(16));
+        }
+        assert_eq!(counters::lock(&pool.0).len(), POOL_BUFFERS);
     }
 
     #[test]
