@@ -62,6 +62,46 @@ impl Sink for NullSink {
     }
 }
 
+/// After each flush, follows what logrotate (or an operator) did to the file: when `path` no
+/// longer names the open file (moved away with `create`, or deleted), the sink reopens `path`,
+/// creating it, so new lines go to the new file; when the open file got shorter than this sink
+/// wrote (`copytruncate`), its length is taken as the new rollback base. A stat or two per
+/// flush; a failed reopen keeps writing to the old file and is tried again after the next flush.
+fn follow_rotation(path: &Path, file: &mut File, len: &mut u64, reopens: &mut u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(open) = file.metadata() else {
+        return;
+    };
+    let same = std::fs::metadata(path)
+        .is_ok_and(|named| named.dev() == open.dev() && named.ino() == open.ino());
+    if same {
+        if open.len() < *len {
+            log::info!(
+                "{} was truncated to {} bytes (copytruncate?); appending from there",
+                path.display(),
+                open.len()
+            );
+            *len = open.len();
+        }
+        return;
+    }
+    match OpenOptions::new().create(true).append(true).open(path) {
+        Ok(new) => {
+            *len = new.metadata().map_or(0, |m| m.len());
+            *file = new;
+            *reopens += 1;
+            log::info!(
+                "{} was moved or removed (rotated?); reopened it",
+                path.display()
+            );
+        }
+        Err(e) => log::warn!(
+            "{} was moved or removed, and reopening it failed: {e}; still writing to the old file",
+            path.display()
+        ),
+    }
+}
+
 /// Every this many bytes written, the pages behind the writer are dropped from the page cache.
 const DROP_EVERY: u64 = 16 << 20;
 /// The newest this many bytes stay cached (for readers tailing the file).
@@ -110,6 +150,8 @@ pub struct FileSink {
     path: PathBuf,
     bytes_written: u64,
     rows_written: u64,
+    /// Times the file was reopened after a rotation.
+    reopens: u64,
     /// Bytes and rows of the current flush (counted as written when it ends).
     flush_bytes: u64,
     flush_rows: u64,
@@ -145,6 +187,7 @@ impl FileSink {
             path: path.to_path_buf(),
             bytes_written: 0,
             rows_written: 0,
+            reopens: 0,
             flush_bytes: 0,
             flush_rows: 0,
         })
@@ -157,6 +200,7 @@ impl FileSink {
             path: PathBuf::from("-"),
             bytes_written: 0,
             rows_written: 0,
+            reopens: 0,
             flush_bytes: 0,
             flush_rows: 0,
         }
@@ -217,8 +261,14 @@ impl Sink for FileSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         let result = match &mut self.target {
             // Unbuffered: every write already reached the kernel.
-            Target::File { flush_start, .. } => {
+            Target::File {
+                file,
+                len,
+                flush_start,
+                ..
+            } => {
                 *flush_start = None;
+                follow_rotation(&self.path, file, len, &mut self.reopens);
                 Ok(())
             }
             Target::Stdout => io::stdout().lock().flush(),
@@ -264,6 +314,7 @@ impl Sink for FileSink {
             ("path", json::json_string(&self.display_path())),
             ("bytes_written", self.bytes_written.to_string()),
             ("rows_written", self.rows_written.to_string()),
+            ("reopens", self.reopens.to_string()),
         ]
     }
 }
@@ -365,6 +416,40 @@ mod tests {
         assert!(cached_bytes(&kept) >= written);
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&kept);
+    }
+
+    #[test]
+    fn follows_logrotate_create_and_copytruncate() {
+        let path = temp_path("rotate.jsonl");
+        let rotated = temp_path("rotate.jsonl.1");
+        let _ = std::fs::remove_file(&path);
+        let mut sink = FileSink::open(&path, true).expect("open");
+        sink.write(&chunk("a\n", 1)).expect("write");
+        sink.flush().expect("flush");
+
+        // logrotate `create`: the file is moved away; lines after the next flush go to a new
+        // file at the old path.
+        std::fs::rename(&path, &rotated).expect("rename");
+        sink.write(&chunk("b\n", 1)).expect("write");
+        sink.flush().expect("flush");
+        sink.write(&chunk("c\n", 1)).expect("write");
+        sink.flush().expect("flush");
+        assert_eq!(std::fs::read_to_string(&rotated).expect("read"), "a\nb\n");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "c\n");
+        assert!(sink.status().contains(&("reopens", "1".to_owned())));
+
+        // logrotate `copytruncate`: the file is emptied in place; an aborted flush must roll
+        // back to the new end, not extend the file with zeros up to the old one.
+        std::fs::write(&path, b"").expect("truncate");
+        sink.write(&chunk("d\n", 1)).expect("write");
+        sink.flush().expect("flush");
+        sink.write(&chunk("e\n", 1)).expect("write");
+        sink.abort();
+        sink.write(&chunk("e\n", 1)).expect("write");
+        sink.flush().expect("flush");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "d\ne\n");
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&rotated);
     }
 
     #[test]
