@@ -51,6 +51,12 @@ pub const DEFAULT_PG_PORT: u16 = 5432;
 pub const DEFAULT_MYSQL_PORT: u16 = 3306;
 /// The flow table.
 pub const DEFAULT_SQL_TABLE: &str = "goflow_records";
+/// Parallel COPY connections of a PostgreSQL/TimescaleDB backend: two concurrent COPY streams
+/// into one table store ~1.5x the rows/s of one on a 2-core server, and one connection idles
+/// while each COPY commits.
+pub const DEFAULT_PG_CONNECTIONS: u64 = 2;
+/// Most COPY connections per PostgreSQL/TimescaleDB backend.
+pub const PG_CONNECTIONS_MAX: u64 = 16;
 /// Most worker threads accepted.
 pub const WORKERS_MAX: u64 = 256;
 
@@ -296,12 +302,15 @@ struct RawSqlBackend {
     /// CA certificate(s), a PEM file, that the server's chain must lead to. Used by (and
     /// required for) `SQL_SSLMODE: verify-full`, and refused with any other mode.
     SQL_SSLROOTCERT: Option<String>,
-    /// Rows per flush (one COPY; default 100000).
+    /// Rows per flush (one COPY; default 100000). Each connection flushes its own rows.
     flush_rows: Option<Num>,
     /// Flush rows older than this many milliseconds (default 1000).
     flush_ms: Option<Num>,
     /// Bound of the queue in front of the writer, bytes (default 256 MiB).
     queue_bytes: Option<Num>,
+    /// Parallel COPY connections, each a writer thread taking chunks from the one queue
+    /// (postgres and timescale only; 1..=16, default 2).
+    connections: Option<Num>,
 }
 
 /// `type: kafka`: the old collector's keys (environment variables of the same names win).
@@ -550,8 +559,13 @@ pub enum BackendKind {
     Dump,
     /// Count and discard.
     Null,
-    /// PostgreSQL, with TimescaleDB's hypertable when `timescale`.
-    Postgres { timescale: bool, sql: SqlConfig },
+    /// PostgreSQL, with TimescaleDB's hypertable when `timescale`, written through
+    /// `connections` parallel COPY connections.
+    Postgres {
+        timescale: bool,
+        sql: SqlConfig,
+        connections: usize,
+    },
     /// MySQL / MariaDB (not in this build).
     Mysql { sql: SqlConfig },
     /// Kafka (not in this build).
@@ -945,27 +959,15 @@ fn resolve_backend(
             )?;
             (kind, flush)
         }
-        RawBackend::Timescale(c) => {
-            let (sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;
-            (
-                BackendKind::Postgres {
-                    timescale: true,
-                    sql,
-                },
-                flush,
-            )
-        }
-        RawBackend::Postgres(c) => {
-            let (sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;
-            (
-                BackendKind::Postgres {
-                    timescale: false,
-                    sql,
-                },
-                flush,
-            )
-        }
+        RawBackend::Timescale(c) => resolve_pg(name, c, true, ctx, env)?,
+        RawBackend::Postgres(c) => resolve_pg(name, c, false, ctx, env)?,
         RawBackend::Mysql(c) => {
+            if c.as_ref().is_some_and(|c| c.connections.is_some()) {
+                return Err(ctx.err(
+                    &["backends", name, "config", "connections"],
+                    "only used by postgres and timescale backends",
+                ));
+            }
             let (sql, flush) = resolve_sql(name, c, DEFAULT_MYSQL_PORT, ctx, env)?;
             (BackendKind::Mysql { sql }, flush)
         }
@@ -1003,6 +1005,30 @@ fn resolve_backend(
         kind,
         flush,
     })
+}
+
+/// `type: postgres` and `type: timescale`: the SQL keys plus `connections`.
+fn resolve_pg(
+    name: &str,
+    c: Option<RawSqlBackend>,
+    timescale: bool,
+    ctx: &Ctx<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(BackendKind, FlushConfig), ConfigError> {
+    let connections = ctx.num(
+        &["backends", name, "config", "connections"],
+        c.as_ref().and_then(|c| c.connections),
+        DEFAULT_PG_CONNECTIONS,
+        1,
+        PG_CONNECTIONS_MAX,
+    )?;
+    let (sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;
+    let kind = BackendKind::Postgres {
+        timescale,
+        sql,
+        connections: usize::try_from(connections).unwrap_or(1),
+    };
+    Ok((kind, flush))
 }
 
 fn resolve_sql(
@@ -1307,7 +1333,9 @@ mod tests {
             BackendKind::Postgres {
                 timescale: true,
                 sql,
+                connections,
             } => {
+                assert_eq!(*connections, 2, "the default");
                 assert_eq!(sql.password.as_deref(), Some("fromenv"));
                 assert_eq!(sql.port, 5433);
                 assert_eq!(sql.sslmode, SslMode::Prefer);
@@ -1364,6 +1392,52 @@ mod tests {
         );
         let e = parse_err(&with("      SQL_SSLMODE: verify-ca\n"));
         assert!(e.contains("SQL_SSLMODE") && e.contains("verify-ca"), "{e}");
+    }
+
+    /// `connections` (postgres and timescale): 1..=16, default 2; out of range, or on a mysql
+    /// backend, it is an error naming the key, the file and the line.
+    #[test]
+    fn pg_connections() {
+        let base = "backends:\n  pg:\n    type: postgres\n    config:\n      \
+                    SQL_SERVER: db.example\n      SQL_USERNAME: goflow\n      SQL_DB: goflow\n\
+                    frontends:\n  netflow:\n    backend: pg\n";
+        let with =
+            |extra: &str| base.replace("SQL_DB: goflow\n", &format!("SQL_DB: goflow\n{extra}"));
+        let connections = |c: &RunConfig| match &c.backends[0].kind {
+            BackendKind::Postgres { connections, .. } => *connections,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            connections(&parse_ok(base)),
+            DEFAULT_PG_CONNECTIONS as usize
+        );
+        assert_eq!(connections(&parse_ok(&with("      connections: 1\n"))), 1);
+        assert_eq!(
+            connections(&parse_ok(&with("      connections: \"16\"\n"))),
+            16
+        );
+        let ts =
+            parse_ok(&with("      connections: 3\n").replace("type: postgres", "type: timescale"));
+        assert_eq!(ts.backends[0].kind.type_name(), "timescale");
+        assert_eq!(connections(&ts), 3);
+        for bad in ["0", "17"] {
+            let e = parse_err(&with(&format!("      connections: {bad}\n")));
+            assert!(
+                e.contains("test.yml")
+                    && e.contains("backends.pg.config.connections")
+                    && e.contains(&format!("{bad} is out of range 1..=16"))
+                    && e.contains("line 8"),
+                "{e}"
+            );
+        }
+        let e = parse_err(&with("      connections: 2\n").replace("type: postgres", "type: mysql"));
+        assert!(
+            e.contains("test.yml")
+                && e.contains("backends.pg.config.connections")
+                && e.contains("only used by postgres and timescale")
+                && e.contains("line 8"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -52,6 +52,14 @@ frontends:
 api: off
 ";
 
+/// A postgres backend's settings, to replace GOOD's file backend with (lines 3 to 8).
+const PG: &str = "    type: postgres
+    config:
+      SQL_SERVER: 127.0.0.1
+      SQL_USERNAME: goflow
+      SQL_DB: goflow
+      connections: 2";
+
 /// Each error: exit code 2, and the message names the file, the key and the line.
 #[test]
 fn config_errors_exit_2_naming_file_key_and_line() -> TestResult {
@@ -115,6 +123,28 @@ fn config_errors_exit_2_naming_file_key_and_line() -> TestResult {
             &["bad.yml", "bindaddr", "line 9"],
         ),
         ("not YAML", "backends: [\n".to_owned(), &["bad.yml", "line"]),
+        (
+            "no COPY connections",
+            GOOD.replace("    type: file\n    config:\n      path: out.jsonl", PG)
+                .replace("connections: 2", "connections: 0"),
+            &[
+                "bad.yml",
+                "backends.out.config.connections",
+                "0 is out of range 1..=16",
+                "line 8",
+            ],
+        ),
+        (
+            "too many COPY connections",
+            GOOD.replace("    type: file\n    config:\n      path: out.jsonl", PG)
+                .replace("connections: 2", "connections: \"17\""),
+            &[
+                "bad.yml",
+                "backends.out.config.connections",
+                "17 is out of range 1..=16",
+                "line 8",
+            ],
+        ),
     ];
     for (what, text, needles) in cases {
         let (code, stderr) = run_config(text)?;
@@ -211,5 +241,31 @@ fn search_order() -> TestResult {
     assert!(
         plan(&["--config", "flag.yml", "run", "--check"], Some(&env))?.contains("127.0.0.1:3003")
     );
+    Ok(())
+}
+
+/// `connections` defaults to 2; `run --check` shows it.
+#[test]
+fn pg_connections_default_to_two() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let plan = |text: String| -> Result<String, Box<dyn Error>> {
+        std::fs::write(dir.path().join("pg.yml"), text)?;
+        let out = goflow(dir.path(), &["--config", "pg.yml", "run", "--check"], None)?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let pg = GOOD.replace("    type: file\n    config:\n      path: out.jsonl", PG);
+    let default = plan(pg.replace("\n      connections: 2", ""))?;
+    assert!(
+        default.contains("backend out (postgres): goflow@127.0.0.1:5432/goflow table goflow_records, 2 connections"),
+        "{default}"
+    );
+    let one = plan(pg.replace("connections: 2", "connections: 1"))?;
+    assert!(one.contains("backend out (postgres): "), "{one}");
+    assert!(!one.contains("connections"), "{one}");
     Ok(())
 }

@@ -7,7 +7,8 @@
 //! `goflow decode`: every stored row must equal a decoded record in every column but
 //! `time_received` (receive time vs capture time), as a multiset (no row lost or doubled).
 //! A second test runs two backends at once (PostgreSQL and a JSON-lines file) and checks that
-//! every record reaches both. Both fail, with the address tried, when psql or the server is missing.
+//! every record reaches both. Both run the PostgreSQL backend with its default two COPY
+//! connections. Both fail, with the address tried, when psql or the server is missing.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -443,6 +444,8 @@ fn records_reach_postgres_and_the_file() -> TestResult {
     }
     let exporter = pg.one(&format!("SELECT DISTINCT host(exporter) FROM {table}"));
     assert_eq!(exporter.as_deref(), Some("127.0.0.1"));
+    // The default: two COPY connections (lanes), both taking from the backend's queue.
+    assert!(log_text().contains(", 2 connections"), "{}", log_text());
     drop(guard);
     Ok(())
 }

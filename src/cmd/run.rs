@@ -1,5 +1,6 @@
-//! `goflow run` (and plain `goflow`): the daemon. Loads the configuration, starts one thread per
-//! backend (sink + bounded queue), opens one SO_REUSEPORT socket per worker and runs a receive
+//! `goflow run` (and plain `goflow`): the daemon. Loads the configuration, starts each backend
+//! (a bounded queue drained by one writer thread per sink: one, or `connections` for
+//! PostgreSQL), opens one SO_REUSEPORT socket per worker and runs a receive
 //! loop on each ([`pipeline::worker::run`]), serves the ops API, and logs a one-line summary
 //! every 10 s. SIGINT/SIGTERM stop it cleanly: receiving stops, every worker drains what the
 //! kernel already delivered, every backend writes and flushes its queue, exit 0.
@@ -59,10 +60,11 @@ fn print_plan(cfg: &RunConfig) {
     );
     for b in &cfg.backends {
         println!(
-            "backend {} ({}): {}",
+            "backend {} ({}): {}{}",
             b.name,
             b.kind.type_name(),
-            b.kind.target()
+            b.kind.target(),
+            connections_note(&b.kind)
         );
     }
     match cfg.api {
@@ -71,10 +73,21 @@ fn print_plan(cfg: &RunConfig) {
     }
 }
 
-/// A backend ready to start: how workers encode for it and the sink that ships it.
+/// `, N connections` for a PostgreSQL backend with more than one (for the plan and the log).
+fn connections_note(kind: &BackendKind) -> String {
+    match kind {
+        BackendKind::Postgres { connections, .. } if *connections > 1 => {
+            format!(", {connections} connections")
+        }
+        _ => String::new(),
+    }
+}
+
+/// A backend ready to start: how workers encode for it and the sinks that ship it (one per
+/// lane).
 struct Plan {
     encoder: EncoderFactory,
-    sink: Box<dyn Sink>,
+    sinks: Vec<Box<dyn Sink>>,
 }
 
 /// Builds the encoder and sink of one configured backend. Types that are not built fail here,
@@ -87,23 +100,27 @@ fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<
             keep_page_cache,
         } => Plan {
             encoder: json,
-            sink: Box::new(FileSink::open(path, !keep_page_cache).with_context(|| {
-                format!(
-                    "backend {}: cannot open {} for appending",
-                    b.name,
-                    path.display()
-                )
-            })?),
+            sinks: vec![Box::new(
+                FileSink::open(path, !keep_page_cache).with_context(|| {
+                    format!(
+                        "backend {}: cannot open {} for appending",
+                        b.name,
+                        path.display()
+                    )
+                })?,
+            )],
         },
         BackendKind::Dump => Plan {
             encoder: json,
-            sink: Box::new(FileSink::stdout()),
+            sinks: vec![Box::new(FileSink::stdout())],
         },
         BackendKind::Null => Plan {
             encoder: Arc::new(|| Box::new(NullEncoder) as Box<dyn RowEncoder>),
-            sink: Box::new(NullSink::default()),
+            sinks: vec![Box::new(NullSink::default())],
         },
-        BackendKind::Postgres { sql, .. } => pg_plan(sql, max_age_days),
+        BackendKind::Postgres {
+            sql, connections, ..
+        } => pg_plan(sql, *connections, max_age_days),
         BackendKind::Mysql { .. } | BackendKind::Kafka(_) => bail!(
             "backend {}: backend type {} is not available in this build",
             b.name,
@@ -112,9 +129,10 @@ fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<
     })
 }
 
-/// The PostgreSQL / TimescaleDB backend (goflow_writers::pg). The sink connects lazily, so a
-/// database that is down at start only delays writing (the backend retries with backoff).
-fn pg_plan(sql: &SqlConfig, max_age_days: Option<u32>) -> Plan {
+/// The PostgreSQL / TimescaleDB backend (goflow_writers::pg): one sink per connection, sharing
+/// their status. The sinks connect lazily, so a database that is down at start only delays
+/// writing (the backend retries with backoff).
+fn pg_plan(sql: &SqlConfig, connections: usize, max_age_days: Option<u32>) -> Plan {
     use goflow_writers::pg::{self, PgConfig, PgSink};
     let cfg = PgConfig {
         host: sql.host.clone(),
@@ -128,7 +146,10 @@ fn pg_plan(sql: &SqlConfig, max_age_days: Option<u32>) -> Plan {
     };
     Plan {
         encoder: Arc::new(|| Box::new(pg::encoder()) as Box<dyn RowEncoder>),
-        sink: Box::new(PgSink::new(cfg)),
+        sinks: PgSink::lanes(cfg, connections)
+            .into_iter()
+            .map(|s| Box::new(s) as Box<dyn Sink>)
+            .collect(),
     }
 }
 
@@ -170,7 +191,7 @@ impl Daemon {
                 shutdown_timeout: BACKEND_SHUTDOWN_TIMEOUT,
                 on_flush: Some(flush_hook(Arc::clone(&histograms), i)),
             };
-            let backend = Backend::spawn(plan.sink, opts)
+            let backend = Backend::spawn_lanes(plan.sinks, opts)
                 .with_context(|| format!("backend {}: cannot start its thread", b.name))?;
             encoders.push((plan.encoder, backend.sender()));
             backends.push(backend);
@@ -273,10 +294,11 @@ impl Daemon {
         );
         for b in &self.cfg.backends {
             log::info!(
-                "writing to backend {} ({}): {}",
+                "writing to backend {} ({}): {}{}",
                 b.name,
                 b.kind.type_name(),
-                b.kind.target()
+                b.kind.target(),
+                connections_note(&b.kind)
             );
         }
     }

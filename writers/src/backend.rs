@@ -1,26 +1,38 @@
-//! The generic backend: one thread per configured backend that owns a [`Sink`], the bounded
-//! queue in front of it, and the flush policy. Workers hand it [`Chunk`]s through a
-//! [`BackendSender`] that never blocks: when the queue's byte bound is reached the chunk is
-//! dropped and counted, so a slow or dead backend never stalls receiving.
+//! The generic backend: one bounded queue per configured backend, the flush policy, and one or
+//! more *lanes* that drain the queue: a lane is a writer thread owning its own [`Sink`] (for
+//! PostgreSQL, its own connection), so N lanes ship N flushes at once and one lane's commit does
+//! not idle the others. Workers hand the backend [`Chunk`]s through a [`BackendSender`] that
+//! never blocks: when the queue's byte bound is reached the chunk is dropped and counted, so a
+//! slow or dead backend never stalls receiving.
 //!
-//! The thread writes each chunk to the sink as it arrives and ends a flush when `flush_rows` rows
-//! are pending or the oldest pending row is `flush_interval` old (and at shutdown). Until a
-//! flush succeeds its chunks stay here (and keep counting against the queue bound): a retriable
-//! [`SinkError`] aborts the flush and replays the same chunks after an exponential backoff
-//! (100 ms doubling to 5 s); a fatal one is logged (rate-limited), marks the backend unhealthy,
-//! drops that flush's rows (counted) and pauses the backend for the longest backoff before it
-//! tries newer rows. The daemon stays up either way.
+//! A lane writes each chunk it takes to its sink as it arrives and ends a flush when
+//! `flush_rows` rows are pending in that lane or its oldest pending row is `flush_interval` old
+//! (and at shutdown). Until a flush succeeds its chunks stay with the lane (and keep counting
+//! against the backend's one queue bound): a retriable [`SinkError`] aborts the flush and replays
+//! the same chunks after an exponential backoff (100 ms doubling to 5 s); a fatal one is logged
+//! (rate-limited per lane), drops that flush's rows (counted) and pauses the lane for the longest
+//! backoff before it tries newer rows. While a lane backs off it takes nothing from the queue,
+//! so the other lanes carry the load (with one lane, chunks wait in the queue). The daemon stays
+//! up either way.
+//!
+//! Shutdown sends one `Shutdown` message per lane behind every queued chunk (the queue is FIFO),
+//! so each lane stops after everything queued before it has been taken; each lane then flushes
+//! what it holds. The lane that takes the last `Shutdown` also takes anything sent after it.
 //!
 //! Everything the ops API shows about a backend is in its [`BackendStats`] (atomics plus a mutex
-//! for strings); [`BackendOptions::on_flush`] reports each successful flush (duration, age of the
-//! rows at commit) to whoever keeps histograms.
+//! for strings), shared by the lanes; the counters are backend totals. `healthy` is false while
+//! any lane's last attempt failed: from a lane's error until that lane's next successful flush
+//! (a lane that hit a fatal error and then receives no rows stays unhealthy until it does).
+//! Each lane publishes its sink's status fields, so a sink used in several lanes should report
+//! backend-wide values (as `PgSink::lanes` does). [`BackendOptions::on_flush`] reports each
+//! successful flush (duration, age of the rows at commit) to whoever keeps histograms.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use goflow_codec::UnixMicros;
 
 use crate::sink::{Chunk, Sink, SinkError};
@@ -34,7 +46,7 @@ pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the sink's own status fields are refreshed.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(2);
-/// At most one error log line per backend per this interval (the rest are counted).
+/// At most one error log line per backend lane per this interval (the rest are counted).
 pub const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One successful flush, as reported to [`BackendOptions::on_flush`].
@@ -60,7 +72,8 @@ impl FlushReport<'_> {
     }
 }
 
-/// Called on the backend's thread after every successful flush (keep it cheap).
+/// Called on the lane's thread after every successful flush (keep it cheap; lanes may call it
+/// concurrently).
 pub type FlushHook = Arc<dyn Fn(&FlushReport<'_>) + Send + Sync>;
 
 /// How a backend queues and flushes.
@@ -72,11 +85,12 @@ pub struct BackendOptions {
     pub kind: String,
     /// Where it writes, without secrets (for logs and status).
     pub target: String,
-    /// Flush once this many rows are pending.
+    /// Flush once this many rows are pending (in one lane).
     pub flush_rows: u64,
-    /// Flush once the oldest pending row is this old.
+    /// Flush once the oldest pending row (of a lane) is this old.
     pub flush_interval: Duration,
-    /// Most bytes queued or held for retry; beyond it chunks are dropped and counted.
+    /// Most bytes queued or held for retry, all lanes together; beyond it chunks are dropped
+    /// and counted.
     pub queue_bytes: u64,
     /// How long shutdown keeps retrying a failing backend before it counts the rest as dropped.
     pub shutdown_timeout: Duration,
@@ -151,13 +165,15 @@ pub struct BackendStats {
     pub errors: AtomicU64,
     /// Retries after a retriable error (the sink reconnects as it needs to).
     pub reconnects: AtomicU64,
-    /// False from an error until the next successful flush.
+    /// False while any lane's last attempt failed: from a lane's error until that lane's next
+    /// successful flush.
     pub healthy: AtomicBool,
     /// End of the last successful flush (Unix microseconds; 0 = never).
     pub last_flush_us: AtomicI64,
     /// Duration of the last successful flush's commit, microseconds.
     pub last_flush_duration_us: AtomicU64,
-    /// Last error and the sink's status fields.
+    /// Last error (of any lane) and the sink's status fields (as the last lane to refresh them
+    /// reported them).
     pub detail: Mutex<BackendDetail>,
 }
 
@@ -225,7 +241,7 @@ enum Msg {
 /// A worker's handle on a backend's queue. Cheap to clone; never blocks.
 #[derive(Clone)]
 pub struct BackendSender {
-    tx: mpsc::Sender<Msg>,
+    tx: Sender<Msg>,
     stats: Arc<BackendStats>,
 }
 
@@ -256,7 +272,7 @@ impl BackendSender {
             match self.tx.send(Msg::Chunk(chunk)) {
                 Ok(()) => return true,
                 Err(_) => {
-                    // The backend thread is gone (only after shutdown).
+                    // Every lane is gone (only after shutdown).
                     self.stats.queued_bytes.fetch_sub(c, Ordering::AcqRel);
                     self.count_dropped(rows);
                 }
@@ -282,35 +298,92 @@ impl BackendSender {
     }
 }
 
-/// A running backend: its thread, its queue and its stats.
+/// What the lanes of one backend share besides the queue and the stats.
+#[derive(Debug)]
+struct LaneShared {
+    /// Lanes that have not yet taken their `Shutdown`.
+    open: AtomicUsize,
+    /// Lanes whose last attempt failed; `BackendStats::healthy` is `failing == 0`, stored while
+    /// holding this lock so two lanes changing state at once cannot leave it stale.
+    failing: Mutex<usize>,
+}
+
+/// A running backend: its lanes (threads), its queue and its stats.
 pub struct Backend {
-    tx: mpsc::Sender<Msg>,
+    tx: Sender<Msg>,
     stats: Arc<BackendStats>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Never sent on; dropping it at shutdown wakes lanes that are backing off (they do not read
+    /// the queue then, so they would not see their `Shutdown` until their next retry).
+    stop: Option<Sender<()>>,
 }
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backend")
             .field("name", &self.stats.name)
+            .field("lanes", &self.threads.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Backend {
-    /// Starts the backend's thread around `sink`.
+    /// Starts a backend with one lane around `sink`.
     pub fn spawn(sink: Box<dyn Sink>, opts: BackendOptions) -> std::io::Result<Backend> {
+        Backend::spawn_lanes(vec![sink], opts)
+    }
+
+    /// Starts a backend with one lane per sink, all taking chunks from one queue. Lane 0's
+    /// thread is `backend-NAME`, the others' `backend-NAME-1`, `backend-NAME-2`, ...
+    pub fn spawn_lanes(
+        sinks: Vec<Box<dyn Sink>>,
+        opts: BackendOptions,
+    ) -> std::io::Result<Backend> {
+        if sinks.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("backend {}: no sink to write with", opts.name),
+            ));
+        }
+        let lanes = sinks.len();
         let stats = Arc::new(BackendStats::new(&opts));
-        let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(sink, opts, Arc::clone(&stats), rx);
-        let thread = thread::Builder::new()
-            .name(format!("backend-{}", writer.opts.name))
-            .spawn(move || writer.run())?;
-        Ok(Backend {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let shared = Arc::new(LaneShared {
+            open: AtomicUsize::new(lanes),
+            failing: Mutex::new(0),
+        });
+        let mut backend = Backend {
             tx,
             stats,
-            thread: Some(thread),
-        })
+            threads: Vec::with_capacity(lanes),
+            stop: Some(stop_tx),
+        };
+        for (lane, sink) in sinks.into_iter().enumerate() {
+            let name = if lane == 0 {
+                format!("backend-{}", opts.name)
+            } else {
+                format!("backend-{}-{lane}", opts.name)
+            };
+            let writer = Writer::new(
+                sink,
+                opts.clone(),
+                Lane {
+                    index: lane,
+                    count: lanes,
+                    shared: Arc::clone(&shared),
+                    stop: stop_rx.clone(),
+                },
+                Arc::clone(&backend.stats),
+                rx.clone(),
+            );
+            // On an error the lanes already started are stopped (and joined) by Drop.
+            let thread = thread::Builder::new()
+                .name(name)
+                .spawn(move || writer.run())?;
+            backend.threads.push(thread);
+        }
+        Ok(backend)
     }
 
     /// A handle for a worker.
@@ -325,15 +398,27 @@ impl Backend {
         &self.stats
     }
 
-    /// Writes and flushes everything queued before this call (retrying a failing sink for up
-    /// to `shutdown_timeout`), then stops the thread. Call after the workers have stopped.
+    /// How many lanes (writer threads, sinks) it runs.
+    pub fn lanes(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Writes and flushes everything queued before this call (each lane retrying a failing sink
+    /// for up to `shutdown_timeout`), then stops the lanes. Call after the workers have stopped.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        if let Some(t) = self.thread.take() {
+        if self.threads.is_empty() {
+            return;
+        }
+        // Behind every queued chunk: each lane takes exactly one and stops.
+        for _ in &self.threads {
             let _ = self.tx.send(Msg::Shutdown);
+        }
+        self.stop = None;
+        for t in self.threads.drain(..) {
             if t.join().is_err() {
                 log::error!("backend {}: writer thread panicked", self.stats.name);
             }
@@ -347,12 +432,24 @@ impl Drop for Backend {
     }
 }
 
-/// The backend thread's state.
+/// Where a writer sits among its backend's lanes.
+struct Lane {
+    index: usize,
+    count: usize,
+    shared: Arc<LaneShared>,
+    /// Disconnects (never receives) when the backend stops.
+    stop: Receiver<()>,
+}
+
+/// One lane's state: its sink, the chunks of its current flush, its retry state.
 struct Writer {
     sink: Box<dyn Sink>,
     opts: BackendOptions,
+    lane: Lane,
+    /// `NAME` with one lane, `NAME lane I` with several (logs).
+    label: String,
     stats: Arc<BackendStats>,
-    rx: mpsc::Receiver<Msg>,
+    rx: Receiver<Msg>,
     /// Chunks of the current flush, oldest first; they stay until it succeeds.
     pending: Vec<Chunk>,
     pending_rows: u64,
@@ -363,6 +460,10 @@ struct Writer {
     /// Set while waiting to retry (after an error).
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// The last attempt failed (counted in `LaneShared::failing`).
+    failing: bool,
+    /// The backend is stopping: read the queue even while backing off, to find the `Shutdown`.
+    stopping: bool,
     last_status: Option<Instant>,
     last_error_log: Option<Instant>,
     errors_not_logged: u64,
@@ -374,12 +475,20 @@ impl Writer {
     fn new(
         sink: Box<dyn Sink>,
         opts: BackendOptions,
+        lane: Lane,
         stats: Arc<BackendStats>,
-        rx: mpsc::Receiver<Msg>,
+        rx: Receiver<Msg>,
     ) -> Writer {
+        let label = if lane.count > 1 {
+            format!("{} lane {}", opts.name, lane.index)
+        } else {
+            opts.name.clone()
+        };
         Writer {
             sink,
             opts,
+            lane,
+            label,
             stats,
             rx,
             pending: Vec::new(),
@@ -388,6 +497,8 @@ impl Writer {
             written: 0,
             retry_at: None,
             backoff: RETRY_BACKOFF_MIN,
+            failing: false,
+            stopping: false,
             last_status: None,
             last_error_log: None,
             errors_not_logged: 0,
@@ -401,10 +512,17 @@ impl Writer {
             let wait = self
                 .next_deadline()
                 .saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(wait) {
-                Ok(Msg::Chunk(c)) => self.accept(c),
-                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+            if self.retry_at.is_some() && !self.stopping {
+                // Backing off: leave the queue to the other lanes; wake early only to stop.
+                if let Err(RecvTimeoutError::Disconnected) = self.lane.stop.recv_timeout(wait) {
+                    self.stopping = true;
+                }
+            } else {
+                match self.rx.recv_timeout(wait) {
+                    Ok(Msg::Chunk(c)) => self.accept(c),
+                    Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
             }
             self.tick(Instant::now());
         }
@@ -504,7 +622,7 @@ impl Writer {
         self.stats
             .last_flush_duration_us
             .store(duration_us, Ordering::Relaxed);
-        self.stats.healthy.store(true, Ordering::Relaxed);
+        self.set_failing(false);
         if let Some(hook) = &self.opts.on_flush {
             self.report_chunks.clear();
             self.report_chunks
@@ -521,7 +639,7 @@ impl Writer {
         self.release(bytes);
         self.backoff = RETRY_BACKOFF_MIN;
         if self.errors_not_logged > 0 || self.last_error_log.is_some() {
-            log::info!("backend {}: writing again", self.opts.name);
+            log::info!("backend {}: writing again", self.label);
             self.last_error_log = None;
             self.errors_not_logged = 0;
         }
@@ -532,7 +650,7 @@ impl Writer {
         self.sink.abort();
         self.written = 0;
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        self.stats.healthy.store(false, Ordering::Relaxed);
+        self.set_failing(true);
         {
             let mut d = lock(&self.stats.detail);
             d.last_error = Some(e.to_string());
@@ -563,6 +681,21 @@ impl Writer {
         }
     }
 
+    /// Records whether this lane's last attempt failed and republishes `healthy`.
+    fn set_failing(&mut self, failing: bool) {
+        if failing == self.failing {
+            return;
+        }
+        self.failing = failing;
+        let mut n = lock(&self.lane.shared.failing);
+        *n = if failing {
+            n.saturating_add(1)
+        } else {
+            n.saturating_sub(1)
+        };
+        self.stats.healthy.store(*n == 0, Ordering::Relaxed);
+    }
+
     fn log_error(&mut self, now: Instant, msg: std::fmt::Arguments<'_>) {
         let due = self
             .last_error_log
@@ -571,11 +704,11 @@ impl Writer {
             if self.errors_not_logged > 0 {
                 log::error!(
                     "backend {}: {msg} ({} more errors since the last message)",
-                    self.opts.name,
+                    self.label,
                     self.errors_not_logged
                 );
             } else {
-                log::error!("backend {}: {msg}", self.opts.name);
+                log::error!("backend {}: {msg}", self.label);
             }
             self.last_error_log = Some(now);
             self.errors_not_logged = 0;
@@ -607,12 +740,16 @@ impl Writer {
         self.last_status = Some(now);
     }
 
-    /// Shutdown: take everything still queued, flush it, retry for up to `shutdown_timeout`.
+    /// Shutdown: flush what this lane holds, retrying for up to `shutdown_timeout`. Every chunk
+    /// queued before the `Shutdown`s has been taken by some lane; the lane that took the last
+    /// `Shutdown` (no other lane reads the queue any more) also takes what was sent after it.
     fn finish(&mut self) {
-        while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Chunk(c) = msg {
-                self.pending_rows += c.count;
-                self.pending.push(c);
+        if self.lane.shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            while let Ok(msg) = self.rx.try_recv() {
+                if let Msg::Chunk(c) = msg {
+                    self.pending_rows += c.count;
+                    self.pending.push(c);
+                }
             }
         }
         let deadline = Instant::now() + self.opts.shutdown_timeout;
@@ -636,7 +773,7 @@ impl Writer {
             let rows = self.pending_rows;
             log::error!(
                 "backend {}: shutting down with {rows} rows not written (the backend kept failing)",
-                self.opts.name
+                self.label
             );
             self.stats
                 .chunks_dropped_failed
@@ -813,5 +950,248 @@ mod tests {
         assert_eq!(stats.rows_dropped_failed.load(Ordering::Relaxed), 3);
         assert_eq!(stats.rows_dropped(), 10);
         assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// One lane's sink for the lane tests: rows land in a store shared by every lane, tagged
+    /// with the lane; each lane fails (retriably) on command.
+    struct LaneProbe {
+        lane: usize,
+        stored: Arc<Mutex<Vec<(usize, String)>>>,
+        current: Vec<String>,
+        /// Fail every flush while set.
+        fail: Arc<AtomicBool>,
+        /// Fail this many flushes (retriable), then succeed.
+        fail_flushes: Arc<AtomicUsize>,
+        flushes: Arc<AtomicUsize>,
+        /// Time a successful flush takes (so the lanes overlap).
+        flush_delay: Duration,
+    }
+
+    /// What the test keeps of each lane.
+    #[derive(Clone, Default)]
+    struct LaneHandle {
+        fail: Arc<AtomicBool>,
+        fail_flushes: Arc<AtomicUsize>,
+        flushes: Arc<AtomicUsize>,
+    }
+
+    impl Sink for LaneProbe {
+        fn write(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
+            let text = String::from_utf8_lossy(&chunk.rows);
+            self.current.extend(text.lines().map(str::to_owned));
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            if self.fail.load(Ordering::SeqCst)
+                || self
+                    .fail_flushes
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                return Err(SinkError::retriable("connection lost"));
+            }
+            thread::sleep(self.flush_delay);
+            let lane = self.lane;
+            lock(&self.stored).extend(self.current.drain(..).map(|l| (lane, l)));
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn abort(&mut self) {
+            self.current.clear();
+        }
+    }
+
+    /// `n` lane sinks over one store, with a handle on each.
+    #[allow(clippy::type_complexity, reason = "test plumbing")]
+    fn lane_probes(
+        n: usize,
+        flush_delay: Duration,
+    ) -> (
+        Vec<Box<dyn Sink>>,
+        Vec<LaneHandle>,
+        Arc<Mutex<Vec<(usize, String)>>>,
+    ) {
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<LaneHandle> = (0..n).map(|_| LaneHandle::default()).collect();
+        let sinks = handles
+            .iter()
+            .enumerate()
+            .map(|(lane, h)| {
+                Box::new(LaneProbe {
+                    lane,
+                    stored: Arc::clone(&stored),
+                    current: Vec::new(),
+                    fail: Arc::clone(&h.fail),
+                    fail_flushes: Arc::clone(&h.fail_flushes),
+                    flushes: Arc::clone(&h.flushes),
+                    flush_delay,
+                }) as Box<dyn Sink>
+            })
+            .collect();
+        (sinks, handles, stored)
+    }
+
+    /// The stored lines, sorted numerically; each must be `0..n` exactly once.
+    fn assert_each_once(stored: &Mutex<Vec<(usize, String)>>, n: usize) {
+        let mut got: Vec<usize> = lock(stored)
+            .iter()
+            .map(|(_, l)| l.parse().expect("a number"))
+            .collect();
+        got.sort_unstable();
+        let want: Vec<usize> = (0..n).collect();
+        assert_eq!(got, want, "every row exactly once");
+    }
+
+    fn line(i: usize) -> Chunk {
+        chunk(&format!("{i}\n"))
+    }
+
+    #[test]
+    fn lanes_write_every_chunk_once_and_all_take_part() {
+        let (sinks, handles, stored) = lane_probes(3, Duration::from_millis(2));
+        let backend = Backend::spawn_lanes(sinks, opts(4, 60_000)).expect("spawn");
+        assert_eq!(backend.lanes(), 3);
+        let stats = Arc::clone(backend.stats());
+        let tx = backend.sender();
+        for i in 0..600 {
+            assert!(tx.try_send(line(i)));
+        }
+        wait_for("every row", || {
+            stats.rows_written.load(Ordering::Relaxed) == 600
+        });
+        backend.shutdown();
+        assert_each_once(&stored, 600);
+        let per_lane: Vec<usize> = handles
+            .iter()
+            .map(|h| h.flushes.load(Ordering::SeqCst))
+            .collect();
+        assert!(
+            per_lane.iter().all(|&f| f > 0),
+            "every lane flushed: {per_lane:?}"
+        );
+        assert_eq!(
+            stats.flushes.load(Ordering::Relaxed),
+            per_lane.iter().sum::<usize>() as u64,
+            "backend flushes are the lanes' total"
+        );
+        assert_eq!(stats.rows_written.load(Ordering::Relaxed), 600);
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.errors.load(Ordering::Relaxed), 0);
+        assert!(stats.healthy.load(Ordering::Relaxed));
+    }
+
+    /// A lane whose sink fails keeps and retries its own chunks, takes no new ones while it
+    /// backs off (the other lanes write them), and the backend stays unhealthy until that lane
+    /// writes again: no row lost, none doubled.
+    #[test]
+    fn a_failing_lane_retries_its_own_chunks_while_the_others_carry_on() {
+        let (sinks, handles, stored) = lane_probes(3, Duration::ZERO);
+        handles[1].fail.store(true, Ordering::SeqCst);
+        let backend = Backend::spawn_lanes(sinks, opts(1, 60_000)).expect("spawn");
+        let stats = Arc::clone(backend.stats());
+        let tx = backend.sender();
+        // Until lane 1 has taken a chunk (and failed to flush it).
+        let mut sent = 0;
+        while stats.errors.load(Ordering::Relaxed) == 0 {
+            assert!(sent < 10_000, "lane 1 never took a chunk");
+            assert!(tx.try_send(line(sent)));
+            sent += 1;
+            thread::sleep(Duration::from_millis(1));
+        }
+        // Everything sent from now on is written by lanes 0 and 2 while lane 1 keeps failing.
+        let first_late = sent;
+        for _ in 0..300 {
+            assert!(tx.try_send(line(sent)));
+            sent += 1;
+        }
+        wait_for("the late rows, by the healthy lanes", || {
+            let s = lock(&stored);
+            (first_late..sent).all(|i| s.iter().any(|(_, l)| *l == i.to_string()))
+        });
+        assert!(
+            lock(&stored)
+                .iter()
+                .all(|(lane, l)| *lane != 1 && l.parse::<usize>().is_ok()),
+            "lane 1 stored nothing"
+        );
+        assert!(
+            !stats.healthy.load(Ordering::Relaxed),
+            "lane 1 is still failing"
+        );
+        assert!(stats.errors.load(Ordering::Relaxed) >= 1);
+        assert!(
+            stats.queued_bytes.load(Ordering::Relaxed) > 0,
+            "lane 1's rows are held"
+        );
+
+        handles[1].fail.store(false, Ordering::SeqCst);
+        wait_for("lane 1's retry", || {
+            handles[1].flushes.load(Ordering::SeqCst) >= 1
+        });
+        wait_for("every row", || {
+            stats.rows_written.load(Ordering::Relaxed) == sent as u64
+        });
+        assert!(stats.healthy.load(Ordering::Relaxed));
+        backend.shutdown();
+        assert_each_once(&stored, sent);
+        assert!(lock(&stored).iter().any(|(lane, _)| *lane == 1));
+        assert_eq!(
+            stats.reconnects.load(Ordering::Relaxed),
+            stats.errors.load(Ordering::Relaxed),
+            "every retriable error was retried"
+        );
+        assert_eq!(stats.rows_dropped(), 0);
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// Nothing is due before shutdown: every lane flushes what it holds then, a lane whose first
+    /// flush fails retries within `shutdown_timeout`, and a lane backing off (which does not read
+    /// the queue) is woken and stops.
+    #[test]
+    fn shutdown_flushes_every_lane() {
+        let (sinks, handles, stored) = lane_probes(3, Duration::ZERO);
+        handles[2].fail_flushes.store(1, Ordering::SeqCst);
+        let backend = Backend::spawn_lanes(sinks, opts(1_000_000, 600_000)).expect("spawn");
+        let stats = Arc::clone(backend.stats());
+        let tx = backend.sender();
+        for i in 0..100 {
+            assert!(tx.try_send(line(i)));
+        }
+        backend.shutdown();
+        assert_each_once(&stored, 100);
+        assert_eq!(stats.rows_written.load(Ordering::Relaxed), 100);
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.rows_dropped(), 0);
+
+        // A lane that keeps failing: its rows are dropped (counted) at the deadline, the others'
+        // are written, and shutdown does not wait for a backoff past the deadline.
+        let (sinks, handles, stored) = lane_probes(2, Duration::ZERO);
+        handles[0].fail.store(true, Ordering::SeqCst);
+        let mut o = opts(1, 600_000);
+        o.shutdown_timeout = Duration::from_millis(50);
+        let backend = Backend::spawn_lanes(sinks, o).expect("spawn");
+        let stats = Arc::clone(backend.stats());
+        let tx = backend.sender();
+        let mut sent = 0;
+        while stats.errors.load(Ordering::Relaxed) == 0 {
+            assert!(sent < 10_000, "lane 0 never took a chunk");
+            assert!(tx.try_send(line(sent)));
+            sent += 1;
+            thread::sleep(Duration::from_millis(1));
+        }
+        let t0 = Instant::now();
+        backend.shutdown();
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        let written = stats.rows_written.load(Ordering::Relaxed);
+        let dropped = stats.rows_dropped_failed.load(Ordering::Relaxed);
+        assert!(dropped >= 1);
+        assert_eq!(written + dropped, sent as u64);
+        assert_eq!(lock(&stored).len() as u64, written);
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_backend_needs_a_sink() {
+        assert!(Backend::spawn_lanes(Vec::new(), opts(1, 1)).is_err());
     }
 }

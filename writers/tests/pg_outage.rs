@@ -2,7 +2,8 @@
 //! middle of a COPY (every connection closed, new ones refused for a while), then restored. The
 //! sink is driven the way the backend thread drives it (write the flush's chunks, flush; on a
 //! retriable error abort, back off, retry the same chunks): afterwards every row is stored
-//! exactly once and the reconnect is counted.
+//! exactly once and the reconnect is counted. The same cut through the backend thread, with one
+//! connection and with two (lanes).
 
 mod pg_common;
 
@@ -204,21 +205,34 @@ fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 /// The same outage through the real backend thread (queue, flush policy, retry with backoff).
 #[test]
 fn backend_thread_rides_out_a_cut() {
+    ride_out_a_cut(1);
+}
+
+/// The same with two connections: both lanes lose their session, each retries its own rows.
+#[test]
+fn two_lanes_ride_out_a_cut() {
+    ride_out_a_cut(2);
+}
+
+fn ride_out_a_cut(lanes: usize) {
     let table = random_table("outage_be");
     let db = Db::connect(&table);
     let proxy = Proxy::start((pg_host(), pg_port()));
-    let sink = PgSink::new(pg_config(&table, Some(proxy.port)));
+    let sinks: Vec<Box<dyn Sink>> = PgSink::lanes(pg_config(&table, Some(proxy.port)), lanes)
+        .into_iter()
+        .map(|s| Box::new(s) as Box<dyn Sink>)
+        .collect();
     let mut opts = BackendOptions::new("pg", "postgres");
     opts.flush_rows = 6_000;
     opts.flush_interval = Duration::from_millis(200);
-    let backend = Backend::spawn(Box::new(sink), opts).expect("spawn");
+    let backend = Backend::spawn_lanes(sinks, opts).expect("spawn");
     let tx = backend.sender();
     let stats = std::sync::Arc::clone(backend.stats());
 
     let (chunks, (rows, bytes, pkts)) = v5_chunks(1200, 25, IpAddr::V4(Ipv4Addr::LOCALHOST));
-    // The first flush (8 chunks = 6,000 rows = flush_rows) lands before the cut, so the cut
-    // never falls between the server's commit and its reply (that would store rows twice:
-    // delivery is at-least-once; the mid-COPY cut is the test above).
+    // The first 8 chunks (6,000 rows: one flush, or one per lane by age) land before the cut,
+    // so the cut never falls between the server's commit and its reply (that would store rows
+    // twice: delivery is at-least-once; the mid-COPY cut is the test above).
     let half = 8;
     for c in &chunks[..half] {
         assert!(tx.try_send(c.clone()), "queue has room");
@@ -251,10 +265,23 @@ fn backend_thread_rides_out_a_cut() {
         pkts as i64
     );
     let status = stats.detail().status;
-    let reconnects = status
-        .iter()
-        .find(|(k, _)| *k == "reconnects")
-        .and_then(|(_, v)| v.parse::<u64>().ok());
-    assert_eq!(reconnects, Some(1), "{status:?}");
+    let get = |key: &str| {
+        status
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    // Each lane that had a session before the cut reconnects once (a lane's first connect is
+    // not a reconnect).
+    let reconnects = get("reconnects").unwrap_or(0);
+    assert!(
+        (1..=lanes as u64).contains(&reconnects),
+        "{reconnects} reconnects with {lanes} lanes: {status:?}"
+    );
+    if lanes == 1 {
+        assert_eq!(reconnects, 1);
+    }
+    assert_eq!(get("connections"), Some(lanes as u64));
+    assert_eq!(get("rows_written"), Some(rows));
     drop(proxy);
 }

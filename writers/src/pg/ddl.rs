@@ -4,6 +4,12 @@
 //! or a BRIN index on `last_switched`, and max-age pruning (drop_chunks, or DELETE in bounded
 //! batches so no long lock is held).
 //!
+//! Schema setup holds a session-level advisory lock keyed by the table name, so the lanes of one
+//! backend (and other goflow instances writing the same table) never run it at once: concurrent
+//! `CREATE TABLE IF NOT EXISTS` or `ADD COLUMN IF NOT EXISTS` on the same table can fail in
+//! PostgreSQL (a unique violation on pg_type or pg_attribute), since IF NOT EXISTS is checked
+//! before the catalog row is inserted.
+//!
 //! The SQL builders are pure (unit-tested here); the async functions run them on a client.
 //! TimescaleDB cannot be installed on the development machines, so that path follows its
 //! documentation (create_hypertable with if_not_exists/migrate_data; drop_chunks older_than)
@@ -19,6 +25,23 @@ pub const TIME_COLUMN: &str = "last_switched";
 
 /// Rows one retention DELETE removes; each batch is its own short transaction.
 pub const RETENTION_DELETE_BATCH_ROWS: u32 = 10_000;
+
+/// First key of the schema-setup advisory lock (`pg_advisory_lock(int4, int4)`): ASCII "gflw".
+/// The second is [`schema_lock_key`] of the table, so the pair only meets another
+/// application's advisory lock if it picked the same class.
+pub const SCHEMA_LOCK_CLASS: i32 = 0x6766_6c77;
+
+/// Second key of the schema-setup advisory lock: FNV-1a (32 bits) of the table name as
+/// configured. Stable across versions and machines, so every goflow instance derives the same
+/// key for the same table (advisory locks are per database already).
+pub fn schema_lock_key(table: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in table.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    i32::from_be_bytes(h.to_be_bytes())
+}
 
 /// `"name"` with embedded quotes doubled.
 pub fn quote_ident(name: &str) -> String {
@@ -155,8 +178,35 @@ impl From<tokio_postgres::Error> for SchemaError {
 }
 
 /// Creates the table or adds the columns it lacks, checks the types of the ones it has, then
-/// makes it a hypertable (TimescaleDB available) or gives it a BRIN index.
+/// makes it a hypertable (TimescaleDB available) or gives it a BRIN index; all under the
+/// table's advisory lock (waiting for whoever holds it).
+///
+/// The lock is session-level rather than transaction-scoped so every statement runs as it
+/// would alone (a failed `CREATE EXTENSION` is tolerated, which would abort a transaction, and
+/// `create_hypertable` keeps its usual autocommit behaviour). It is released on every return;
+/// if this future is dropped midway (the caller's timeout), the caller must drop the session,
+/// which releases it on the server.
 pub async fn ensure_schema(client: &Client, table: &str) -> Result<SchemaReport, SchemaError> {
+    let key = schema_lock_key(table);
+    client
+        .execute(
+            "SELECT pg_advisory_lock($1::int4, $2::int4)",
+            &[&SCHEMA_LOCK_CLASS, &key],
+        )
+        .await?;
+    let result = ensure_schema_locked(client, table).await;
+    let unlocked = client
+        .execute(
+            "SELECT pg_advisory_unlock($1::int4, $2::int4)",
+            &[&SCHEMA_LOCK_CLASS, &key],
+        )
+        .await;
+    let report = result?;
+    unlocked?;
+    Ok(report)
+}
+
+async fn ensure_schema_locked(client: &Client, table: &str) -> Result<SchemaReport, SchemaError> {
     let mut report = SchemaReport::default();
     let qualified = quote_table(table);
     let exists = client
@@ -336,6 +386,18 @@ mod tests {
         assert_eq!(
             create_brin_index("s.flows"),
             "CREATE INDEX IF NOT EXISTS \"flows_last_switched_brin\" ON \"s\".\"flows\" USING brin (\"last_switched\")"
+        );
+    }
+
+    #[test]
+    fn schema_lock_key_is_stable_fnv1a() {
+        // FNV-1a 32 test vectors: "" -> 0x811c9dc5, "a" -> 0xe40c292c, "foobar" -> 0xbf9cf968.
+        assert_eq!(schema_lock_key(""), 0x811c_9dc5_u32 as i32);
+        assert_eq!(schema_lock_key("a"), 0xe40c_292c_u32 as i32);
+        assert_eq!(schema_lock_key("foobar"), 0xbf9c_f968_u32 as i32);
+        assert_ne!(
+            schema_lock_key("goflow_records"),
+            schema_lock_key("goflow_records2")
         );
     }
 

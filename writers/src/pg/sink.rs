@@ -6,7 +6,13 @@
 //!
 //! It connects lazily (plain or TLS as `sslmode` says, see `tls`) and again after any connection
 //! error (the backend's retry paces it), creates or upgrades the table on the first successful
-//! connect, and starts a retention thread when `max_age_days` is set. Errors are classified:
+//! connect, and starts a retention thread when `max_age_days` is set.
+//!
+//! [`PgSink::lanes`] makes the sinks of one backend's lanes (`connections` in the config): each
+//! has its own session and COPY, so several COPYs into the table run at once. They share one
+//! stats block (updated per connect and per flush, so a mutex costs nothing) and therefore report
+//! the same backend-wide status; each sets the schema up on its own first connect (serialized by
+//! an advisory lock in [`ddl::ensure_schema`]); only lane 0 runs retention. Errors are classified:
 //! lost connections, timeouts and server shutdown/resource states are retriable; data and schema
 //! errors are fatal and name the table and column. Delivery is at-least-once: a connection lost
 //! after the server committed but before it said so leads to a retry of rows that are already
@@ -65,9 +71,20 @@ impl Drop for Session {
     }
 }
 
-/// Counters and last events, for [`Sink::status`].
+/// One lane's session as last seen (on connect, on drop, at its last status refresh).
+#[derive(Clone, Copy, Debug, Default)]
+struct LaneState {
+    connected: bool,
+    encrypted: bool,
+}
+
+/// Counters and last events of all lanes of one backend, for [`Sink::status`].
 #[derive(Debug, Default)]
 struct Stats {
+    /// Indexed by lane.
+    lanes: Vec<LaneState>,
+    /// The table is a hypertable (as the last schema check found).
+    timescaledb: bool,
     rows_written: u64,
     copies: u64,
     last_flush_us: Option<i64>,
@@ -84,6 +101,16 @@ struct Stats {
     refreshed: Option<Instant>,
 }
 
+impl Stats {
+    /// The stats block of a backend with `lanes` lanes.
+    fn shared(lanes: usize) -> Arc<Mutex<Stats>> {
+        Arc::new(Mutex::new(Stats {
+            lanes: vec![LaneState::default(); lanes],
+            ..Stats::default()
+        }))
+    }
+}
+
 /// What the retention thread reports.
 #[derive(Debug, Default)]
 struct RetentionStats {
@@ -97,6 +124,10 @@ struct RetentionStats {
 /// The PostgreSQL sink. See the module docs.
 pub struct PgSink {
     cfg: PgConfig,
+    /// This sink's index among its backend's lanes (0 with one lane).
+    lane: usize,
+    /// This lane has had a session before (the next connect is a reconnect).
+    connected_before: bool,
     copy_sql: String,
     rt: Option<Runtime>,
     session: Option<Session>,
@@ -111,9 +142,10 @@ pub struct PgSink {
     timescaledb: bool,
     /// The last error was an undefined column/table and the schema was re-checked for it.
     schema_rechecked: bool,
-    stats: Stats,
+    /// Shared by every lane of the backend.
+    stats: Arc<Mutex<Stats>>,
     retention: Arc<Mutex<RetentionStats>>,
-    /// Dropping it stops the retention thread.
+    /// Dropping it stops the retention thread (lane 0 only).
     retention_stop: Option<mpsc::Sender<()>>,
 }
 
@@ -121,6 +153,7 @@ impl std::fmt::Debug for PgSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgSink")
             .field("cfg", &self.cfg)
+            .field("lane", &self.lane)
             .field("connected", &self.session.is_some())
             .field("copy_open", &self.copy.is_some())
             .field("stats", &self.stats)
@@ -129,11 +162,35 @@ impl std::fmt::Debug for PgSink {
 }
 
 impl PgSink {
-    /// A sink for `cfg`. Does not connect: the first write (or [`PgSink::connect`]) does.
+    /// A sink for `cfg` (a backend with one lane). Does not connect: the first write (or
+    /// [`PgSink::connect`]) does.
     pub fn new(cfg: PgConfig) -> PgSink {
+        PgSink::lane(cfg, 0, &Stats::shared(1), &Arc::default())
+    }
+
+    /// The sinks of a backend with `n` lanes (at least one), one connection each, sharing their
+    /// stats (so each reports the backend's totals) and retention (run by lane 0). None connects
+    /// yet.
+    pub fn lanes(cfg: PgConfig, n: usize) -> Vec<PgSink> {
+        let n = n.max(1);
+        let stats = Stats::shared(n);
+        let retention: Arc<Mutex<RetentionStats>> = Arc::default();
+        (0..n)
+            .map(|lane| PgSink::lane(cfg.clone(), lane, &stats, &retention))
+            .collect()
+    }
+
+    fn lane(
+        cfg: PgConfig,
+        lane: usize,
+        stats: &Arc<Mutex<Stats>>,
+        retention: &Arc<Mutex<RetentionStats>>,
+    ) -> PgSink {
         PgSink {
             copy_sql: ddl::copy_statement(&cfg.table),
             cfg,
+            lane,
+            connected_before: false,
             rt: None,
             session: None,
             copy: None,
@@ -143,8 +200,8 @@ impl PgSink {
             schema_ready: false,
             timescaledb: false,
             schema_rechecked: false,
-            stats: Stats::default(),
-            retention: Arc::default(),
+            stats: Arc::clone(stats),
+            retention: Arc::clone(retention),
             retention_stop: None,
         }
     }
@@ -154,14 +211,24 @@ impl PgSink {
         &self.cfg
     }
 
-    /// Rows the server confirmed.
+    /// Rows the server confirmed (all lanes).
     pub fn rows_written(&self) -> u64 {
-        self.stats.rows_written
+        lock(&self.stats).rows_written
     }
 
-    /// Successful connects after the first.
+    /// Successful connects after each lane's first (all lanes).
     pub fn reconnects(&self) -> u64 {
-        self.stats.reconnects
+        lock(&self.stats).reconnects
+    }
+
+    /// COPYs committed (all lanes).
+    pub fn copies(&self) -> u64 {
+        lock(&self.stats).copies
+    }
+
+    /// This sink's lane index.
+    pub fn lane_index(&self) -> usize {
+        self.lane
     }
 
     /// Whether the table is a TimescaleDB hypertable (known after the first connect).
@@ -244,17 +311,17 @@ impl PgSink {
         } = match connected {
             Ok(Ok(connected)) => connected,
             Ok(Err(ConnectError::Setup(msg))) => {
-                self.stats.connect_failures += 1;
+                lock(&self.stats).connect_failures += 1;
                 return Err(SinkError::fatal(format!(
                     "postgres: connect to {server}: {msg}"
                 )));
             }
             Ok(Err(ConnectError::Db(e))) => {
-                self.stats.connect_failures += 1;
+                lock(&self.stats).connect_failures += 1;
                 return Err(classify(&e, &format!("connect to {server}")));
             }
             Err(_) => {
-                self.stats.connect_failures += 1;
+                lock(&self.stats).connect_failures += 1;
                 return Err(SinkError::retriable(format!(
                     "postgres: connect to {server}: timed out after {} s",
                     CONNECT_TIMEOUT.as_secs()
@@ -271,18 +338,36 @@ impl PgSink {
             task,
             encrypted,
         });
-        self.stats.connects += 1;
+        let lanes = {
+            let mut s = lock(&self.stats);
+            s.connects += 1;
+            if self.connected_before {
+                s.reconnects += 1;
+            }
+            if let Some(l) = s.lanes.get_mut(self.lane) {
+                *l = LaneState {
+                    connected: true,
+                    encrypted,
+                };
+            }
+            s.lanes.len()
+        };
         let over = if encrypted { "TLS" } else { "plain TCP" };
-        if self.stats.connects > 1 {
-            self.stats.reconnects += 1;
-            log::info!("postgres: reconnected to {server} over {over}");
+        let which = if lanes > 1 {
+            format!(" (connection {} of {lanes})", self.lane + 1)
+        } else {
+            String::new()
+        };
+        if self.connected_before {
+            log::info!("postgres: reconnected to {server} over {over}{which}");
         } else {
             log::info!(
-                "postgres: connected to {server} over {over} (sslmode {}), table {}",
+                "postgres: connected to {server} over {over} (sslmode {}), table {}{which}",
                 self.cfg.sslmode.as_str(),
                 self.cfg.table
             );
         }
+        self.connected_before = true;
         self.ensure_schema()
     }
 
@@ -328,17 +413,19 @@ impl PgSink {
             );
         }
         self.timescaledb = report.timescaledb;
+        lock(&self.stats).timescaledb = report.timescaledb;
         self.schema_ready = true;
         self.start_retention();
         Ok(())
     }
 
+    /// Starts the retention thread (lane 0, once, when `max_age_days` is set).
     fn start_retention(&mut self) {
         // 0 days means "keep everything" (as `utilities: {max_age: 0}` does).
         let Some(days) = self.cfg.max_age_days.filter(|d| *d > 0) else {
             return;
         };
-        if self.retention_stop.is_some() {
+        if self.lane != 0 || self.retention_stop.is_some() {
             return;
         }
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -360,7 +447,11 @@ impl PgSink {
 
     fn drop_session(&mut self) {
         self.copy = None;
-        self.session = None;
+        if self.session.take().is_some()
+            && let Some(l) = lock(&self.stats).lanes.get_mut(self.lane)
+        {
+            l.connected = false;
+        }
     }
 
     /// Opens the COPY of this flush if none is open and queues the header.
@@ -460,7 +551,7 @@ impl PgSink {
             Err(_) => return Err(self.timeout_error("COPY end")),
         };
         if rows != self.copy_rows {
-            self.stats.row_count_mismatches += 1;
+            lock(&self.stats).row_count_mismatches += 1;
             log::warn!(
                 "postgres: COPY into {} stored {rows} rows, {} were sent",
                 self.cfg.table,
@@ -468,14 +559,18 @@ impl PgSink {
             );
         }
         self.schema_rechecked = false;
-        self.stats.rows_written += rows;
-        self.stats.copies += 1;
-        self.stats.last_flush_us = Some(now_us());
-        self.stats.last_flush_ms = flush_started.elapsed().as_secs_f64() * 1e3;
-        self.stats.last_copy_ms = self
+        let copy_ms = self
             .copy_started
             .take()
             .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
+        {
+            let mut s = lock(&self.stats);
+            s.rows_written += rows;
+            s.copies += 1;
+            s.last_flush_us = Some(now_us());
+            s.last_flush_ms = flush_started.elapsed().as_secs_f64() * 1e3;
+            s.last_copy_ms = copy_ms;
+        }
         self.copy_rows = 0;
         // Under steady load a COPY is open almost all the time; between two is when the table's
         // size can be asked for (rate-limited to one query per STATUS_REFRESH).
@@ -513,18 +608,17 @@ impl PgSink {
 
     /// Counts and remembers an error on its way out.
     fn note(&mut self, e: SinkError) -> SinkError {
-        self.stats.errors += 1;
-        self.stats.last_error = Some((now_us(), e.to_string()));
+        let mut s = lock(&self.stats);
+        s.errors += 1;
+        s.last_error = Some((now_us(), e.to_string()));
+        drop(s);
         e
     }
 
+    /// Asks for the table's size and row estimate, at most once per [`STATUS_REFRESH`] across
+    /// all lanes (the lane that finds it due claims it), never while this lane's COPY is open.
     fn refresh_table_stats(&mut self) {
-        if self.copy.is_some()
-            || self
-                .stats
-                .refreshed
-                .is_some_and(|t| t.elapsed() < STATUS_REFRESH)
-        {
+        if self.copy.is_some() {
             return;
         }
         let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
@@ -532,6 +626,13 @@ impl PgSink {
         };
         if session.client.is_closed() || !self.schema_ready {
             return;
+        }
+        {
+            let mut s = lock(&self.stats);
+            if s.refreshed.is_some_and(|t| t.elapsed() < STATUS_REFRESH) {
+                return;
+            }
+            s.refreshed = Some(Instant::now());
         }
         let sql = if self.timescaledb {
             "SELECT hypertable_size(r)::bigint, approximate_row_count(r)::bigint \
@@ -545,12 +646,12 @@ impl PgSink {
         let got = rt.block_on(async {
             tokio::time::timeout(STATUS_TIMEOUT, session.client.query_one(sql, &[&table])).await
         });
-        self.stats.refreshed = Some(Instant::now());
         match got {
             Ok(Ok(row)) => {
-                self.stats.table_bytes = row.try_get(0).ok().flatten();
+                let mut s = lock(&self.stats);
+                s.table_bytes = row.try_get(0).ok().flatten();
                 // reltuples is -1 for a table never vacuumed or analyzed (PostgreSQL 14+).
-                self.stats.estimated_rows = row
+                s.estimated_rows = row
                     .try_get::<_, Option<i64>>(1)
                     .ok()
                     .flatten()
@@ -583,9 +684,27 @@ impl Sink for PgSink {
         self.piece.clear();
     }
 
+    /// Backend-wide values (every lane reports the same totals); `connected` is true while any
+    /// lane has a live session, `sessions` says how many of `connections` do, and `tls` is true
+    /// only when every live session is encrypted. Other lanes' sessions are as they last saw
+    /// them (the backend refreshes each lane's status every few seconds).
     fn status(&mut self) -> Vec<(&'static str, String)> {
         self.refresh_table_stats();
-        let s = &self.stats;
+        let live = self
+            .session
+            .as_ref()
+            .filter(|s| !s.client.is_closed())
+            .map(|s| s.encrypted);
+        let mut s = lock(&self.stats);
+        if let Some(l) = s.lanes.get_mut(self.lane) {
+            *l = LaneState {
+                connected: live.is_some(),
+                encrypted: live.unwrap_or(false),
+            };
+        }
+        let sessions = s.lanes.iter().filter(|l| l.connected).count();
+        let all_encrypted = s.lanes.iter().filter(|l| l.connected).all(|l| l.encrypted);
+        let s = &*s;
         let r = lock(&self.retention);
         let opt_i64 = |v: Option<i64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
         let time = |v: Option<i64>| v.map_or_else(|| "null".to_string(), json_time);
@@ -593,22 +712,19 @@ impl Sink for PgSink {
             ("server", json_string(&self.server())),
             ("table", json_string(&self.cfg.table)),
             ("sslmode", json_string(self.cfg.sslmode.as_str())),
-            (
-                "connected",
-                self.session
-                    .as_ref()
-                    .is_some_and(|s| !s.client.is_closed())
-                    .to_string(),
-            ),
-            // Whether the current session is encrypted; null while there is none.
+            ("connections", s.lanes.len().to_string()),
+            ("sessions", sessions.to_string()),
+            ("connected", (sessions > 0).to_string()),
+            // Whether the live sessions are encrypted; null while there is none.
             (
                 "tls",
-                self.session
-                    .as_ref()
-                    .filter(|s| !s.client.is_closed())
-                    .map_or_else(|| "null".to_string(), |s| s.encrypted.to_string()),
+                if sessions == 0 {
+                    "null".to_string()
+                } else {
+                    all_encrypted.to_string()
+                },
             ),
-            ("timescaledb", self.timescaledb.to_string()),
+            ("timescaledb", s.timescaledb.to_string()),
             ("table_bytes", opt_i64(s.table_bytes)),
             ("estimated_rows", opt_i64(s.estimated_rows)),
             ("rows_written", s.rows_written.to_string()),
@@ -830,5 +946,27 @@ mod tests {
         assert_eq!(get("connected").as_deref(), Some("false"));
         assert_eq!(get("retention_max_age_days").as_deref(), Some("3"));
         assert_eq!(get("table").as_deref(), Some("\"goflow_records\""));
+    }
+
+    /// The lanes of one backend share one stats block: each reports the backend's totals and
+    /// how many connections it runs; only lane 0 would run retention.
+    #[test]
+    fn lanes_share_their_status() {
+        let mut lanes = PgSink::lanes(PgConfig::default(), 3);
+        assert_eq!(lanes.len(), 3);
+        assert_eq!(PgSink::lanes(PgConfig::default(), 0).len(), 1);
+        let _ = lanes[1].note(SinkError::retriable("lane 1 lost its connection"));
+        for (i, sink) in lanes.iter_mut().enumerate() {
+            assert_eq!(sink.lane_index(), i);
+            let status = sink.status();
+            let get = |k: &str| status.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+            assert_eq!(get("connections").as_deref(), Some("3"));
+            assert_eq!(get("sessions").as_deref(), Some("0"));
+            assert_eq!(get("tls").as_deref(), Some("null"));
+            assert_eq!(get("errors").as_deref(), Some("1"), "lane {i}");
+            assert!(get("last_error").is_some_and(|e| e.contains("lane 1")));
+        }
+        let single = PgSink::new(PgConfig::default()).status();
+        assert!(single.contains(&("connections", "1".to_string())));
     }
 }
