@@ -77,15 +77,7 @@ fn two_lanes_store_every_row_once_in_parallel() {
     assert_eq!(stats.rows_written.load(Ordering::Relaxed), rows);
     assert_eq!(stats.rows_dropped(), 0);
     assert_eq!(stats.errors.load(Ordering::Relaxed), 0);
-    assert_eq!(db.count(), rows as i64, "every row, once");
-    assert_eq!(
-        db.one_i64(&format!("SELECT sum(in_bytes)::bigint FROM {}", db.t())),
-        bytes as i64
-    );
-    assert_eq!(
-        db.one_i64(&format!("SELECT sum(in_pkts)::bigint FROM {}", db.t())),
-        pkts as i64
-    );
+    db.assert_totals(rows, bytes, pkts);
     // The sink status is the backend's: totals of both lanes, both sessions.
     let status = stats.detail().status;
     assert_eq!(status_value(&status, "connections").as_deref(), Some("2"));

@@ -175,15 +175,7 @@ fn rows_survive_a_cut_mid_copy() {
     assert!(proxy.refused.load(Ordering::SeqCst) >= 1);
     assert_eq!(sink.reconnects(), 1, "one reconnect after the outage");
     assert_eq!(sink.rows_written(), rows);
-    assert_eq!(db.count(), rows as i64, "every row, once");
-    assert_eq!(
-        db.one_i64(&format!("SELECT sum(in_bytes)::bigint FROM {}", db.t())),
-        bytes as i64
-    );
-    assert_eq!(
-        db.one_i64(&format!("SELECT sum(in_pkts)::bigint FROM {}", db.t())),
-        pkts as i64
-    );
+    db.assert_totals(rows, bytes, pkts);
     let status = sink.status();
     let get = |k: &str| status.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
     assert_eq!(get("reconnects").as_deref(), Some("1"));
@@ -255,15 +247,7 @@ fn ride_out_a_cut(lanes: usize) {
     backend.shutdown();
 
     assert_eq!(stats.rows_dropped(), 0);
-    assert_eq!(db.count(), rows as i64, "every row, once");
-    assert_eq!(
-        db.one_i64(&format!("SELECT sum(in_bytes)::bigint FROM {}", db.t())),
-        bytes as i64
-    );
-    assert_eq!(
-        db.one_i64(&format!("SELECT sum(in_pkts)::bigint FROM {}", db.t())),
-        pkts as i64
-    );
+    db.assert_totals(rows, bytes, pkts);
     let status = stats.detail().status;
     let get = |key: &str| {
         status

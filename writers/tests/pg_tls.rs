@@ -227,12 +227,11 @@ fn verify_full_without_a_usable_root_file_is_fatal_and_named() {
     }
 }
 
-/// A server without TLS (the proxy answers `N`): `prefer` writes in the clear, `require` is a
-/// fatal error.
-#[test]
-fn server_without_tls_prefer_falls_back_require_fails() {
-    let proxy = TlsStandIn::start(StandIn::NoTls);
-    let table = random_table("tls_nossl");
+/// Against a stand-in that offers no working TLS: `prefer` writes in the clear, `require` is a
+/// fatal error whose message contains `why`.
+fn prefer_falls_back_require_fails(mode: StandIn, name: &str, why: &str) {
+    let proxy = TlsStandIn::start(mode);
+    let table = random_table(name);
     let db = Db::connect(&table);
     let mut cfg = pg_config(&table, Some(proxy.port));
     cfg.sslmode = SslMode::Prefer;
@@ -244,29 +243,20 @@ fn server_without_tls_prefer_falls_back_require_fails() {
     cfg.sslmode = SslMode::Require;
     let err = PgSink::new(cfg).connect().expect_err("require without TLS");
     assert!(!err.is_retriable(), "{err}");
-    assert!(err.to_string().contains("does not support TLS"), "{err}");
+    assert!(err.to_string().contains(why), "{err}");
+}
+
+/// A server without TLS (the proxy answers `N`).
+#[test]
+fn server_without_tls_prefer_falls_back_require_fails() {
+    prefer_falls_back_require_fails(StandIn::NoTls, "tls_nossl", "does not support TLS");
 }
 
 /// A server whose TLS handshake fails (the proxy answers `S`, then junk): `prefer` connects
-/// again without TLS, as libpq does; `require` is a fatal error.
+/// again without TLS, as libpq does.
 #[test]
 fn broken_tls_prefer_retries_plain_require_fails() {
-    let proxy = TlsStandIn::start(StandIn::BrokenTls);
-    let table = random_table("tls_broken");
-    let db = Db::connect(&table);
-    let mut cfg = pg_config(&table, Some(proxy.port));
-    cfg.sslmode = SslMode::Prefer;
-    let mut sink = PgSink::new(cfg.clone());
-    let (ssl, _) = server_view(&db, &mut sink);
-    assert!(!ssl);
-    assert_eq!(status_of(&mut sink, "tls").as_deref(), Some("false"));
-
-    cfg.sslmode = SslMode::Require;
-    let err = PgSink::new(cfg)
-        .connect()
-        .expect_err("require with broken TLS");
-    assert!(!err.is_retriable(), "{err}");
-    assert!(err.to_string().contains("TLS handshake"), "{err}");
+    prefer_falls_back_require_fails(StandIn::BrokenTls, "tls_broken", "TLS handshake");
 }
 
 /// A connection lost in the middle of the handshake is worth retrying under `require` (unlike

@@ -126,6 +126,15 @@ impl Db {
         self.one_i64(&format!("SELECT count(*) FROM {}", self.t()))
     }
 
+    /// The table holds exactly `rows` rows whose in_bytes and in_pkts add up to `bytes` and
+    /// `pkts` (every row stored once).
+    pub fn assert_totals(&self, rows: u64, bytes: u64, pkts: u64) {
+        assert_eq!(self.count(), rows as i64, "every row, once");
+        let sum = |col: &str| self.one_i64(&format!("SELECT sum({col})::bigint FROM {}", self.t()));
+        assert_eq!(sum("in_bytes"), bytes as i64, "sum(in_bytes)");
+        assert_eq!(sum("in_pkts"), pkts as i64, "sum(in_pkts)");
+    }
+
     /// Column names of the table, in order.
     pub fn columns(&self) -> Vec<String> {
         self.query(&format!(
