@@ -609,32 +609,10 @@ impl BackendKind {
 /// TLS mode of a SQL connection (`SQL_SSLMODE`); the PostgreSQL writer's own type.
 pub use goflow_writers::pg::SslMode;
 
-/// A SQL backend's connection settings. `Debug` never shows the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SqlConfig {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    /// From $SQL_PASSWORD, else `SQL_PASSWORD`; `None` for password-less (trust) servers.
-    pub password: Option<String>,
-    pub dbname: String,
-    pub table: String,
-    pub sslmode: SslMode,
-}
-
-impl fmt::Debug for SqlConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqlConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .field("dbname", &self.dbname)
-            .field("table", &self.table)
-            .field("sslmode", &self.sslmode)
-            .finish()
-    }
-}
+/// A SQL backend's connection settings: the PostgreSQL writer's own type (MySQL takes the
+/// same keys). `Debug` never shows the password. `max_age_days` is left `None` here; the
+/// daemon fills it from `utilities.max_age`.
+pub use goflow_writers::pg::PgConfig as SqlConfig;
 
 /// Kafka settings, environment applied. `Debug` never shows the password.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -1125,6 +1103,7 @@ fn resolve_sql(
         dbname,
         table,
         sslmode,
+        max_age_days: None,
     };
     Ok((sql, flush))
 }

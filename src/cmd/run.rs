@@ -135,14 +135,8 @@ fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<
 fn pg_plan(sql: &SqlConfig, connections: usize, max_age_days: Option<u32>) -> Plan {
     use goflow_writers::pg::{self, PgConfig, PgSink};
     let cfg = PgConfig {
-        host: sql.host.clone(),
-        port: sql.port,
-        user: sql.user.clone(),
-        password: sql.password.clone(),
-        dbname: sql.dbname.clone(),
-        table: sql.table.clone(),
-        sslmode: sql.sslmode.clone(),
         max_age_days,
+        ..sql.clone()
     };
     Plan {
         encoder: Arc::new(|| Box::new(pg::encoder()) as Box<dyn RowEncoder>),

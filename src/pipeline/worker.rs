@@ -1,8 +1,9 @@
 //! One worker's batch processing: every datagram of a wake-up is decoded with the worker's own
 //! [`Decoder`] (its template cache, samplers and sequence state), each record is encoded into
-//! every backend's buffer by that backend's [`RowEncoder`]; at the end of a batch, once a buffer
-//! holds [`CHUNK_BYTES`] or [`CHUNK_ROWS`] or its oldest row is [`CHUNK_MAX_AGE`] old, each buffer
-//! is split off as one [`Chunk`] and offered to its backend's queue without blocking.
+//! every backend's buffer by that backend's [`RowEncoder`]. As soon as a buffer holds
+//! [`CHUNK_BYTES`] or [`CHUNK_ROWS`] (checked after each datagram), or at the end of a batch once
+//! its oldest row is [`CHUNK_MAX_AGE`] old, each buffer leaves as one [`Chunk`], offered to its
+//! backend's queue without blocking.
 //! Counters are added once per batch; the decoder's per-exporter snapshot is copied out about
 //! once a second. [`run`] is the receive loop around it, including the drain at shutdown.
 
@@ -229,12 +230,11 @@ impl Pipeline {
         self.counters
             .kernel_drops
             .store(kernel_drops, Ordering::Relaxed);
-        if let Some((since, _)) = self.pending {
-            let big = self.pending_rows >= CHUNK_ROWS
-                || self.outputs.iter().any(|o| o.buf.len() >= CHUNK_BYTES);
-            if big || now.saturating_duration_since(since) >= CHUNK_MAX_AGE {
-                self.ship();
-            }
+        // Full buffers already left in `datagram`; what remains leaves once it is old enough.
+        if let Some((since, _)) = self.pending
+            && now.saturating_duration_since(since) >= CHUNK_MAX_AGE
+        {
+            self.ship();
         }
         self.observer.tick(now);
         if now.saturating_duration_since(self.last_snapshot) >= SNAPSHOT_INTERVAL {

@@ -378,14 +378,18 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let line = format!("{{\"x\":\"{}\"}}\n", "y".repeat(1000));
         let block = line.repeat(256);
-        let total = DROP_LAG + 4 * DROP_EVERY;
+        // Writes a little over DROP_LAG + 4 drops' worth through a sink and flushes; the bytes.
+        let fill = |sink: &mut FileSink| {
+            let mut written = 0;
+            while written < DROP_LAG + 4 * DROP_EVERY {
+                sink.write(&chunk(&block, 256)).expect("write");
+                written += block.len() as u64;
+            }
+            sink.flush().expect("flush");
+            written
+        };
         let mut sink = FileSink::open(&path, true).expect("open");
-        let mut written = 0;
-        while written < total {
-            sink.write(&chunk(&block, 256)).expect("write");
-            written += block.len() as u64;
-        }
-        sink.flush().expect("flush");
+        let written = fill(&mut sink);
         // Dirty pages are only queued for writeback by the advice; once they are on disk the
         // next drop frees them.
         if let Target::File { file, len, .. } = &sink.target {
@@ -405,13 +409,7 @@ mod tests {
         // keep_page_cache: nothing dropped.
         let kept = temp_path("kept.jsonl");
         let _ = std::fs::remove_file(&kept);
-        let mut sink = FileSink::open(&kept, false).expect("open");
-        let mut written = 0;
-        while written < total {
-            sink.write(&chunk(&block, 256)).expect("write");
-            written += block.len() as u64;
-        }
-        sink.flush().expect("flush");
+        let written = fill(&mut FileSink::open(&kept, false).expect("open"));
         // Whole pages: the last one is partly written.
         assert!(cached_bytes(&kept) >= written);
         let _ = std::fs::remove_file(&path);

@@ -307,19 +307,6 @@ fn put_ipv4(line: &mut Line<'_>, ip: std::net::Ipv4Addr, open: u8) {
     line.len += n + 1;
 }
 
-/// [`put_ipv4_quoted`] into a block of its own, with the length.
-#[cfg(test)]
-fn ipv4_quoted(ip: std::net::Ipv4Addr) -> ([u8; 20], usize) {
-    let mut buf = [0u8; 20];
-    let mut line = Line {
-        buf: &mut buf,
-        len: 0,
-    };
-    put_ipv4_quoted(&mut line, ip);
-    let len = line.len;
-    (buf, len)
-}
-
 /// An IPv6 address in quotes, in the text form `Display` gives (RFC 5952: lowercase hex
 /// without leading zeros, the longest run of two or more zero groups, the first of equal runs,
 /// as `::`; `::ffff:a.b.c.d` for IPv4-mapped addresses), written in place. By hand because
@@ -416,19 +403,6 @@ fn hex_group(g: u16) -> ([u8; 4], usize) {
     (word.to_le_bytes(), 4 - skip as usize)
 }
 
-/// [`put_ipv6_quoted`] into a block of its own, with the length.
-#[cfg(test)]
-fn ipv6_quoted(ip: std::net::Ipv6Addr) -> ([u8; 64], usize) {
-    let mut buf = [0u8; 64];
-    let mut line = Line {
-        buf: &mut buf,
-        len: 0,
-    };
-    put_ipv6_quoted(&mut line, ip);
-    let len = line.len;
-    (buf, len)
-}
-
 /// `s` as a JSON string literal (for sinks' status values).
 pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -481,6 +455,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    /// What `put` writes into a fresh line, as text.
+    fn written(put: impl FnOnce(&mut Line<'_>)) -> String {
+        let mut buf = [0u8; 64];
+        let mut line = Line {
+            buf: &mut buf,
+            len: 0,
+        };
+        put(&mut line);
+        let len = line.len;
+        String::from_utf8(buf[..len].to_vec()).expect("ascii")
+    }
+
     fn fmt(t: UnixMicros) -> String {
         let mut v = Vec::new();
         write_rfc3339(t, &mut v);
@@ -523,17 +509,11 @@ mod tests {
             "abcd:ef01:2345:6789:abcd:ef01:2345:6789",
         ] {
             let ip: IpAddr = ip.parse().expect("address");
-            let (text, len) = match ip {
-                IpAddr::V4(v4) => {
-                    let (text, len) = ipv4_quoted(v4);
-                    (text.to_vec(), len)
-                }
-                IpAddr::V6(v6) => {
-                    let (text, len) = ipv6_quoted(v6);
-                    (text.to_vec(), len)
-                }
+            let text = match ip {
+                IpAddr::V4(v4) => written(|l| put_ipv4_quoted(l, v4)),
+                IpAddr::V6(v6) => written(|l| put_ipv6_quoted(l, v6)),
             };
-            assert_eq!(&text[..len], format!("\"{ip}\"").as_bytes());
+            assert_eq!(text, format!("\"{ip}\""));
         }
     }
 
@@ -559,29 +539,22 @@ mod tests {
 
     #[test]
     fn the_longest_value_fits() {
-        // LINE_CAP reserves VALUE_MAX per column: the longest address (IPv6 with an IPv4
-        // tail), u64::MAX, a quoted time and null all fit.
-        let (_, v6_len) = ipv6_quoted(
-            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-                .parse()
-                .expect("v6"),
-        );
-        assert!(v6_len <= VALUE_MAX);
-        assert!(itoa::Buffer::new().format(u64::MAX).len() <= VALUE_MAX);
-        assert!(ipv4_quoted(std::net::Ipv4Addr::BROADCAST).1 <= VALUE_MAX);
+        // LINE_CAP reserves VALUE_MAX per column: the longest addresses, u64::MAX, a quoted
+        // time and null all fit.
+        let v6: std::net::Ipv6Addr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+            .parse()
+            .expect("v6");
+        assert!(written(|l| put_ipv6_quoted(l, v6)).len() <= VALUE_MAX);
+        let mapped: std::net::Ipv6Addr = "::ffff:255.255.255.255".parse().expect("v6");
+        assert!(written(|l| put_ipv6_quoted(l, mapped)).len() <= VALUE_MAX);
+        assert!(written(|l| put_uint(l, u64::MAX)).len() <= VALUE_MAX);
+        assert!(written(|l| put_ipv4_quoted(l, std::net::Ipv4Addr::BROADCAST)).len() <= VALUE_MAX);
     }
 
     #[test]
     fn integers_match_display() {
-        let mut buf = [0u8; VALUE_MAX];
         for v in (0..=10_001).chain([99_999, 100_000, u64::from(u32::MAX), u64::MAX]) {
-            let mut line = Line {
-                buf: &mut buf,
-                len: 0,
-            };
-            put_uint(&mut line, v);
-            let len = line.len;
-            assert_eq!(&buf[..len], v.to_string().as_bytes());
+            assert_eq!(written(|l| put_uint(l, v)), v.to_string());
         }
     }
 
@@ -596,17 +569,13 @@ mod tests {
                 }
             }
             let ip = std::net::Ipv6Addr::from(groups);
-            let (text, len) = ipv6_quoted(ip);
-            let want = format!("\"{ip}\"");
-            proptest::prop_assert_eq!(&text[..len], want.as_bytes());
+            proptest::prop_assert_eq!(written(|l| put_ipv6_quoted(l, ip)), format!("\"{ip}\""));
         }
 
         #[test]
         fn any_ipv4_matches_display(bits: u32) {
             let ip = std::net::Ipv4Addr::from(bits);
-            let (text, len) = ipv4_quoted(ip);
-            let want = format!("\"{ip}\"");
-            proptest::prop_assert_eq!(&text[..len], want.as_bytes());
+            proptest::prop_assert_eq!(written(|l| put_ipv4_quoted(l, ip)), format!("\"{ip}\""));
         }
     }
 }
