@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use goflow_codec::DecoderConfig;
 use goflow_writers::backend::{Backend, BackendOptions, FlushHook, FlushReport};
-use goflow_writers::file::{FileSink, JsonEncoder, NullEncoder, NullSink};
+use goflow_writers::file::{FileIo, FileSink, JsonEncoder, NullEncoder, NullSink};
 use goflow_writers::sink::{RowEncoder, Sink};
 
 use crate::config::{self, BackendConfig, BackendKind, RunConfig, SqlConfig};
@@ -101,7 +101,15 @@ fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<
         } => Plan {
             encoder: json,
             sinks: vec![Box::new(
-                FileSink::open(path, !keep_page_cache).with_context(|| {
+                FileSink::open(
+                    path,
+                    if *keep_page_cache {
+                        FileIo::PageCache
+                    } else {
+                        FileIo::Direct
+                    },
+                )
+                .with_context(|| {
                     format!(
                         "backend {}: cannot open {} for appending",
                         b.name,

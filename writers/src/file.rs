@@ -4,11 +4,16 @@
 //! ([`crate::json::encode_line`]); [`NullEncoder`] writes nothing, so the `null` backend measures
 //! receive and decode alone.
 //!
-//! [`FileSink`] writes each chunk through to the file as it arrives (nothing of a flush is held in
-//! this process beyond what the backend keeps for a retry) and `flush` only ends the flush: the
-//! data is in the page cache, no fsync. A failed flush is rolled back by truncating the file to
-//! where the flush began, so the backend's retry of the same chunks never duplicates lines. On
-//! standard output a partial write cannot be taken back; a closed pipe is a fatal error.
+//! [`FileSink`] writes each chunk through as it arrives (nothing of a flush is held in this
+//! process beyond what the backend keeps for a retry, and at most [`direct::DIRECT_WRITE_BYTES`]
+//! staged) and `flush` ends the flush: every line is in the file, no fsync. How bytes reach the
+//! file is a [`FileIo`]: by default `O_DIRECT` in whole blocks ([`direct`]), falling back to the
+//! page cache with drop-behind where the file system has no direct I/O. A failed flush is rolled
+//! back by truncating the file to where the flush began, so the backend's retry of the same
+//! chunks never duplicates lines. On standard output a partial write cannot be taken back; a
+//! closed pipe is a fatal error.
+
+mod direct;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -19,6 +24,7 @@ use goflow_codec::FlowRecord;
 
 use crate::json;
 use crate::sink::{Chunk, RowEncoder, Sink, SinkError};
+use direct::DirectFile;
 
 /// The JSON-lines row encoder: one object and a newline per record.
 #[derive(Clone, Debug, Default)]
@@ -130,7 +136,19 @@ fn drop_written_pages(file: &File, len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// How a [`FileSink`] gets its bytes into the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileIo {
+    /// `O_DIRECT` where the file system supports it, else [`FileIo::DropBehind`]: the default.
+    Direct,
+    /// Through the page cache, dropping written pages behind the writer.
+    DropBehind,
+    /// Through the page cache, left cached (`keep_page_cache: true`).
+    PageCache,
+}
+
 enum Target {
+    Direct(DirectFile),
     File {
         file: File,
         /// The file's length as far as this sink knows (it only appends).
@@ -157,6 +175,31 @@ pub struct FileSink {
     flush_rows: u64,
 }
 
+impl Target {
+    /// Appends through the page cache (`O_APPEND`).
+    fn buffered(path: &Path, drop_behind: bool) -> io::Result<Target> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Target::File {
+            file,
+            len,
+            flush_start: None,
+            drop_behind,
+        })
+    }
+
+    /// How this target writes, for status.
+    fn io(&self) -> &'static str {
+        match self {
+            Target::Direct(_) => "direct",
+            Target::File {
+                drop_behind: true, ..
+            } => "page cache, drop-behind",
+            Target::File { .. } | Target::Stdout => "page cache",
+        }
+    }
+}
+
 impl std::fmt::Debug for FileSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileSink")
@@ -169,21 +212,27 @@ impl std::fmt::Debug for FileSink {
 impl FileSink {
     /// Opens `path` for appending (created with mode 0644 if missing); `-` is standard output.
     /// Fails when the file cannot be opened (a missing directory, no permission), so a bad path
-    /// stops the daemon at start rather than at the first flush. With `drop_behind`, written
-    /// lines leave the page cache [`DROP_LAG`] behind the end of the file.
-    pub fn open(path: &Path, drop_behind: bool) -> io::Result<FileSink> {
+    /// stops the daemon at start rather than at the first flush.
+    pub fn open(path: &Path, io: FileIo) -> io::Result<FileSink> {
         if path.as_os_str() == "-" {
             return Ok(FileSink::stdout());
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let len = file.metadata()?.len();
-        Ok(FileSink {
-            target: Target::File {
-                file,
-                len,
-                flush_start: None,
-                drop_behind,
+        let target = match io {
+            FileIo::Direct => match DirectFile::open(path)? {
+                Some(f) => Target::Direct(f),
+                None => {
+                    log::info!(
+                        "{}: no direct I/O on this file system; writing through the page cache",
+                        path.display()
+                    );
+                    Target::buffered(path, true)?
+                }
             },
+            FileIo::DropBehind => Target::buffered(path, true)?,
+            FileIo::PageCache => Target::buffered(path, false)?,
+        };
+        Ok(FileSink {
+            target,
             path: path.to_path_buf(),
             bytes_written: 0,
             rows_written: 0,
@@ -206,6 +255,43 @@ impl FileSink {
         }
     }
 
+    /// After a direct flush: when `path` no longer names the open file (moved away by logrotate
+    /// `create`, or deleted), reopens `path` so new lines go to the new file. Truncation in
+    /// place (`copytruncate`) the direct writer follows itself, before every write.
+    fn follow_rename(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let Target::Direct(f) = &mut self.target else {
+            return;
+        };
+        let Ok(open) = f.file().metadata() else {
+            return;
+        };
+        let same = std::fs::metadata(&self.path)
+            .is_ok_and(|named| named.dev() == open.dev() && named.ino() == open.ino());
+        if same {
+            return;
+        }
+        let reopened = match f.reopen(&self.path) {
+            Ok(true) => Ok(()),
+            // The new file is on a file system without direct I/O.
+            Ok(false) => Target::buffered(&self.path, true).map(|t| self.target = t),
+            Err(e) => Err(e),
+        };
+        match reopened {
+            Ok(()) => {
+                self.reopens += 1;
+                log::info!(
+                    "{} was moved or removed (rotated?); reopened it",
+                    self.path.display()
+                );
+            }
+            Err(e) => log::warn!(
+                "{} was moved or removed, and reopening it failed: {e}; still writing to the old file",
+                self.path.display()
+            ),
+        }
+    }
+
     fn error(&self, what: &str, e: &io::Error) -> SinkError {
         let msg = format!("{what} {}: {e}", self.display_path());
         match (&self.target, e.kind()) {
@@ -220,7 +306,7 @@ impl FileSink {
     fn display_path(&self) -> String {
         match self.target {
             Target::Stdout => "standard output".to_owned(),
-            Target::File { .. } => self.path.display().to_string(),
+            Target::File { .. } | Target::Direct(_) => self.path.display().to_string(),
         }
     }
 }
@@ -228,6 +314,7 @@ impl FileSink {
 impl Sink for FileSink {
     fn write(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
         let result = match &mut self.target {
+            Target::Direct(f) => f.append(&chunk.rows),
             Target::File {
                 file,
                 len,
@@ -260,6 +347,7 @@ impl Sink for FileSink {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         let result = match &mut self.target {
+            Target::Direct(f) => f.commit().map(|()| self.follow_rename()),
             // Unbuffered: every write already reached the kernel.
             Target::File {
                 file,
@@ -288,7 +376,12 @@ impl Sink for FileSink {
     fn abort(&mut self) {
         self.flush_bytes = 0;
         self.flush_rows = 0;
-        if let Target::File {
+        if let Target::Direct(f) = &mut self.target {
+            // Take back the partial flush; if that fails, the next write tries again first.
+            if let Err(e) = f.rollback() {
+                log::warn!("cannot roll back {}: {e}", self.path.display());
+            }
+        } else if let Target::File {
             file,
             len,
             flush_start,
@@ -315,6 +408,7 @@ impl Sink for FileSink {
             ("bytes_written", self.bytes_written.to_string()),
             ("rows_written", self.rows_written.to_string()),
             ("reopens", self.reopens.to_string()),
+            ("io", json::json_string(self.target.io())),
         ]
     }
 }
@@ -332,15 +426,35 @@ mod tests {
         }
     }
 
+    /// A path under the target directory: a disk file system, where `/tmp` may be tmpfs.
     fn temp_path(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("goflow-file-{}-{name}", std::process::id()))
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+        let _ = std::fs::create_dir_all(&dir);
+        dir.join(format!("goflow-file-{}-{name}", std::process::id()))
+    }
+
+    const ALL_IO: [FileIo; 3] = [FileIo::Direct, FileIo::DropBehind, FileIo::PageCache];
+
+    fn io_status(sink: &mut FileSink) -> String {
+        let status = sink.status();
+        let io = status
+            .iter()
+            .find(|(k, _)| *k == "io")
+            .expect("io in status");
+        serde_json::from_str(&io.1).expect("a JSON string")
     }
 
     #[test]
     fn appends_and_rolls_back_an_aborted_flush() {
-        let path = temp_path("rollback.jsonl");
+        for io in ALL_IO {
+            appends_and_rolls_back(io);
+        }
+    }
+
+    fn appends_and_rolls_back(io: FileIo) {
+        let path = temp_path(&format!("rollback-{io:?}.jsonl"));
         std::fs::write(&path, b"old\n").expect("write");
-        let mut sink = FileSink::open(&path, true).expect("open");
+        let mut sink = FileSink::open(&path, io).expect("open");
         sink.write(&chunk("a\n", 1)).expect("write a");
         sink.flush().expect("flush");
         sink.write(&chunk("b\n", 1)).expect("write b");
@@ -388,7 +502,7 @@ mod tests {
             sink.flush().expect("flush");
             written
         };
-        let mut sink = FileSink::open(&path, true).expect("open");
+        let mut sink = FileSink::open(&path, FileIo::DropBehind).expect("open");
         let written = fill(&mut sink);
         // Dirty pages are only queued for writeback by the advice; once they are on disk the
         // next drop frees them.
@@ -409,19 +523,44 @@ mod tests {
         // keep_page_cache: nothing dropped.
         let kept = temp_path("kept.jsonl");
         let _ = std::fs::remove_file(&kept);
-        let written = fill(&mut FileSink::open(&kept, false).expect("open"));
+        let written = fill(&mut FileSink::open(&kept, FileIo::PageCache).expect("open"));
         // Whole pages: the last one is partly written.
         assert!(cached_bytes(&kept) >= written);
+
+        // Direct: nothing but the partial last block went through the page cache.
+        let direct = temp_path("direct.jsonl");
+        let _ = std::fs::remove_file(&direct);
+        let mut sink = FileSink::open(&direct, FileIo::Direct).expect("open");
+        if io_status(&mut sink) == "direct" {
+            let written = fill(&mut sink);
+            let cached = cached_bytes(&direct);
+            assert!(cached <= 1 << 16, "{cached} of {written} bytes cached");
+            let text = std::fs::read(&direct).expect("read");
+            assert_eq!(text.len() as u64, written);
+            assert!(text.chunks(line.len()).all(|l| l == line.as_bytes()));
+        } else {
+            eprintln!(
+                "no direct I/O under {}: that part skipped",
+                direct.display()
+            );
+        }
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&kept);
+        let _ = std::fs::remove_file(&direct);
     }
 
     #[test]
     fn follows_logrotate_create_and_copytruncate() {
-        let path = temp_path("rotate.jsonl");
-        let rotated = temp_path("rotate.jsonl.1");
+        for io in ALL_IO {
+            follows_logrotate(io);
+        }
+    }
+
+    fn follows_logrotate(io: FileIo) {
+        let path = temp_path(&format!("rotate-{io:?}.jsonl"));
+        let rotated = temp_path(&format!("rotate-{io:?}.jsonl.1"));
         let _ = std::fs::remove_file(&path);
-        let mut sink = FileSink::open(&path, true).expect("open");
+        let mut sink = FileSink::open(&path, io).expect("open");
         sink.write(&chunk("a\n", 1)).expect("write");
         sink.flush().expect("flush");
 
@@ -446,6 +585,24 @@ mod tests {
         sink.write(&chunk("e\n", 1)).expect("write");
         sink.flush().expect("flush");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "d\ne\n");
+
+        // copytruncate of a file longer than the staging area: the next lines go to the start
+        // of the emptied file, not after a hole of zeros where the old end was.
+        let big = "x".repeat(999) + "\n";
+        for _ in 0..3000 {
+            sink.write(&chunk(&big, 1)).expect("write");
+        }
+        sink.flush().expect("flush");
+        assert!(std::fs::metadata(&path).expect("stat").len() > 3_000_000);
+        std::fs::write(&path, b"").expect("truncate");
+        sink.write(&chunk("f\n", 1)).expect("write");
+        for _ in 0..2000 {
+            sink.write(&chunk(&big, 1)).expect("write");
+        }
+        sink.flush().expect("flush");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.len(), 2 + 2000 * big.len(), "{io:?}");
+        assert!(text.starts_with("f\nxxx"), "{io:?}");
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&rotated);
     }
@@ -453,7 +610,9 @@ mod tests {
     #[test]
     fn open_fails_for_a_missing_directory() {
         let path = temp_path("no/such/dir/flows.jsonl");
-        assert!(FileSink::open(&path, true).is_err());
+        for io in ALL_IO {
+            assert!(FileSink::open(&path, io).is_err());
+        }
     }
 
     #[test]
