@@ -292,6 +292,31 @@ impl FileSink {
         }
     }
 
+    /// After a failed direct write: when the kernel refused it as invalid (a file system that
+    /// reports direct-I/O alignment but will not take it), takes back the current flush and goes
+    /// on through the page cache; the backend's retry of the flush then writes it that way.
+    fn leave_direct_io(&mut self, e: &io::Error) {
+        let Target::Direct(f) = &mut self.target else {
+            return;
+        };
+        if e.raw_os_error() != Some(rustix::io::Errno::INVAL.raw_os_error()) {
+            return;
+        }
+        if let Err(e) = f.rollback() {
+            log::warn!("cannot roll back {}: {e}", self.path.display());
+        }
+        match Target::buffered(&self.path, true) {
+            Ok(t) => {
+                self.target = t;
+                log::warn!(
+                    "{}: the file system refused a direct write ({e}); writing through the page cache from now on",
+                    self.path.display()
+                );
+            }
+            Err(e) => log::warn!("cannot reopen {}: {e}", self.path.display()),
+        }
+    }
+
     fn error(&self, what: &str, e: &io::Error) -> SinkError {
         let msg = format!("{what} {}: {e}", self.display_path());
         match (&self.target, e.kind()) {
@@ -341,7 +366,10 @@ impl Sink for FileSink {
                 self.flush_rows += chunk.count;
                 Ok(())
             }
-            Err(e) => Err(self.error("cannot write to", &e)),
+            Err(e) => {
+                self.leave_direct_io(&e);
+                Err(self.error("cannot write to", &e))
+            }
         }
     }
 
@@ -369,7 +397,10 @@ impl Sink for FileSink {
                 self.flush_rows = 0;
                 Ok(())
             }
-            Err(e) => Err(self.error("cannot flush", &e)),
+            Err(e) => {
+                self.leave_direct_io(&e);
+                Err(self.error("cannot flush", &e))
+            }
         }
     }
 
@@ -605,6 +636,33 @@ mod tests {
         assert!(text.starts_with("f\nxxx"), "{io:?}");
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&rotated);
+    }
+
+    #[test]
+    fn a_refused_direct_write_falls_back_to_the_page_cache_without_losing_lines() {
+        let path = temp_path("refused.jsonl");
+        std::fs::write(&path, b"old\n").expect("write");
+        let mut sink = FileSink::open(&path, FileIo::Direct).expect("open");
+        let Target::Direct(f) = &mut sink.target else {
+            eprintln!("skipped: no direct I/O under {}", path.display());
+            return;
+        };
+        // Blocks smaller than any device's sector: the first direct write is refused (EINVAL).
+        f.force_align(256);
+        let line = "y".repeat(299) + "\n";
+        sink.write(&chunk("a\n", 1)).expect("write");
+        sink.flush().expect("flush");
+        sink.write(&chunk(&line, 1)).expect("staged");
+        let e = sink.flush().expect_err("the direct write is refused");
+        assert!(e.is_retriable(), "{e}");
+        assert_eq!(io_status(&mut sink), "page cache, drop-behind");
+        // The backend's retry of the flush.
+        sink.abort();
+        sink.write(&chunk(&line, 1)).expect("write");
+        sink.flush().expect("flush");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text, format!("old\na\n{line}"));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

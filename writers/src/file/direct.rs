@@ -205,6 +205,13 @@ impl DirectFile {
         }
     }
 
+    /// Pretends direct I/O needs `align`-byte blocks (a divisor of the real one), so a test can
+    /// make the kernel refuse a write.
+    #[cfg(test)]
+    pub fn force_align(&mut self, align: u64) {
+        self.align = align;
+    }
+
     /// Writes the staged whole blocks at `base` and keeps the partial block, moved to the front.
     fn write_blocks(&mut self) -> io::Result<()> {
         let whole = self.used - self.used % self.align as usize;
