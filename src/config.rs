@@ -38,7 +38,7 @@ pub const DEFAULT_QUEUE_BYTES: u64 = 256 << 20;
 /// only builds up while the disk stalls or is slower than the input, and a smaller bound keeps
 /// the process small (what cannot be queued is counted as dropped). Measured: 16 MiB keeps peak
 /// RSS near 50 MiB even when the input outruns the disk; at 2.4 M flows/s (1.2 GB/s of JSON) a
-/// 25-40 ms ext4 stall overflows it now and then, which 32 MiB rides out at ~74 MiB peak.
+/// 25-40 ms ext4 stall overflows it now and then, which 32 MiB rides out at up to 74 MiB peak.
 pub const DEFAULT_FILE_QUEUE_BYTES: u64 = 16 << 20;
 /// Rows per flush for database and Kafka backends.
 pub const DEFAULT_SQL_FLUSH_ROWS: u64 = 100_000;

@@ -68,46 +68,6 @@ impl Sink for NullSink {
     }
 }
 
-/// After each flush, follows what logrotate (or an operator) did to the file: when `path` no
-/// longer names the open file (moved away with `create`, or deleted), the sink reopens `path`,
-/// creating it, so new lines go to the new file; when the open file got shorter than this sink
-/// wrote (`copytruncate`), its length is taken as the new rollback base. A stat or two per
-/// flush; a failed reopen keeps writing to the old file and is tried again after the next flush.
-fn follow_rotation(path: &Path, file: &mut File, len: &mut u64, reopens: &mut u64) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(open) = file.metadata() else {
-        return;
-    };
-    let same = std::fs::metadata(path)
-        .is_ok_and(|named| named.dev() == open.dev() && named.ino() == open.ino());
-    if same {
-        if open.len() < *len {
-            log::info!(
-                "{} was truncated to {} bytes (copytruncate?); appending from there",
-                path.display(),
-                open.len()
-            );
-            *len = open.len();
-        }
-        return;
-    }
-    match OpenOptions::new().create(true).append(true).open(path) {
-        Ok(new) => {
-            *len = new.metadata().map_or(0, |m| m.len());
-            *file = new;
-            *reopens += 1;
-            log::info!(
-                "{} was moved or removed (rotated?); reopened it",
-                path.display()
-            );
-        }
-        Err(e) => log::warn!(
-            "{} was moved or removed, and reopening it failed: {e}; still writing to the old file",
-            path.display()
-        ),
-    }
-}
-
 /// Every this many bytes written, the pages behind the writer are dropped from the page cache.
 const DROP_EVERY: u64 = 16 << 20;
 /// The newest this many bytes stay cached (for readers tailing the file).
@@ -255,27 +215,48 @@ impl FileSink {
         }
     }
 
-    /// After a direct flush: when `path` no longer names the open file (moved away by logrotate
-    /// `create`, or deleted), reopens `path` so new lines go to the new file. Truncation in
-    /// place (`copytruncate`) the direct writer follows itself, before every write.
-    fn follow_rename(&mut self) {
+    /// After each flush, follows what logrotate (or an operator) did to the file: when `path` no
+    /// longer names the open file (moved away with `create`, or deleted), the sink reopens `path`,
+    /// creating it, so new lines go to the new file; when the open file got shorter than this sink
+    /// wrote (`copytruncate`), its length is the new end (the direct writer checks that itself,
+    /// before every write). A stat or two per flush; a failed reopen keeps writing to the old file
+    /// and is tried again after the next flush.
+    fn follow_rotation(&mut self) {
         use std::os::unix::fs::MetadataExt;
-        let Target::Direct(f) = &mut self.target else {
-            return;
+        let open = match &self.target {
+            Target::Direct(f) => f.file().metadata(),
+            Target::File { file, .. } => file.metadata(),
+            Target::Stdout => return,
         };
-        let Ok(open) = f.file().metadata() else {
+        let Ok(open) = open else {
             return;
         };
         let same = std::fs::metadata(&self.path)
             .is_ok_and(|named| named.dev() == open.dev() && named.ino() == open.ino());
         if same {
+            if let Target::File { len, .. } = &mut self.target
+                && open.len() < *len
+            {
+                log::info!(
+                    "{} was truncated to {} bytes (copytruncate?); appending from there",
+                    self.path.display(),
+                    open.len()
+                );
+                *len = open.len();
+            }
             return;
         }
-        let reopened = match f.reopen(&self.path) {
-            Ok(true) => Ok(()),
-            // The new file is on a file system without direct I/O.
-            Ok(false) => Target::buffered(&self.path, true).map(|t| self.target = t),
-            Err(e) => Err(e),
+        let reopened = match &mut self.target {
+            Target::Direct(f) => match f.reopen(&self.path) {
+                Ok(true) => Ok(()),
+                // The new file is on a file system without direct I/O.
+                Ok(false) => Target::buffered(&self.path, true).map(|t| self.target = t),
+                Err(e) => Err(e),
+            },
+            Target::File { drop_behind, .. } => {
+                Target::buffered(&self.path, *drop_behind).map(|t| self.target = t)
+            }
+            Target::Stdout => return,
         };
         match reopened {
             Ok(()) => {
@@ -375,22 +356,17 @@ impl Sink for FileSink {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         let result = match &mut self.target {
-            Target::Direct(f) => f.commit().map(|()| self.follow_rename()),
+            Target::Direct(f) => f.commit(),
             // Unbuffered: every write already reached the kernel.
-            Target::File {
-                file,
-                len,
-                flush_start,
-                ..
-            } => {
+            Target::File { flush_start, .. } => {
                 *flush_start = None;
-                follow_rotation(&self.path, file, len, &mut self.reopens);
                 Ok(())
             }
             Target::Stdout => io::stdout().lock().flush(),
         };
         match result {
             Ok(()) => {
+                self.follow_rotation();
                 self.bytes_written += self.flush_bytes;
                 self.rows_written += self.flush_rows;
                 self.flush_bytes = 0;
