@@ -256,28 +256,60 @@ async fn ensure_schema_locked(client: &Client, table: &str) -> Result<SchemaRepo
 }
 
 /// Whether the timescaledb extension is available and enabled (creating it if needed).
+///
+/// `CREATE EXTENSION timescaledb` on a server whose `shared_preload_libraries` lacks it does
+/// not fail politely: the server ends the session (FATAL). That is the usual state right after
+/// the Debian package is installed, so the preload is checked first and the extension is only
+/// created where it can load; otherwise one line says what to change and the table stays plain.
 async fn timescaledb_enabled(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    let available = client
+    let Some(row) = client
         .query_opt(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+            "SELECT installed_version IS NOT NULL, \
+             coalesce(current_setting('shared_preload_libraries', true), '') \
+             FROM pg_available_extensions WHERE name = 'timescaledb'",
             &[],
         )
         .await?
-        .is_some();
-    if !available {
+    else {
+        return Ok(false);
+    };
+    let installed: bool = row.try_get(0)?;
+    let preload: String = row.try_get(1)?;
+    if !preloads_timescaledb(&preload) {
+        log::warn!(
+            "timescaledb is installed on the server but not preloaded, using a plain table: add \
+             timescaledb to shared_preload_libraries in postgresql.conf and restart PostgreSQL \
+             to get a hypertable"
+        );
         return Ok(false);
     }
-    // Fails without superuser rights or without shared_preload_libraries: then a plain table.
+    if installed {
+        return Ok(true);
+    }
+    // Fails without the rights to create extensions: then a plain table.
     if let Err(e) = client
         .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         .await
     {
+        if client.is_closed() {
+            return Err(e);
+        }
         log::warn!(
             "timescaledb is available but CREATE EXTENSION failed, using a plain table: {e}"
         );
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Whether a `shared_preload_libraries` value (comma-separated, optionally quoted, possibly a
+/// path or with a version suffix such as `timescaledb-2.28.3`) loads TimescaleDB.
+fn preloads_timescaledb(setting: &str) -> bool {
+    setting.split(',').any(|lib| {
+        let lib = lib.trim().trim_matches('"').trim();
+        let base = lib.rsplit('/').next().unwrap_or(lib);
+        base == "timescaledb" || base.starts_with("timescaledb-")
+    })
 }
 
 /// Makes the table a hypertable on the time column; false when TimescaleDB is not there.
@@ -328,6 +360,18 @@ pub async fn prune(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn preload_setting_is_parsed() {
+        use super::preloads_timescaledb as p;
+        assert!(p("timescaledb"));
+        assert!(p("pg_stat_statements, timescaledb"));
+        assert!(p("\"timescaledb\""));
+        assert!(p("$libdir/timescaledb-2.28.3"));
+        assert!(!p(""));
+        assert!(!p("pg_stat_statements"));
+        assert!(!p("timescaledb_toolkit"));
+    }
+
     use super::*;
 
     #[test]
