@@ -61,6 +61,12 @@ pub const DEFAULT_PG_CONNECTIONS: u64 = 2;
 pub const PG_CONNECTIONS_MAX: u64 = 16;
 /// Most worker threads accepted.
 pub const WORKERS_MAX: u64 = 256;
+/// `state_dir` when neither the file nor systemd names one: relative to the working directory,
+/// like the default JSON-lines file, so goflow runs anywhere without a config file.
+pub const DEFAULT_STATE_DIR: &str = "goflow-state";
+/// The environment variable systemd sets for `StateDirectory=` (the first of its
+/// colon-separated paths is taken): the default `state_dir` under a unit.
+pub const STATE_DIRECTORY_ENV: &str = "STATE_DIRECTORY";
 
 /// A configuration error: names the key, the file and the line. Exit code 2.
 #[derive(Debug)]
@@ -90,6 +96,11 @@ struct RawConfig {
     /// Ops API address (`host:port`), or `off`. Default 127.0.0.1:8880.
     #[serde(default)]
     api: Option<String>,
+    /// Directory for what must survive a restart: the backends' disk spools, templates and
+    /// sampling state. Created at start; one goflow instance per directory (a lock file).
+    /// Default: `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `./goflow-state`.
+    #[serde(default)]
+    state_dir: Option<String>,
     /// Housekeeping.
     #[serde(default)]
     utilities: Option<RawUtilities>,
@@ -479,6 +490,9 @@ pub struct RunConfig {
     pub api: Option<SocketAddr>,
     /// `utilities.max_age`: prune flows older than this many days (database backends).
     pub max_age_days: Option<u32>,
+    /// Where state that survives a restart lives (`state_dir`, resolved; may be relative to the
+    /// working directory).
+    pub state_dir: PathBuf,
 }
 
 impl RunConfig {
@@ -498,6 +512,7 @@ impl RunConfig {
             unused_backends: Vec::new(),
             api: Some(DEFAULT_API),
             max_age_days: None,
+            state_dir: default_state_dir(&|k| std::env::var(k).ok()),
         }
     }
 
@@ -784,6 +799,17 @@ fn resolve(
         .ok()
         .filter(|&d| d > 0 && max_age.is_some());
 
+    let state_dir = match raw.state_dir.as_deref().map(str::trim) {
+        None => default_state_dir(env),
+        Some("") => {
+            return Err(ctx.err(
+                &["state_dir"],
+                "is empty (a directory path, or leave the key out for the default)",
+            ));
+        }
+        Some(s) => PathBuf::from(s),
+    };
+
     Ok(RunConfig {
         source: None,
         receiver,
@@ -791,7 +817,21 @@ fn resolve(
         unused_backends,
         api,
         max_age_days,
+        state_dir,
     })
+}
+
+/// The default `state_dir`: the first path of `$STATE_DIRECTORY` when systemd set it, else
+/// [`DEFAULT_STATE_DIR`].
+fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    env(STATE_DIRECTORY_ENV)
+        .and_then(|v| {
+            v.split(':')
+                .map(str::trim)
+                .find(|p| !p.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
 
 fn resolve_listen(l: &RawListen, ctx: &Ctx<'_>) -> Result<ReceiverConfig, ConfigError> {
@@ -1277,6 +1317,24 @@ mod tests {
         assert_eq!(cfg.receiver.bind, DEFAULT_LISTEN);
         assert_eq!(cfg.api, Some(DEFAULT_API));
         assert_eq!(cfg.max_age_days, Some(180));
+    }
+
+    /// `state_dir`: as written, else systemd's `$STATE_DIRECTORY` (its first path), else
+    /// ./goflow-state; an empty value is an error naming the key and line.
+    #[test]
+    fn state_dir_default_env_and_key() {
+        let base = "backends:\n  out: {type: null}\nfrontends:\n  netflow: {backend: out}\n";
+        assert_eq!(parse_ok(base).state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        let systemd = |k: &str| {
+            (k == STATE_DIRECTORY_ENV).then(|| "/var/lib/goflow:/var/lib/other".to_owned())
+        };
+        let cfg = parse(base, "test.yml", &systemd).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/goflow"));
+        let text = format!("{base}state_dir: /srv/goflow\n");
+        let cfg = parse(&text, "test.yml", &systemd).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.state_dir, PathBuf::from("/srv/goflow"));
+        let e = parse_err(&format!("{base}state_dir: \"\"\n"));
+        assert!(e.contains("state_dir") && e.contains("line 5"), "{e}");
     }
 
     #[test]

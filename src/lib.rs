@@ -15,3 +15,4 @@ pub mod ops;
 pub mod pcap;
 pub mod pipeline;
 pub mod sendmmsg;
+pub mod state;

@@ -155,6 +155,8 @@ fn start<'a>(
     let child = Command::new(BIN)
         .arg("--config")
         .arg(&cfg)
+        // The default state_dir (./goflow-state) is then per test, not shared and locked.
+        .current_dir(dir)
         .env_remove("RUST_LOG")
         .env_remove("SQL_PASSWORD")
         .stdin(Stdio::null())

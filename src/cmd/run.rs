@@ -22,6 +22,7 @@ use crate::config::{self, BackendConfig, BackendKind, RunConfig, SqlConfig};
 use crate::ingest::{self, Receiver, ReceiverKind};
 use crate::ops::{HistogramHub, LocalHistograms};
 use crate::pipeline::{self, EncoderFactory, Pipeline, Shared, WorkerCounters};
+use crate::state::StateDir;
 
 /// Interval of the summary log line.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
@@ -71,6 +72,7 @@ fn print_plan(cfg: &RunConfig) {
         Some(a) => println!("api: {a}"),
         None => println!("api: off"),
     }
+    println!("state_dir: {}", cfg.state_dir.display());
 }
 
 /// `, N connections` for a PostgreSQL backend with more than one (for the plan and the log).
@@ -158,6 +160,8 @@ fn pg_plan(sql: &SqlConfig, connections: usize, max_age_days: Option<u32>) -> Pl
 /// The running daemon.
 struct Daemon {
     cfg: RunConfig,
+    /// Locked for the life of the daemon (released last, after the backends stopped).
+    state: StateDir,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
@@ -167,6 +171,9 @@ struct Daemon {
 
 impl Daemon {
     fn start(cfg: RunConfig) -> anyhow::Result<Daemon> {
+        // First: a directory that cannot be created or is in use stops the daemon before it
+        // touches a backend or a socket.
+        let state = StateDir::open(&cfg.state_dir)?;
         for name in &cfg.unused_backends {
             log::warn!("backend {name} is defined but no frontend names it: not started");
         }
@@ -247,6 +254,7 @@ impl Daemon {
 
         let mut daemon = Daemon {
             cfg,
+            state,
             shared,
             stop,
             workers,
@@ -288,11 +296,13 @@ impl Daemon {
     fn log_start(&self, kinds: &[ReceiverKind]) {
         let kind = kinds.first().map_or("?", |k| k.as_str());
         log::info!(
-            "goflow {} listening on udp {} ({} workers, {kind} receiver; config: {})",
+            "goflow {} listening on udp {} ({} workers, {kind} receiver; config: {}; \
+             state_dir: {})",
             env!("CARGO_PKG_VERSION"),
             self.cfg.receiver.bind,
             self.workers.len(),
-            self.shared.config_source
+            self.shared.config_source,
+            self.state.path().display()
         );
         for b in &self.cfg.backends {
             log::info!(

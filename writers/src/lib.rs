@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod durable;
 pub mod file;
 pub mod json;
 pub mod pg;
