@@ -254,6 +254,7 @@ impl Pipeline {
                 rows: take_rows(&mut o.buf, &o.pool),
                 count,
                 oldest_received_us,
+                position: None,
             };
             o.sender.try_send(chunk);
         }

@@ -32,10 +32,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Select, Sender};
 use goflow_codec::UnixMicros;
 
 use crate::sink::{Chunk, Sink, SinkError};
+
+/// What a committed-positions query returns (see [`PositionedSender::committed_positions`]).
+pub type PositionsResult = Result<Option<Vec<(String, u64)>>, SinkError>;
 
 /// Bytes a queued chunk costs beyond its rows (the chunk itself, the channel node), so a flood
 /// of empty chunks (the `null` backend) is bounded too.
@@ -228,14 +231,122 @@ fn now_us() -> UnixMicros {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// What a chunk counts against the queue bound.
+/// What a chunk counts against the queue bound. Positioned chunks do not go through the queue
+/// (their stream's owner bounds what it has in flight), so they cost nothing there.
 fn cost(chunk: &Chunk) -> u64 {
+    if chunk.position.is_some() {
+        return 0;
+    }
     chunk.rows.len() as u64 + CHUNK_OVERHEAD_BYTES
 }
 
 enum Msg {
     Chunk(Chunk),
     Shutdown,
+}
+
+/// What a lane takes from its own channel, in order: positioned chunks of the streams it writes
+/// and requests about those streams.
+enum LaneMsg {
+    Chunk(Chunk),
+    /// Answer with the sink's committed positions for streams starting with `prefix`.
+    Positions {
+        prefix: String,
+        reply: Sender<PositionsResult>,
+    },
+    /// Forget the not yet stored chunks of `stream`; answer with the rows forgotten.
+    Cancel {
+        stream: String,
+        reply: Sender<u64>,
+    },
+}
+
+/// The lane (of `lanes`) that writes stream `name`: FNV-1a of the name, so a stream always
+/// goes to the same lane while the lane count stays the same.
+fn lane_of(name: &str, lanes: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    usize::try_from(h % lanes.max(1) as u64).unwrap_or(0)
+}
+
+/// The handle of a replayable source (the spool's replayer, a Kafka consumer) on a backend:
+/// positioned chunks go to the lane that writes their stream (never through the bounded queue:
+/// the source bounds what it has in flight, using its [`crate::sink::Stream`] callbacks), and
+/// the stored positions can be asked for. Cheap to clone.
+#[derive(Clone)]
+pub struct PositionedSender {
+    lanes: Vec<Sender<LaneMsg>>,
+}
+
+impl std::fmt::Debug for PositionedSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PositionedSender")
+            .field("lanes", &self.lanes.len())
+            .finish()
+    }
+}
+
+impl PositionedSender {
+    fn lane(&self, stream: &str) -> Result<&Sender<LaneMsg>, SinkError> {
+        self.lanes
+            .get(lane_of(stream, self.lanes.len()))
+            .ok_or_else(|| SinkError::fatal("backend has no lanes"))
+    }
+
+    /// Hands a positioned chunk to its stream's lane. Never blocks. Gives the chunk back when it
+    /// has no position or the backend has stopped.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the chunk is handed back, as channels do"
+    )]
+    pub fn send(&self, chunk: Chunk) -> Result<(), Chunk> {
+        let Some(p) = &chunk.position else {
+            return Err(chunk);
+        };
+        let Ok(tx) = self.lane(p.stream.name()) else {
+            return Err(chunk);
+        };
+        tx.send(LaneMsg::Chunk(chunk)).map_err(|e| match e.0 {
+            LaneMsg::Chunk(c) => c,
+            _ => Chunk::default(),
+        })
+    }
+
+    /// The sink's stored positions of the streams whose names start with `prefix` (asked by
+    /// the lane that writes stream `prefix`, after the chunks sent to it before this call are
+    /// flushed), or `Ok(None)` when the sink keeps no positions. Blocks up to `timeout`.
+    pub fn committed_positions(&self, prefix: &str, timeout: Duration) -> PositionsResult {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.lane(prefix)?
+            .send(LaneMsg::Positions {
+                prefix: prefix.to_owned(),
+                reply,
+            })
+            .map_err(|_| SinkError::retriable("backend stopped"))?;
+        rx.recv_timeout(timeout).map_err(|_| {
+            SinkError::retriable(format!(
+                "no answer about stored positions within {timeout:?}"
+            ))
+        })?
+    }
+
+    /// Makes the backend forget every chunk of `stream` sent before this call that is not
+    /// stored yet (a Kafka partition revoked: its next owner resumes from the stored position).
+    /// After `Ok`, no row of them will be stored. Returns the rows forgotten.
+    pub fn cancel(&self, stream: &str, timeout: Duration) -> Result<u64, SinkError> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.lane(stream)?
+            .send(LaneMsg::Cancel {
+                stream: stream.to_owned(),
+                reply,
+            })
+            .map_err(|_| SinkError::retriable("backend stopped"))?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| SinkError::retriable(format!("no answer within {timeout:?}")))
+    }
 }
 
 /// A worker's handle on a backend's queue. Cheap to clone; never blocks.
@@ -311,6 +422,8 @@ struct LaneShared {
 /// A running backend: its lanes (threads), its queue and its stats.
 pub struct Backend {
     tx: Sender<Msg>,
+    /// One per lane: its positioned chunks and requests.
+    lane_tx: Vec<Sender<LaneMsg>>,
     stats: Arc<BackendStats>,
     threads: Vec<JoinHandle<()>>,
     /// Never sent on; dropping it at shutdown wakes lanes that are backing off (they do not read
@@ -355,6 +468,7 @@ impl Backend {
         });
         let mut backend = Backend {
             tx,
+            lane_tx: Vec::with_capacity(lanes),
             stats,
             threads: Vec::with_capacity(lanes),
             stop: Some(stop_tx),
@@ -365,6 +479,8 @@ impl Backend {
             } else {
                 format!("backend-{}-{lane}", opts.name)
             };
+            let (lane_tx, lane_rx) = crossbeam_channel::unbounded();
+            backend.lane_tx.push(lane_tx);
             let writer = Writer::new(
                 sink,
                 opts.clone(),
@@ -373,6 +489,7 @@ impl Backend {
                     count: lanes,
                     shared: Arc::clone(&shared),
                     stop: stop_rx.clone(),
+                    rx: lane_rx,
                 },
                 Arc::clone(&backend.stats),
                 rx.clone(),
@@ -391,6 +508,13 @@ impl Backend {
         BackendSender {
             tx: self.tx.clone(),
             stats: Arc::clone(&self.stats),
+        }
+    }
+
+    /// A handle for a replayable source (positioned chunks).
+    pub fn positioned_sender(&self) -> PositionedSender {
+        PositionedSender {
+            lanes: self.lane_tx.clone(),
         }
     }
 
@@ -439,6 +563,8 @@ struct Lane {
     shared: Arc<LaneShared>,
     /// Disconnects (never receives) when the backend stops.
     stop: Receiver<()>,
+    /// This lane's own channel (positioned chunks, requests); read even while backing off.
+    rx: Receiver<LaneMsg>,
 }
 
 /// One lane's state: its sink, the chunks of its current flush, its retry state.
@@ -457,6 +583,9 @@ struct Writer {
     pending_since: Option<Instant>,
     /// How many of `pending` were handed to the sink in the current attempt.
     written: usize,
+    /// The first this many of `pending` were in a flush whose commit failed and that carried
+    /// positions: before retrying, the sink's stored positions say whether it went through.
+    unresolved: usize,
     /// Set while waiting to retry (after an error).
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -495,6 +624,7 @@ impl Writer {
             pending_rows: 0,
             pending_since: None,
             written: 0,
+            unresolved: 0,
             retry_at: None,
             backoff: RETRY_BACKOFF_MIN,
             failing: false,
@@ -512,21 +642,90 @@ impl Writer {
             let wait = self
                 .next_deadline()
                 .saturating_duration_since(Instant::now());
-            if self.retry_at.is_some() && !self.stopping {
-                // Backing off: leave the queue to the other lanes; wake early only to stop.
-                if let Err(RecvTimeoutError::Disconnected) = self.lane.stop.recv_timeout(wait) {
-                    self.stopping = true;
-                }
+            // Backing off: leave the queue to the other lanes; wake early only to stop, or for
+            // this lane's own channel (its streams' chunks wait in `pending` for the retry).
+            let backing_off = self.retry_at.is_some() && !self.stopping;
+            let mut sel = Select::new();
+            let own = sel.recv(&self.lane.rx);
+            let other = if backing_off {
+                sel.recv(&self.lane.stop)
             } else {
-                match self.rx.recv_timeout(wait) {
-                    Ok(Msg::Chunk(c)) => self.accept(c),
-                    Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                    Err(RecvTimeoutError::Timeout) => {}
+                sel.recv(&self.rx)
+            };
+            let Ok(op) = sel.select_timeout(wait) else {
+                self.tick(Instant::now());
+                continue;
+            };
+            match op.index() {
+                i if i == own => {
+                    if let Ok(m) = op.recv(&self.lane.rx) {
+                        self.lane_msg(m);
+                    }
                 }
+                i if i == other && backing_off => {
+                    if op.recv(&self.lane.stop).is_err() {
+                        self.stopping = true;
+                    }
+                }
+                _ => match op.recv(&self.rx) {
+                    Ok(Msg::Chunk(c)) => self.accept(c),
+                    Ok(Msg::Shutdown) | Err(_) => break,
+                },
             }
             self.tick(Instant::now());
         }
         self.finish();
+    }
+
+    fn lane_msg(&mut self, m: LaneMsg) {
+        match m {
+            LaneMsg::Chunk(c) => self.accept(c),
+            LaneMsg::Positions { prefix, reply } => {
+                // The session must not be inside a COPY for the query: end the open flush.
+                if self.written > 0 && self.retry_at.is_none() {
+                    self.flush();
+                }
+                let _ = reply.send(self.sink.committed_positions(&prefix));
+            }
+            LaneMsg::Cancel { stream, reply } => {
+                let _ = reply.send(self.cancel(&stream));
+            }
+        }
+    }
+
+    /// Drops `stream`'s chunks from the current flush (what the sink has of it is aborted and
+    /// the rest written again at the next attempt).
+    fn cancel(&mut self, stream: &str) -> u64 {
+        let of_stream = |c: &Chunk| {
+            c.position
+                .as_ref()
+                .is_some_and(|p| p.stream.name() == stream)
+        };
+        if !self.pending.iter().any(of_stream) {
+            return 0;
+        }
+        if self.written > 0 {
+            self.sink.abort();
+            self.written = 0;
+        }
+        let mut rows = 0;
+        let mut kept = Vec::with_capacity(self.pending.len());
+        let mut unresolved = 0;
+        for (i, c) in self.pending.drain(..).enumerate() {
+            if of_stream(&c) {
+                rows += c.count;
+            } else {
+                unresolved += usize::from(i < self.unresolved);
+                kept.push(c);
+            }
+        }
+        self.pending = kept;
+        self.unresolved = unresolved;
+        self.pending_rows -= rows;
+        if self.pending.is_empty() {
+            self.pending_since = None;
+        }
+        rows
     }
 
     /// The next moment something is due: a retry, an age flush, a status refresh.
@@ -542,7 +741,8 @@ impl Writer {
     }
 
     fn accept(&mut self, chunk: Chunk) {
-        if chunk.count == 0 && chunk.rows.is_empty() {
+        // An empty positioned chunk still moves its stream on (e.g. past skipped messages).
+        if chunk.count == 0 && chunk.rows.is_empty() && chunk.position.is_none() {
             self.release(cost(&chunk));
             return;
         }
@@ -563,7 +763,7 @@ impl Writer {
                 self.retry_at = None;
                 if !self.pending.is_empty() {
                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    if self.write_pending() {
+                    if self.resolve() && self.write_pending() {
                         self.flush();
                     }
                 }
@@ -607,13 +807,76 @@ impl Writer {
         }
         let t0 = Instant::now();
         if let Err(e) = self.sink.flush() {
+            if e.is_retriable() && self.pending.iter().any(|c| c.position.is_some()) {
+                // The commit may have gone through with its reply lost: ask before retrying.
+                self.unresolved = self.pending.len();
+            }
             self.fail(&e);
             return false;
         }
         let duration_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stored(self.pending.len(), duration_us);
+        true
+    }
+
+    /// Before retrying a flush whose commit failed: asks the sink whether that commit stored
+    /// its positions (and so, atomically, its rows). If it did, those chunks are done; if not,
+    /// or the sink keeps no positions, they are written again. False when the sink cannot say
+    /// (still down): the lane backs off again.
+    fn resolve(&mut self) -> bool {
+        if self.unresolved == 0 {
+            return true;
+        }
+        let n = self.unresolved.min(self.pending.len());
+        // The last position of one stream of that flush tells for the whole (atomic) flush.
+        let Some(p) = self.pending[..n]
+            .iter()
+            .rev()
+            .find_map(|c| c.position.clone())
+        else {
+            self.unresolved = 0;
+            return true;
+        };
+        let name = p.stream.name().to_owned();
+        match self.sink.committed_positions(&name) {
+            Err(e) => {
+                self.fail(&e);
+                false
+            }
+            Ok(found) => {
+                self.unresolved = 0;
+                let stored = found
+                    .and_then(|v| v.into_iter().find(|(s, _)| *s == name))
+                    .is_some_and(|(_, at)| at >= p.next);
+                if stored {
+                    log::info!(
+                        "backend {}: the flush whose commit reply was lost is stored ({} at {})",
+                        self.label,
+                        name,
+                        p.next
+                    );
+                    self.sink.abort();
+                    self.written = 0;
+                    self.stored(n, 0);
+                }
+                true
+            }
+        }
+    }
+
+    /// Bookkeeping of a successful flush of the first `n` pending chunks.
+    fn stored(&mut self, n: usize, duration_us: u64) {
         let committed_us = now_us();
-        let rows = self.pending_rows;
-        let bytes: u64 = self.pending.iter().map(cost).sum();
+        let done: Vec<Chunk> = self.pending.drain(..n).collect();
+        let rows: u64 = done.iter().map(|c| c.count).sum();
+        let bytes: u64 = done.iter().map(cost).sum();
+        self.pending_rows -= rows;
+        self.written = self.written.saturating_sub(n);
+        for c in &done {
+            if let Some(p) = &c.position {
+                p.stream.committed(p.next, c.count);
+            }
+        }
         self.stats.rows_written.fetch_add(rows, Ordering::Relaxed);
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -626,7 +889,7 @@ impl Writer {
         if let Some(hook) = &self.opts.on_flush {
             self.report_chunks.clear();
             self.report_chunks
-                .extend(self.pending.iter().map(|c| (c.oldest_received_us, c.count)));
+                .extend(done.iter().map(|c| (c.oldest_received_us, c.count)));
             hook(&FlushReport {
                 backend: &self.opts.name,
                 rows,
@@ -635,7 +898,9 @@ impl Writer {
                 chunks: &self.report_chunks,
             });
         }
-        self.clear_pending();
+        if self.pending.is_empty() {
+            self.clear_pending();
+        }
         self.release(bytes);
         self.backoff = RETRY_BACKOFF_MIN;
         if self.errors_not_logged > 0 || self.last_error_log.is_some() {
@@ -643,7 +908,6 @@ impl Writer {
             self.last_error_log = None;
             self.errors_not_logged = 0;
         }
-        true
     }
 
     fn fail(&mut self, e: &SinkError) {
@@ -668,6 +932,11 @@ impl Writer {
                 .rows_dropped_failed
                 .fetch_add(self.pending_rows, Ordering::Relaxed);
             let rows = self.pending_rows;
+            for c in &self.pending {
+                if let Some(p) = &c.position {
+                    p.stream.dropped(p.next, c.count);
+                }
+            }
             self.clear_pending();
             self.release(bytes);
             self.retry_at = Some(now + RETRY_BACKOFF_MAX);
@@ -722,6 +991,7 @@ impl Writer {
         self.pending_rows = 0;
         self.pending_since = None;
         self.written = 0;
+        self.unresolved = 0;
     }
 
     fn release(&self, bytes: u64) {
@@ -752,6 +1022,9 @@ impl Writer {
                 }
             }
         }
+        while let Ok(m) = self.lane.rx.try_recv() {
+            self.lane_msg(m);
+        }
         let deadline = Instant::now() + self.opts.shutdown_timeout;
         loop {
             if let Some(at) = self.retry_at.take() {
@@ -761,6 +1034,9 @@ impl Writer {
                 }
                 thread::sleep(at.saturating_duration_since(now));
                 self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                if !self.resolve() {
+                    continue;
+                }
             }
             if self.flush() {
                 break;
@@ -768,6 +1044,21 @@ impl Writer {
             if self.retry_at.is_none() || Instant::now() >= deadline {
                 break;
             }
+        }
+        // Positioned chunks not stored are not lost: their stream resumes from its stored
+        // position at the next start.
+        let before = self.pending.len();
+        self.pending.retain(|c| c.position.is_none());
+        if self.pending.len() < before {
+            self.sink.abort();
+            self.written = 0;
+            self.pending_rows = self.pending.iter().map(|c| c.count).sum();
+            log::info!(
+                "backend {}: {} chunks of replayable streams not stored; they are read again \
+                 at the next start",
+                self.label,
+                before - self.pending.len()
+            );
         }
         if !self.pending.is_empty() {
             let rows = self.pending_rows;
@@ -838,6 +1129,7 @@ mod tests {
             rows: Bytes::copy_from_slice(s.as_bytes()),
             count: s.matches('\n').count() as u64,
             oldest_received_us: 1,
+            position: None,
         }
     }
 
@@ -1188,6 +1480,226 @@ mod tests {
         assert_eq!(written + dropped, sent as u64);
         assert_eq!(lock(&stored).len() as u64, written);
         assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// A stream that records what the backend reports.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        name: String,
+        committed: Mutex<Vec<(u64, u64)>>,
+        dropped: Mutex<Vec<(u64, u64)>>,
+    }
+
+    impl crate::sink::Stream for Recorder {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn committed(&self, next: u64, rows: u64) {
+            lock(&self.committed).push((next, rows));
+        }
+        fn dropped(&self, next: u64, rows: u64) {
+            lock(&self.dropped).push((next, rows));
+        }
+    }
+
+    fn recorder(name: &str) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            name: name.to_owned(),
+            ..Recorder::default()
+        })
+    }
+
+    fn positioned(s: &Arc<Recorder>, text: &str, next: u64) -> Chunk {
+        let stream: Arc<dyn crate::sink::Stream> = s.clone();
+        Chunk {
+            position: Some(crate::sink::Position { stream, next }),
+            ..chunk(text)
+        }
+    }
+
+    /// A transactional sink: rows and positions of a flush are stored together; on command a
+    /// commit goes through but reports a lost connection (the ambiguous case).
+    #[derive(Clone, Default)]
+    struct TxProbe {
+        stored: Arc<Mutex<Vec<u8>>>,
+        positions: Arc<Mutex<Vec<(String, u64)>>>,
+        current: Vec<u8>,
+        set: crate::sink::PositionSet,
+        /// Commit, then fail this many flushes (retriable).
+        lose_replies: Arc<AtomicUsize>,
+        /// Fail this many position queries (retriable).
+        fail_queries: Arc<AtomicUsize>,
+        lane_of_flush: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Sink for TxProbe {
+        fn write(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
+            self.current.extend_from_slice(&chunk.rows);
+            self.set.record(chunk);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            lock(&self.stored).extend_from_slice(&std::mem::take(&mut self.current));
+            let mut p = lock(&self.positions);
+            for (n, at) in self.set.entries() {
+                match p.iter_mut().find(|(m, _)| m == n) {
+                    Some(e) => e.1 = *at,
+                    None => p.push((n.clone(), *at)),
+                }
+                lock(&self.lane_of_flush).push(n.clone());
+            }
+            self.set.clear();
+            if self
+                .lose_replies
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(SinkError::retriable("connection lost at commit"));
+            }
+            Ok(())
+        }
+        fn abort(&mut self) {
+            self.current.clear();
+            self.set.clear();
+        }
+        fn committed_positions(
+            &mut self,
+            prefix: &str,
+        ) -> Result<Option<Vec<(String, u64)>>, SinkError> {
+            if self
+                .fail_queries
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(SinkError::retriable("still down"));
+            }
+            Ok(Some(
+                lock(&self.positions)
+                    .iter()
+                    .filter(|(n, _)| n.starts_with(prefix))
+                    .cloned()
+                    .collect(),
+            ))
+        }
+    }
+
+    /// Positioned chunks are stored with their positions, reported to their stream in order,
+    /// and the stored positions can be asked for through the backend.
+    #[test]
+    fn positions_are_stored_with_their_rows_and_reported() {
+        let probe = TxProbe::default();
+        let backend = Backend::spawn(Box::new(probe.clone()), opts(2, 60_000)).expect("spawn");
+        let tx = backend.positioned_sender();
+        let s = recorder("spool/a");
+        assert!(tx.send(positioned(&s, "a\n", 1)).is_ok());
+        assert!(tx.send(positioned(&s, "b\n", 2)).is_ok());
+        wait_for("the flush", || lock(&s.committed).len() == 2);
+        assert_eq!(*lock(&s.committed), vec![(1, 1), (2, 1)]);
+        let got = tx
+            .committed_positions("spool/", Duration::from_secs(10))
+            .expect("query");
+        assert_eq!(got, Some(vec![("spool/a".to_owned(), 2)]));
+        // Without a position a chunk is refused (it belongs in the queue).
+        assert!(tx.send(chunk("x\n")).is_err());
+        let stats = Arc::clone(backend.stats());
+        backend.shutdown();
+        assert_eq!(&*lock(&probe.stored), b"a\nb\n");
+        assert_eq!(stats.rows_written.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// A commit that went through but whose reply was lost: the backend asks for the stored
+    /// positions (failing once: still down) before retrying, finds the flush stored and does
+    /// not write it again.
+    #[test]
+    fn a_lost_commit_reply_is_resolved_by_the_stored_positions() {
+        let probe = TxProbe::default();
+        probe.lose_replies.store(1, Ordering::SeqCst);
+        probe.fail_queries.store(1, Ordering::SeqCst);
+        let backend = Backend::spawn(Box::new(probe.clone()), opts(3, 60_000)).expect("spawn");
+        let s = recorder("kafka/g/t/0");
+        let ptx = backend.positioned_sender();
+        assert!(ptx.send(positioned(&s, "a\n", 10)).is_ok());
+        assert!(backend.sender().try_send(chunk("live\n")));
+        assert!(ptx.send(positioned(&s, "b\n", 11)).is_ok());
+        wait_for("the resolution", || lock(&s.committed).len() == 2);
+        let stats = Arc::clone(backend.stats());
+        assert!(backend.sender().try_send(chunk("after\n")));
+        backend.shutdown();
+        let stored = String::from_utf8_lossy(&lock(&probe.stored)).into_owned();
+        let mut lines: Vec<&str> = stored.lines().collect();
+        lines.sort_unstable();
+        assert_eq!(lines, ["a", "after", "b", "live"], "nothing twice");
+        assert_eq!(stats.rows_written.load(Ordering::Relaxed), 4);
+        assert!(stats.errors.load(Ordering::Relaxed) >= 2);
+        assert_eq!(stats.rows_dropped(), 0);
+    }
+
+    /// Every chunk of one stream goes through one lane, in order, whatever the lane count.
+    #[test]
+    fn a_stream_is_written_by_one_lane_in_order() {
+        let (sinks, _handles, stored) = lane_probes(3, Duration::from_millis(1));
+        let backend = Backend::spawn_lanes(sinks, opts(3, 60_000)).expect("spawn");
+        let ptx = backend.positioned_sender();
+        let streams: Vec<Arc<Recorder>> = (0..4).map(|i| recorder(&format!("s{i}"))).collect();
+        for i in 0..200u64 {
+            let s = &streams[usize::try_from(i % 4).unwrap_or(0)];
+            assert!(ptx.send(positioned(s, &format!("{i}\n"), i + 1)).is_ok());
+        }
+        backend.shutdown();
+        assert_each_once(&stored, 200);
+        for (k, s) in streams.iter().enumerate() {
+            let nexts: Vec<u64> = lock(&s.committed).iter().map(|c| c.0).collect();
+            let want: Vec<u64> = (0..200u64)
+                .filter(|i| i % 4 == k as u64)
+                .map(|i| i + 1)
+                .collect();
+            assert_eq!(nexts, want, "stream {k} in order");
+            let lanes: std::collections::BTreeSet<usize> = lock(&stored)
+                .iter()
+                .filter(|(_, l)| l.parse::<u64>().is_ok_and(|i| i % 4 == k as u64))
+                .map(|(lane, _)| *lane)
+                .collect();
+            assert_eq!(lanes.len(), 1, "stream {k} by one lane: {lanes:?}");
+        }
+    }
+
+    /// Cancel forgets a stream's chunks not stored yet (the lane is failing); a fatal error
+    /// reports the dropped chunks to their stream; at shutdown positioned chunks not stored are
+    /// left to their stream, not counted as dropped.
+    #[test]
+    fn cancel_fatal_and_shutdown_with_positions() {
+        let probe = Probe::default();
+        probe.fail_flushes.store(usize::MAX, Ordering::SeqCst);
+        let mut o = opts(1, 60_000);
+        o.shutdown_timeout = Duration::from_millis(10);
+        let backend = Backend::spawn(Box::new(probe.clone()), o).expect("spawn");
+        let stats = Arc::clone(backend.stats());
+        let ptx = backend.positioned_sender();
+        let (a, b) = (recorder("a"), recorder("b"));
+        assert!(ptx.send(positioned(&a, "a1\n", 1)).is_ok());
+        assert!(ptx.send(positioned(&b, "b1\n", 1)).is_ok());
+        wait_for("a failed flush", || {
+            stats.errors.load(Ordering::Relaxed) >= 1
+        });
+        assert_eq!(ptx.cancel("a", Duration::from_secs(10)).expect("cancel"), 1);
+        assert_eq!(ptx.cancel("a", Duration::from_secs(10)).expect("cancel"), 0);
+        probe.fail_flushes.store(0, Ordering::SeqCst);
+        probe.fatal.store(true, Ordering::SeqCst);
+        wait_for("the fatal drop", || !lock(&b.dropped).is_empty());
+        assert_eq!(*lock(&b.dropped), vec![(1, 1)]);
+        assert!(lock(&a.committed).is_empty() && lock(&a.dropped).is_empty());
+        probe.fatal.store(false, Ordering::SeqCst);
+        probe.fail_flushes.store(usize::MAX, Ordering::SeqCst);
+        assert!(ptx.send(positioned(&a, "a2\n", 2)).is_ok());
+        let before = stats.rows_dropped();
+        backend.shutdown();
+        assert_eq!(
+            stats.rows_dropped(),
+            before,
+            "left to the stream, not dropped"
+        );
+        assert!(lock(&probe.stored).is_empty());
     }
 
     #[test]

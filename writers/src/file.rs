@@ -6,7 +6,10 @@
 //!
 //! [`FileSink`] writes each chunk through as it arrives (nothing of a flush is held in this
 //! process beyond what the backend keeps for a retry, and at most [`direct::DIRECT_WRITE_BYTES`]
-//! staged) and `flush` ends the flush: every line is in the file, no fsync. How bytes reach the
+//! staged) and `flush` ends the flush: every line is in the file, no fsync, except for a flush
+//! holding positioned chunks (spool replay, Kafka messages: see `sink.rs`): it keeps no
+//! positions, so it fsyncs before saying the rows are stored (the stream advances after that:
+//! at-least-once). How bytes reach the
 //! file is a [`FileIo`]: by default `O_DIRECT` in whole blocks ([`direct`]), falling back to the
 //! page cache with drop-behind where the file system has no direct I/O. A failed flush is rolled
 //! back by truncating the file to where the flush began, so the backend's retry of the same
@@ -133,6 +136,8 @@ pub struct FileSink {
     /// Bytes and rows of the current flush (counted as written when it ends).
     flush_bytes: u64,
     flush_rows: u64,
+    /// The current flush holds positioned chunks: fsync before it succeeds.
+    flush_positioned: bool,
 }
 
 impl Target {
@@ -199,6 +204,7 @@ impl FileSink {
             reopens: 0,
             flush_bytes: 0,
             flush_rows: 0,
+            flush_positioned: false,
         })
     }
 
@@ -212,6 +218,7 @@ impl FileSink {
             reopens: 0,
             flush_bytes: 0,
             flush_rows: 0,
+            flush_positioned: false,
         }
     }
 
@@ -345,6 +352,7 @@ impl Sink for FileSink {
             Ok(()) => {
                 self.flush_bytes += chunk.rows.len() as u64;
                 self.flush_rows += chunk.count;
+                self.flush_positioned |= chunk.position.is_some();
                 Ok(())
             }
             Err(e) => {
@@ -364,6 +372,16 @@ impl Sink for FileSink {
             }
             Target::Stdout => io::stdout().lock().flush(),
         };
+        let result = result.and_then(|()| {
+            if !std::mem::take(&mut self.flush_positioned) {
+                return Ok(());
+            }
+            match &self.target {
+                Target::Direct(f) => f.file().sync_data(),
+                Target::File { file, .. } => file.sync_data(),
+                Target::Stdout => Ok(()),
+            }
+        });
         match result {
             Ok(()) => {
                 self.follow_rotation();
@@ -383,6 +401,7 @@ impl Sink for FileSink {
     fn abort(&mut self) {
         self.flush_bytes = 0;
         self.flush_rows = 0;
+        self.flush_positioned = false;
         if let Target::Direct(f) = &mut self.target {
             // Take back the partial flush; if that fails, the next write tries again first.
             if let Err(e) = f.rollback() {
@@ -430,6 +449,7 @@ mod tests {
             rows: Bytes::copy_from_slice(s.as_bytes()),
             count,
             oldest_received_us: 0,
+            position: None,
         }
     }
 

@@ -7,107 +7,16 @@
 
 mod pg_common;
 
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use goflow_writers::backend::{Backend, BackendOptions};
 use goflow_writers::pg::PgSink;
 use goflow_writers::sink::{Chunk, Sink, SinkError};
+use pg_common::proxy::Proxy;
 use pg_common::*;
-
-/// A forwarding proxy to PostgreSQL with an on/off switch.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    streams: Arc<Mutex<Vec<TcpStream>>>,
-    accepted: Arc<AtomicU64>,
-    refused: Arc<AtomicU64>,
-}
-
-impl Proxy {
-    fn start(upstream: (String, u16)) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let proxy = Proxy {
-            port,
-            up: Arc::new(AtomicBool::new(true)),
-            stop: Arc::new(AtomicBool::new(false)),
-            streams: Arc::default(),
-            accepted: Arc::default(),
-            refused: Arc::default(),
-        };
-        let (up, stop, streams, accepted, refused) = (
-            Arc::clone(&proxy.up),
-            Arc::clone(&proxy.stop),
-            Arc::clone(&proxy.streams),
-            Arc::clone(&proxy.accepted),
-            Arc::clone(&proxy.refused),
-        );
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(client) = client else { continue };
-                if !up.load(Ordering::SeqCst) {
-                    // "Refused": closed before a byte is exchanged.
-                    refused.fetch_add(1, Ordering::SeqCst);
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)) else {
-                    continue;
-                };
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let pairs = [
-                    (client.try_clone(), server.try_clone()),
-                    (server.try_clone(), client.try_clone()),
-                ];
-                {
-                    let mut s = streams.lock().expect("lock");
-                    s.extend(client.try_clone());
-                    s.extend(server.try_clone());
-                }
-                for (from, to) in pairs {
-                    if let (Ok(mut from), Ok(mut to)) = (from, to) {
-                        thread::spawn(move || {
-                            let _ = io::copy(&mut from, &mut to);
-                            let _ = to.shutdown(Shutdown::Both);
-                            let _ = from.shutdown(Shutdown::Both);
-                        });
-                    }
-                }
-            }
-        });
-        proxy
-    }
-
-    /// Closes every proxied connection and refuses new ones.
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for s in self.streams.lock().expect("lock").drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.cut();
-        // Wake the accept loop so it sees `stop`.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
 
 /// Writes `chunks` as one flush; on a retriable error aborts and returns it.
 fn try_flush(sink: &mut PgSink, chunks: &[Chunk]) -> Result<(), SinkError> {

@@ -112,6 +112,7 @@ fn every_column_reads_back() {
             rows: buf.freeze(),
             count: pair.len() as u64,
             oldest_received_us: received,
+            position: None,
         });
     }
     assert_eq!(enc.clamped_counters(), 1, "u64::MAX clamped once");

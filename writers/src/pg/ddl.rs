@@ -252,6 +252,7 @@ async fn ensure_schema_locked(client: &Client, table: &str) -> Result<SchemaRepo
     if !report.timescaledb {
         client.batch_execute(&create_brin_index(table)).await?;
     }
+    client.batch_execute(&create_positions_table(table)).await?;
     Ok(report)
 }
 
@@ -358,8 +359,66 @@ pub async fn prune(
     }
 }
 
+/// The positions table of `table`: `<table>_positions` (the table part cut so the name stays
+/// within PostgreSQL's 63 bytes), in the same schema. One row per stream (a spool, a Kafka
+/// partition: see `sink::Position`), updated in the transaction of every flush that carries
+/// that stream's chunks.
+pub fn positions_table(table: &str) -> String {
+    let suffix = "_positions";
+    let (schema, bare) = match table.rsplit_once('.') {
+        Some((s, b)) if !s.is_empty() && !b.is_empty() => (Some(s), b),
+        _ => (None, table),
+    };
+    let mut cut = bare.len().min(63 - suffix.len());
+    while !bare.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    match schema {
+        Some(s) => format!("{s}.{}{suffix}", &bare[..cut]),
+        None => format!("{}{suffix}", &bare[..cut]),
+    }
+}
+
+/// CREATE TABLE IF NOT EXISTS for the positions table.
+pub fn create_positions_table(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (stream text PRIMARY KEY, position bigint NOT NULL, \
+         updated_at timestamptz NOT NULL DEFAULT now())",
+        quote_table(&positions_table(table))
+    )
+}
+
+/// Stores the positions `$1` (stream names) / `$2` (positions): one statement for all streams
+/// of a flush, run inside the flush's transaction.
+pub fn upsert_positions(table: &str) -> String {
+    format!(
+        "INSERT INTO {} (stream, position, updated_at) \
+         SELECT s, p, now() FROM unnest($1::text[], $2::bigint[]) AS u(s, p) \
+         ON CONFLICT (stream) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+        quote_table(&positions_table(table))
+    )
+}
+
+/// Reads the positions of the streams whose names start with `$1`.
+pub fn select_positions(table: &str) -> String {
+    format!(
+        "SELECT stream, position FROM {} WHERE starts_with(stream, $1) ORDER BY stream",
+        quote_table(&positions_table(table))
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn positions_table_names() {
+        use super::positions_table as p;
+        assert_eq!(p("goflow_records"), "goflow_records_positions");
+        assert_eq!(p("s.flows"), "s.flows_positions");
+        let long = "x".repeat(63);
+        assert_eq!(p(&long).len(), 63);
+        assert!(super::upsert_positions("s.flows").contains("\"s\".\"flows_positions\""));
+    }
+
     #[test]
     fn preload_setting_is_parsed() {
         use super::preloads_timescaledb as p;

@@ -14,9 +14,15 @@
 //! the same backend-wide status; each sets the schema up on its own first connect (serialized by
 //! an advisory lock in [`ddl::ensure_schema`]); only lane 0 runs retention. Errors are classified:
 //! lost connections, timeouts and server shutdown/resource states are retriable; data and schema
-//! errors are fatal and name the table and column. Delivery is at-least-once: a connection lost
-//! after the server committed but before it said so leads to a retry of rows that are already
-//! stored.
+//! errors are fatal and name the table and column.
+//!
+//! Every flush is one transaction (`BEGIN`, the COPY, `COMMIT`). The positions of the flush's
+//! positioned chunks (see `sink.rs`: spool replay, Kafka offsets) are upserted into the table's
+//! positions table (`<table>_positions`, created with the table) inside it, so rows and
+//! positions are committed together: exactly once for replayable streams, also when the
+//! connection is lost between the server's commit and its reply (the backend then asks
+//! [`Sink::committed_positions`] before it retries). Live chunks without a position are
+//! at-least-once in that one case: their retry stores them a second time.
 
 use std::pin::Pin;
 use std::sync::mpsc;
@@ -36,7 +42,7 @@ use super::encode::{self, COPY_HEADER, COPY_TRAILER};
 use super::tls::{self, ConnectError};
 use super::{PgConfig, SslMode};
 use crate::json::{json_string, write_rfc3339};
-use crate::sink::{Chunk, Sink, SinkError};
+use crate::sink::{Chunk, PositionSet, Sink, SinkError};
 
 /// Rows are handed to the connection in pieces of about this size.
 pub const COPY_PIECE_BYTES: usize = 1 << 20;
@@ -138,6 +144,10 @@ pub struct PgSink {
     copy_rows: u64,
     /// Rows not yet handed to the connection.
     piece: BytesMut,
+    /// Positions of the current flush, stored in its transaction.
+    positions: PositionSet,
+    /// A `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` since.
+    in_tx: bool,
     schema_ready: bool,
     timescaledb: bool,
     /// The last error was an undefined column/table and the schema was re-checked for it.
@@ -197,6 +207,8 @@ impl PgSink {
             copy_started: None,
             copy_rows: 0,
             piece: BytesMut::new(),
+            positions: PositionSet::default(),
+            in_tx: false,
             schema_ready: false,
             timescaledb: false,
             schema_rechecked: false,
@@ -447,10 +459,67 @@ impl PgSink {
 
     fn drop_session(&mut self) {
         self.copy = None;
+        self.in_tx = false;
         if self.session.take().is_some()
             && let Some(l) = lock(&self.stats).lanes.get_mut(self.lane)
         {
             l.connected = false;
+        }
+    }
+
+    /// Runs one statement of the flush's transaction (`BEGIN`, `COMMIT`, `ROLLBACK`).
+    fn tx_statement(&mut self, sql: &'static str) -> Result<(), SinkError> {
+        let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
+            return Err(SinkError::retriable("postgres: not connected"));
+        };
+        let done = rt.block_on(async {
+            tokio::time::timeout(IO_TIMEOUT, session.client.batch_execute(sql)).await
+        });
+        match done {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.db_error(&e, sql)),
+            Err(_) => Err(self.timeout_error(sql)),
+        }
+    }
+
+    /// Connects if needed and opens the flush's transaction (ending one an error left open).
+    fn begin(&mut self) -> Result<(), SinkError> {
+        self.ensure_session()?;
+        if self.in_tx {
+            self.tx_statement("ROLLBACK")?;
+            self.in_tx = false;
+        }
+        self.tx_statement("BEGIN")?;
+        self.in_tx = true;
+        Ok(())
+    }
+
+    /// Stores the flush's positions (inside its transaction).
+    fn store_positions(&mut self) -> Result<(), SinkError> {
+        if self.positions.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = Vec::new();
+        let mut at: Vec<i64> = Vec::new();
+        for (name, next) in self.positions.entries() {
+            names.push(name);
+            at.push(i64::try_from(*next).map_err(|_| {
+                SinkError::fatal(format!(
+                    "postgres: position {next} of stream {name} does not fit a bigint"
+                ))
+            })?);
+        }
+        let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
+            return Err(SinkError::retriable("postgres: not connected"));
+        };
+        let sql = ddl::upsert_positions(&self.cfg.table);
+        let done = rt.block_on(async {
+            tokio::time::timeout(IO_TIMEOUT, session.client.execute(&sql, &[&names, &at])).await
+        });
+        match done {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.db_error(&e, "storing positions")),
+            Err(_) => Err(self.timeout_error("storing positions")),
         }
     }
 
@@ -459,7 +528,9 @@ impl PgSink {
         if self.copy.is_some() {
             return Ok(());
         }
-        self.ensure_session()?;
+        if !self.in_tx {
+            self.begin()?;
+        }
         let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
             return Err(SinkError::retriable("postgres: not connected"));
         };
@@ -504,6 +575,7 @@ impl PgSink {
     }
 
     fn write_inner(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
+        self.positions.record(chunk);
         if chunk.rows.is_empty() {
             return Ok(());
         }
@@ -534,6 +606,16 @@ impl PgSink {
 
     fn flush_inner(&mut self) -> Result<(), SinkError> {
         if self.copy.is_none() {
+            if self.positions.is_empty() {
+                return Ok(());
+            }
+            // Positions without rows (chunks that carried none): a transaction of their own
+            // (a transaction open without a COPY is one an error left behind: begin() ends it).
+            self.begin()?;
+            self.store_positions()?;
+            self.tx_statement("COMMIT")?;
+            self.in_tx = false;
+            self.positions.clear();
             return Ok(());
         }
         let flush_started = Instant::now();
@@ -550,6 +632,10 @@ impl PgSink {
             Ok(Err(e)) => return Err(self.db_error(&e, "COPY")),
             Err(_) => return Err(self.timeout_error("COPY end")),
         };
+        self.store_positions()?;
+        self.tx_statement("COMMIT")?;
+        self.in_tx = false;
+        self.positions.clear();
         if rows != self.copy_rows {
             lock(&self.stats).row_count_mismatches += 1;
             log::warn!(
@@ -615,6 +701,42 @@ impl PgSink {
         e
     }
 
+    fn committed_positions_inner(&mut self, prefix: &str) -> Result<Vec<(String, u64)>, SinkError> {
+        if self.copy.is_some() {
+            return Err(SinkError::retriable(
+                "postgres: positions asked for while a COPY is open",
+            ));
+        }
+        self.ensure_session()?;
+        if self.in_tx {
+            self.tx_statement("ROLLBACK")?;
+            self.in_tx = false;
+        }
+        let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
+            return Err(SinkError::retriable("postgres: not connected"));
+        };
+        let sql = ddl::select_positions(&self.cfg.table);
+        let got = rt.block_on(async {
+            tokio::time::timeout(IO_TIMEOUT, session.client.query(&sql, &[&prefix])).await
+        });
+        let rows = match got {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return Err(self.db_error(&e, "reading positions")),
+            Err(_) => return Err(self.timeout_error("reading positions")),
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row
+                .try_get(0)
+                .map_err(|e| SinkError::fatal(format!("postgres: positions table: {e}")))?;
+            let at: i64 = row
+                .try_get(1)
+                .map_err(|e| SinkError::fatal(format!("postgres: positions table: {e}")))?;
+            out.push((name, u64::try_from(at).unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
     /// Asks for the table's size and row estimate, at most once per [`STATUS_REFRESH`] across
     /// all lanes (the lane that finds it due claims it), never while this lane's COPY is open.
     fn refresh_table_stats(&mut self) {
@@ -677,11 +799,21 @@ impl Sink for PgSink {
 
     fn abort(&mut self) {
         // Dropping the sink half sends CopyFail: the server discards this COPY's rows and the
-        // session stays usable.
+        // session stays usable; the transaction is rolled back at the next BEGIN (or query).
         self.copy = None;
         self.copy_started = None;
         self.copy_rows = 0;
         self.piece.clear();
+        self.positions.clear();
+    }
+
+    fn committed_positions(
+        &mut self,
+        prefix: &str,
+    ) -> Result<Option<Vec<(String, u64)>>, SinkError> {
+        self.committed_positions_inner(prefix)
+            .map(Some)
+            .map_err(|e| self.note(e))
     }
 
     /// Backend-wide values (every lane reports the same totals); `connected` is true while any

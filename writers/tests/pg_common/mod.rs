@@ -5,6 +5,8 @@
 //! IPv6, 64-bit counters and microsecond times).
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod proxy;
+
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -97,7 +99,13 @@ impl Db {
             table: table.to_string(),
         };
         db.exec(&format!("DROP TABLE IF EXISTS {}", db.t()));
+        db.exec(&format!("DROP TABLE IF EXISTS {}", db.positions_t()));
         db
+    }
+
+    /// The quoted positions table of the table.
+    pub fn positions_t(&self) -> String {
+        pg::ddl::quote_table(&pg::ddl::positions_table(&self.table))
     }
 
     /// The quoted table name.
@@ -176,7 +184,11 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
-        let sql = format!("DROP TABLE IF EXISTS {}", self.t());
+        let sql = format!(
+            "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}",
+            self.t(),
+            self.positions_t()
+        );
         let _ = self.rt.block_on(self.client.batch_execute(&sql));
     }
 }
@@ -264,6 +276,7 @@ pub fn v5_chunks(
                 rows: buf.split().freeze(),
                 count,
                 oldest_received_us: 1_767_225_601_000_000,
+                position: None,
             });
             count = 0;
         }
