@@ -528,9 +528,8 @@ impl PgSink {
         if self.copy.is_some() {
             return Ok(());
         }
-        if !self.in_tx {
-            self.begin()?;
-        }
+        // A transaction open without a COPY is one an error left behind: begin() ends it.
+        self.begin()?;
         let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
             return Err(SinkError::retriable("postgres: not connected"));
         };
