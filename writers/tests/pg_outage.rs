@@ -94,15 +94,6 @@ fn rows_survive_a_cut_mid_copy() {
     drop(proxy);
 }
 
-/// Waits for `cond` (polled; the backend thread offers no signal), failing after `secs`.
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The same outage through the real backend thread (queue, flush policy, retry with backoff).
 #[test]
 fn backend_thread_rides_out_a_cut() {

@@ -10,8 +10,7 @@ mod pg_common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use goflow_writers::backend::{Backend, BackendOptions};
 use goflow_writers::pg::PgSink;
@@ -98,14 +97,6 @@ fn positions_commit_with_their_rows() {
         db.positions_t()
     ));
     assert_eq!(in_table, 6);
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -51,6 +51,18 @@ pub fn pg_config(table: &str, port: Option<u16>) -> PgConfig {
     }
 }
 
+/// Waits for `cond` (polled; the backend thread offers no signal), failing after `secs`.
+pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A fresh table name: `goflow_t_<what>_<pid>_<n>_<nanos>`.
 pub fn random_table(what: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
