@@ -11,6 +11,8 @@ pub mod backend;
 pub mod durable;
 pub mod file;
 pub mod json;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod pg;
 pub mod schema;
 pub mod sink;
