@@ -8,7 +8,12 @@ use crate::cmd;
 
 /// goflow: a NetFlow v5/v9 and IPFIX collector for PostgreSQL/TimescaleDB, MySQL, Kafka and files.
 #[derive(Debug, Parser)]
-#[command(name = "goflow", version, propagate_version = true)]
+#[command(
+    name = "goflow",
+    version,
+    propagate_version = true,
+    after_help = crate::exit::EXIT_CODES_HELP
+)]
 pub struct Cli {
     /// Configuration file (default: $GOFLOW_CONFIG, else ./config.yml, else built-in defaults).
     #[arg(long, global = true, env = "GOFLOW_CONFIG")]

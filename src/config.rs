@@ -690,10 +690,48 @@ pub fn parse(
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RunConfig, ConfigError> {
-    let raw: RawConfig = serde_norway::from_str(text)
-        .map_err(|e| ConfigError(format!("config file {file}: {e}")))?;
+    if is_empty_yaml(text) {
+        // An empty file (blank, comments only, or a bare `---`) means the defaults, as no file.
+        let mut cfg = RunConfig::defaults();
+        cfg.state_dir = default_state_dir(env);
+        return Ok(cfg);
+    }
+    let raw: RawConfig =
+        serde_norway::from_str(text).map_err(|e| ConfigError(yaml_error(text, file, &e)))?;
     let ctx = Ctx { text, file };
     resolve(raw, &ctx, env)
+}
+
+/// True when `text` holds no YAML content: blank lines, comments and document markers only.
+fn is_empty_yaml(text: &str) -> bool {
+    text.lines().map(strip_comment).all(|l| {
+        let l = l.trim();
+        l.is_empty() || l == "---" || l == "..."
+    })
+}
+
+/// A YAML/serde error as a message naming the file and a line. serde reports an unknown key of
+/// a struct without a location; the key's line is then looked up in the text (for the top
+/// level, where those errors have no line otherwise).
+fn yaml_error(text: &str, file: &str, e: &serde_norway::Error) -> String {
+    let msg = e.to_string();
+    if msg.contains(" line ") {
+        return format!("config file {file}: {msg}");
+    }
+    let quoted = |prefix: &str| {
+        let rest = msg.strip_prefix(prefix)?;
+        let end = rest.find('`')?;
+        rest.get(..end)
+    };
+    if let Some(key) = quoted("unknown field `")
+        && let Some(line) = find_line(text, &[key])
+    {
+        return format!("config file {file}: {msg} at line {line}");
+    }
+    if let Some(key) = quoted("missing field `") {
+        return format!("config file {file}: {msg} (the top level of the file has no `{key}:`)");
+    }
+    format!("config file {file}: {msg}")
 }
 
 /// The file's text and name, for error messages.

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod exit;
 pub mod ingest;
 pub mod ops;
 pub mod pcap;

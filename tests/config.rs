@@ -124,6 +124,11 @@ fn config_errors_exit_2_naming_file_key_and_line() -> TestResult {
         ),
         ("not YAML", "backends: [\n".to_owned(), &["bad.yml", "line"]),
         (
+            "unknown top-level key",
+            GOOD.replace("api: off\n", "api: off\nlisten: 2055\n"),
+            &["bad.yml", "unknown field `listen`", "line 13"],
+        ),
+        (
             "no COPY connections",
             GOOD.replace("    type: file\n    config:\n      path: out.jsonl", PG)
                 .replace("connections: 2", "connections: 0"),
@@ -193,7 +198,8 @@ fn original_example_loads_and_fails_only_at_start() -> TestResult {
 
     let out = goflow(dir.path(), &[], None)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // A start failure (exit 3), not a config error: the file is valid, the build lacks the type.
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains("backend type mysql is not available in this build"),
         "{stderr}"
@@ -267,5 +273,31 @@ fn pg_connections_default_to_two() -> TestResult {
     let one = plan(pg.replace("connections: 2", "connections: 1"))?;
     assert!(one.contains("backend out (postgres): "), "{one}");
     assert!(!one.contains("connections"), "{one}");
+    Ok(())
+}
+
+/// An empty file (blank, comments only, a bare `---`) means the built-in defaults, as no file.
+#[test]
+fn an_empty_config_file_means_the_defaults() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for text in ["", "\n\n", "# nothing yet\n", "---\n"] {
+        std::fs::write(dir.path().join("empty.yml"), text)?;
+        let out = goflow(
+            dir.path(),
+            &["--config", "empty.yml", "run", "--check"],
+            None,
+        )?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("listen: udp 0.0.0.0:2055"), "{stdout}");
+        assert!(
+            stdout.contains("backend default (file): flows.jsonl"),
+            "{stdout}"
+        );
+    }
     Ok(())
 }

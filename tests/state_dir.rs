@@ -68,7 +68,7 @@ fn one_instance_per_state_dir() -> Result<(), Box<dyn Error>> {
     let second_log = tmp.path().join("second.log");
     let status = spawn(tmp.path(), &config(tmp.path(), &state)?, &second_log)?.wait()?;
     let text = std::fs::read_to_string(&second_log)?;
-    assert_eq!(status.code(), Some(1), "{text}");
+    assert_eq!(status.code(), Some(3), "{text}");
     assert!(
         text.contains(&format!("state_dir {} is in use", state.display())),
         "{text}"
@@ -87,7 +87,7 @@ fn one_instance_per_state_dir() -> Result<(), Box<dyn Error>> {
     )?
     .wait()?;
     let text = std::fs::read_to_string(&bad_log)?;
-    assert_eq!(status.code(), Some(1), "{text}");
+    assert_eq!(status.code(), Some(3), "{text}");
     assert!(
         text.contains("cannot create it") && text.contains("file/state"),
         "{text}"

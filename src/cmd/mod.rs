@@ -22,11 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Exit code for an error that reached `main`: 2 for configuration errors, else 1.
+/// Exit code for an error that reached `main` (see [`crate::exit`]).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<crate::config::ConfigError>().is_some() {
-        2
-    } else {
-        1
-    }
+    crate::exit::code_of(e)
 }

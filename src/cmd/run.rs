@@ -45,7 +45,7 @@ pub fn run(cli: &crate::cli::Cli, opt: &RunOpt) -> anyhow::Result<ExitCode> {
         print_plan(&cfg);
         return Ok(ExitCode::SUCCESS);
     }
-    Daemon::start(cfg)?.wait()
+    Daemon::start(cfg).map_err(crate::exit::start)?.wait()
 }
 
 fn print_plan(cfg: &RunConfig) {
@@ -73,6 +73,14 @@ fn print_plan(cfg: &RunConfig) {
         None => println!("api: off"),
     }
     println!("state_dir: {}", cfg.state_dir.display());
+}
+
+/// What to do when the ops API address cannot be bound (usually another goflow, or anything
+/// else on that port).
+fn api_taken_hint(api: std::net::SocketAddr) -> String {
+    let mut other = api;
+    other.set_port(api.port().wrapping_add(1).max(1));
+    format!("set `api: {other}` (another address) or `api: off` in the config")
 }
 
 /// `, N connections` for a PostgreSQL backend with more than one (for the plan and the log).
@@ -285,7 +293,7 @@ impl Daemon {
                 Ok(server) => daemon.ops = Some(server),
                 Err(e) => {
                     daemon.shutdown();
-                    return Err(e);
+                    return Err(anyhow::anyhow!("{e:#}; {}", api_taken_hint(api)));
                 }
             }
         }
@@ -319,10 +327,12 @@ impl Daemon {
     fn wait(mut self) -> anyhow::Result<ExitCode> {
         let mut last = Summary::take(&self.shared);
         let mut next = Instant::now() + SUMMARY_INTERVAL;
+        let mut failed = false;
         while !self.stop.load(Ordering::Relaxed) {
             thread::sleep(STOP_POLL);
             if self.workers.iter().any(|w| w.is_finished()) && !self.stop.load(Ordering::Relaxed) {
                 log::error!("a worker thread stopped unexpectedly; shutting down");
+                failed = true;
                 break;
             }
             if Instant::now() >= next {
@@ -336,6 +346,16 @@ impl Daemon {
         let t = self.shutdown();
         let now = Summary::take(&self.shared);
         log::info!("stopped: {} (shutdown took {t:?})", now.totals_line());
+        let losses = loss_lines(&self.shared.backends);
+        for l in &losses {
+            log::error!("{l}");
+        }
+        if losses.is_empty() {
+            log::info!("no rows lost: every row received was written to every backend");
+        }
+        if failed || !losses.is_empty() {
+            return Ok(crate::exit::exit(crate::exit::RUNTIME));
+        }
         Ok(ExitCode::SUCCESS)
     }
 
@@ -358,6 +378,51 @@ impl Daemon {
         }
         t0.elapsed()
     }
+}
+
+/// One plain line per backend that lost rows: how many, why, and where they are (nowhere:
+/// dropped rows are not kept).
+fn loss_lines(backends: &[Arc<goflow_writers::backend::BackendStats>]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for b in backends {
+        let failed = b.rows_dropped_failed.load(Ordering::Relaxed);
+        let full = b.rows_dropped_queue_full.load(Ordering::Relaxed);
+        if failed + full == 0 {
+            continue;
+        }
+        let written = b.rows_written.load(Ordering::Relaxed);
+        let mut why = Vec::new();
+        if failed > 0 {
+            let err = b
+                .detail()
+                .last_error
+                .unwrap_or_else(|| "unknown error".to_owned());
+            why.push(format!(
+                "{failed} {} the backend refused or could not store (last error: {err})",
+                rows(failed)
+            ));
+        }
+        if full > 0 {
+            why.push(format!(
+                "{full} {} arrived while its queue was full",
+                rows(full)
+            ));
+        }
+        lines.push(format!(
+            "ROWS LOST: backend {} ({}) lost {} {} and wrote {written}: {}; the lost rows were \
+             dropped and are not stored anywhere",
+            b.name,
+            b.kind,
+            failed + full,
+            rows(failed + full),
+            why.join("; ")
+        ));
+    }
+    lines
+}
+
+fn rows(n: u64) -> &'static str {
+    if n == 1 { "row" } else { "rows" }
 }
 
 /// Reports each flush to the histograms (flush duration, datagram age at commit).

@@ -47,7 +47,7 @@ pub(crate) fn fetch(addr: &str, path: &str) -> anyhow::Result<Result<String, Exi
         ),
         Err(ClientError::Unreachable(_)) => {
             eprintln!("{}", client::unreachable_message(addr));
-            Ok(Err(ExitCode::from(1)))
+            Ok(Err(crate::exit::exit(crate::exit::RUNTIME)))
         }
         Err(e) => Err(anyhow::anyhow!("the ops API at {addr}: {e}")),
     }
