@@ -9,13 +9,25 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, bail};
+use goflow_codec::decoder::saved::SavedState;
 use rustix::fs::{FlockOperation, flock};
+
+use crate::pipeline::WorkerCounters;
 
 /// The lock file's name inside `state_dir`.
 pub const LOCK_FILE: &str = "lock";
 /// The spools' directory inside `state_dir` (one subdirectory per backend).
 pub const SPOOL_DIR: &str = "spool";
+/// The saved templates and sampling state of every exporter (see [`TemplateSaver`]).
+pub const TEMPLATES_FILE: &str = "templates.bin";
+/// The saved state is written at most this often (when a worker handed out a new one).
+pub const TEMPLATES_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An open, locked `state_dir`. Dropping it releases the lock.
 #[derive(Debug)]
@@ -103,6 +115,112 @@ impl StateDir {
     /// `%XX`, so every name maps to one directory and no name escapes `spool/`.
     pub fn spool_dir(&self, name: &str) -> PathBuf {
         self.path.join(SPOOL_DIR).join(file_name_for(name))
+    }
+}
+
+impl StateDir {
+    /// The saved templates file.
+    pub fn templates_path(&self) -> PathBuf {
+        self.path.join(TEMPLATES_FILE)
+    }
+
+    /// Reads the templates and sampling state saved by the last run. A missing file is an
+    /// empty state; a damaged one is logged and ignored (templates are learned again from the
+    /// exporters, as without a state_dir).
+    pub fn load_templates(&self) -> SavedState {
+        let path = self.templates_path();
+        match fs::read(&path) {
+            Ok(bytes) => match SavedState::decode(&bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!(
+                        "state_dir: {} is damaged ({e}); starting without saved templates",
+                        path.display()
+                    );
+                    SavedState::default()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SavedState::default(),
+            Err(e) => {
+                log::warn!(
+                    "state_dir: cannot read {} ({e}); starting without saved templates",
+                    path.display()
+                );
+                SavedState::default()
+            }
+        }
+    }
+}
+
+/// Writes the workers' saved decoder state to `state_dir/templates.bin`: a thread that, at most
+/// every [`TEMPLATES_SAVE_INTERVAL`], merges what the workers handed out (when any handed out
+/// something new) and replaces the file atomically (`write_atomic`: a crash leaves the old or
+/// the new file, never a mix). Disk I/O stays off the receive path. [`TemplateSaver::finish`]
+/// writes once more after the workers have stopped.
+#[derive(Debug)]
+pub struct TemplateSaver {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TemplateSaver {
+    pub fn spawn(path: PathBuf, workers: Vec<Arc<WorkerCounters>>) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("state-templates".into())
+            .spawn(move || save_loop(&path, &workers, &flag))?;
+        Ok(TemplateSaver {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Writes what the workers handed out last (call after they stopped) and stops.
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            if t.join().is_err() {
+                log::error!("state_dir: the templates writer panicked");
+            }
+        }
+    }
+}
+
+fn save_loop(path: &Path, workers: &[Arc<WorkerCounters>], stop: &AtomicBool) {
+    let mut written_seq = 0u64;
+    let mut last_error: Option<Instant> = None;
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let seq: u64 = workers
+            .iter()
+            .map(|w| w.saved_seq.load(Ordering::Acquire))
+            .sum();
+        if seq != written_seq {
+            let mut merged = SavedState::default();
+            for w in workers {
+                let s = crate::pipeline::counters::lock(&w.saved).clone();
+                if let Some(s) = s {
+                    merged.merge(&s);
+                }
+            }
+            let mut bytes = Vec::new();
+            merged.encode(&mut bytes);
+            match goflow_writers::durable::write_atomic(path, &bytes) {
+                Ok(()) => written_seq = seq,
+                Err(e) => {
+                    if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        log::error!("state_dir: cannot write {}: {e}", path.display());
+                        last_error = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+        std::thread::park_timeout(TEMPLATES_SAVE_INTERVAL);
     }
 }
 

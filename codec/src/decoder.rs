@@ -24,6 +24,8 @@ use crate::template::{
 use crate::v5;
 use crate::v9::{self, Sets, TemplateItem, V9Templates};
 
+pub mod saved;
+
 /// Exporters one decoder keeps per-exporter state for (ops snapshot, sampler tables); datagrams
 /// of further exporters still decode, they are just not tracked.
 pub const EXPORTERS_MAX: usize = 16_384;
@@ -125,7 +127,7 @@ impl DecoderStats {
 }
 
 /// Options state of one (exporter, observation domain).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct DomainState {
     samplers: SamplerTable,
     /// systemInitTimeMilliseconds from options data.
@@ -179,6 +181,8 @@ pub struct TemplateInfo {
     pub refreshed_us: UnixMicros,
     /// Seconds since the last refresh, at the `now` given to [`Decoder::templates`].
     pub age_secs: u64,
+    /// Loaded from saved state at start and not re-announced since.
+    pub restored: bool,
 }
 
 /// Internal progress of one datagram (also on the error path).
@@ -198,6 +202,9 @@ pub struct Decoder {
     templates: TemplateCache,
     domains: FxHashMap<(IpAddr, u32), DomainState>,
     exporters: FxHashMap<IpAddr, ExporterState>,
+    /// Bumped whenever what [`Decoder::save`] returns changes other than by refresh times (a
+    /// template learned, replaced or withdrawn, sampling or init time changed).
+    generation: u64,
 }
 
 impl Default for Decoder {
@@ -216,7 +223,14 @@ impl Decoder {
             templates: TemplateCache::new(limits),
             domains: FxHashMap::default(),
             exporters: FxHashMap::default(),
+            generation: 0,
         }
+    }
+
+    /// Changes with every template learned, replaced or withdrawn and every change of sampling
+    /// state (not with refreshes): the daemon saves its state when this moves.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -295,6 +309,7 @@ impl Decoder {
                 refreshed_us: t.refreshed_us,
                 age_secs: u64::try_from(now.saturating_sub(t.refreshed_us) / 1_000_000)
                     .unwrap_or(0),
+                restored: t.restored,
             })
             .collect();
         out.sort_by_key(|t| (t.exporter, t.domain, t.id));
@@ -579,7 +594,12 @@ impl Decoder {
     ) {
         match item {
             TemplateItem::Define(def) => match self.templates.learn(exporter, domain, &def, now) {
-                Ok(_) => p.outcome.templates += 1,
+                Ok(learned) => {
+                    p.outcome.templates += 1;
+                    if learned != crate::template::Learned::Refreshed {
+                        self.generation += 1;
+                    }
+                }
                 Err(_) => self.stats.templates_rejected += 1,
             },
             TemplateItem::Withdraw { id, kind } => {
@@ -593,6 +613,7 @@ impl Decoder {
                     usize::from(self.templates.withdraw(exporter, domain, id))
                 };
                 self.stats.templates_withdrawn += n as u64;
+                self.generation += n as u64;
             }
             TemplateItem::Refused(_) => self.stats.templates_rejected += 1,
         }
@@ -636,7 +657,11 @@ impl Decoder {
                     return Some(0);
                 }
                 let dom = self.domains.entry(key).or_default();
+                let before = dom.clone();
                 let (n, tail) = options_records(t, body, dom);
+                if *dom != before {
+                    self.generation += 1;
+                }
                 self.stats.options_records += u64::from(n);
                 (n, tail)
             }

@@ -84,6 +84,23 @@ pub struct SamplerTable {
 }
 
 impl SamplerTable {
+    /// The table's contents (default rate; rates by sampler id), for saving.
+    pub fn parts(&self) -> (Option<u32>, &[(u64, u32)]) {
+        (self.default, &self.by_id)
+    }
+
+    /// A table from saved contents (at most [`SAMPLERS_PER_DOMAIN_MAX`] ids are kept).
+    pub fn from_parts(default: Option<u32>, by_id: &[(u64, u32)]) -> SamplerTable {
+        SamplerTable {
+            default,
+            by_id: by_id
+                .iter()
+                .copied()
+                .take(SAMPLERS_PER_DOMAIN_MAX)
+                .collect(),
+        }
+    }
+
     /// Learns from one options data record. Returns whether it carried a rate.
     pub fn learn(&mut self, opt: &SamplerOption) -> bool {
         let Some(rate) = opt.rate() else {

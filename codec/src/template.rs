@@ -110,6 +110,8 @@ pub struct Template {
     min_len: u16,
     pub learned_us: UnixMicros,
     pub refreshed_us: UnixMicros,
+    /// Loaded from saved state at start (see `decoder::saved`) and not re-announced since.
+    pub restored: bool,
 }
 
 /// Why a template was refused.
@@ -165,6 +167,7 @@ impl Template {
             min_len,
             learned_us: now,
             refreshed_us: now,
+            restored: false,
         };
         if !variable {
             let mut b = PlanBuilder::default();
@@ -418,6 +421,7 @@ impl TemplateCache {
             && t.same_fields(def)
         {
             t.refreshed_us = now;
+            t.restored = false;
             return Ok(Learned::Refreshed);
         }
         let t = Template::compile(def, self.limits.max_fields_per_template, now)?;
@@ -469,6 +473,36 @@ impl TemplateCache {
         }
         self.total_fields = self.total_fields.saturating_sub(n);
         Some(t)
+    }
+
+    /// Puts back a template saved by an earlier run, with its saved learn and refresh times
+    /// (so the TTL counts from the exporter's last announcement, not from the restart), under
+    /// the same bounds as [`TemplateCache::learn`]. One not refreshed within the TTL of `now`
+    /// is not restored.
+    pub fn restore(
+        &mut self,
+        exporter: IpAddr,
+        domain: u32,
+        def: &TemplateDef<'_>,
+        learned_us: UnixMicros,
+        refreshed_us: UnixMicros,
+        now: UnixMicros,
+    ) -> Result<(), Refusal> {
+        if now.saturating_sub(refreshed_us) > self.limits.ttl_us {
+            return Err("expired");
+        }
+        self.learn(exporter, domain, def, refreshed_us)?;
+        let key = TemplateKey {
+            exporter,
+            domain,
+            id: def.id,
+        };
+        if let Some(t) = self.map.get_mut(&key) {
+            t.learned_us = learned_us.min(refreshed_us);
+            t.refreshed_us = refreshed_us;
+            t.restored = true;
+        }
+        Ok(())
     }
 
     /// Withdraws one template (IPFIX field count 0). Returns whether it was cached.

@@ -22,7 +22,8 @@ use crate::config::{self, BackendConfig, BackendKind, RunConfig, SqlConfig};
 use crate::ingest::{self, Receiver, ReceiverKind};
 use crate::ops::{HistogramHub, LocalHistograms};
 use crate::pipeline::{self, EncoderFactory, Pipeline, Shared, WorkerCounters};
-use crate::state::StateDir;
+use crate::state::{StateDir, TemplateSaver};
+use goflow_codec::decoder::saved::SavedState;
 
 /// Interval of the summary log line.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
@@ -175,6 +176,8 @@ struct Daemon {
     workers: Vec<JoinHandle<()>>,
     backends: Vec<Backend>,
     ops: Option<crate::ops::OpsServer>,
+    /// Writes the workers' templates and sampling state to state_dir.
+    saver: Option<TemplateSaver>,
 }
 
 impl Daemon {
@@ -234,6 +237,21 @@ impl Daemon {
                 .with_context(|| format!("cannot install the handler for signal {sig}"))?;
         }
 
+        // Templates and sampling state of the last run: every worker gets all of them (which
+        // worker an exporter's datagrams reach is the kernel's choice, and may differ now).
+        let saved = Arc::new(state.load_templates());
+        if !saved.templates.is_empty() || !saved.domains.is_empty() {
+            log::info!(
+                "state_dir: restoring {} templates and the sampling state of {} exporter \
+                 domains from {}",
+                saved.templates.len(),
+                saved.domains.len(),
+                state.templates_path().display()
+            );
+        }
+        let saver = TemplateSaver::spawn(state.templates_path(), shared.workers.clone())
+            .context("cannot start the templates writer thread")?;
+
         let sockets = ingest::open_sockets(&rcfg)
             .with_context(|| format!("cannot listen on {} (UDP)", rcfg.bind))?;
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, std::io::Result<ReceiverKind>)>();
@@ -250,6 +268,7 @@ impl Daemon {
                 observer: Box::new(LocalHistograms::new(Arc::clone(&histograms))),
                 stop: Arc::clone(&stop),
                 ready: ready_tx.clone(),
+                saved: Arc::clone(&saved),
             };
             let handle = thread::Builder::new()
                 .name(format!("worker-{i}"))
@@ -268,6 +287,7 @@ impl Daemon {
             workers,
             backends,
             ops: None,
+            saver: Some(saver),
         };
         // Wait until every worker has its receiver (or report the first that failed).
         let mut kinds = Vec::new();
@@ -370,6 +390,10 @@ impl Daemon {
                 log::error!("a worker thread panicked");
             }
         }
+        // The workers handed out their final state as they stopped.
+        if let Some(s) = self.saver.take() {
+            s.finish();
+        }
         for b in self.backends.drain(..) {
             b.shutdown();
         }
@@ -442,6 +466,7 @@ struct WorkerStart {
     observer: Box<dyn pipeline::BatchObserver>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<(usize, std::io::Result<ReceiverKind>)>,
+    saved: Arc<SavedState>,
 }
 
 impl WorkerStart {
@@ -465,6 +490,20 @@ impl WorkerStart {
             self.observer,
         );
         drop(self.outputs);
+        if !self.saved.templates.is_empty() || !self.saved.domains.is_empty() {
+            let r = pipeline.restore(&self.saved);
+            if index == 0 {
+                log::info!(
+                    "state_dir: restored {} templates ({} older than the template TTL, {} \
+                     refused) and {} sampling states",
+                    r.templates,
+                    r.expired,
+                    r.refused,
+                    r.domains
+                );
+            }
+        }
+        drop(self.saved);
         let _ = self.ready.send((index, Ok(kind)));
         pipeline::worker::run(&mut receiver, &mut pipeline, &self.stop);
     }

@@ -249,6 +249,11 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         "Templates held across all workers.",
         &[(&[], t.templates)],
     );
+    w.gauge(
+        "goflow_decoder_templates_restored",
+        "Templates loaded from state_dir at start and not announced again since.",
+        &[(&[], t.templates_restored)],
+    );
 
     // Backends: the label values are the configured names and types (a closed set).
     let b = &status.backends;

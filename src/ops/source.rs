@@ -75,11 +75,24 @@ pub fn merge_exporters<'a>(
 }
 
 /// Every worker's templates, grouped by exporter and domain, ordered by address, domain, id.
+/// A template several workers hold (every worker gets the templates restored at start) is
+/// listed once, as the most recently announced copy.
 pub fn templates_report<'a>(
     templates: impl IntoIterator<Item = &'a CodecTemplate>,
 ) -> TemplatesReport {
-    let mut by: BTreeMap<(IpAddr, u32), Vec<TemplateInfo>> = BTreeMap::new();
+    let mut latest: BTreeMap<(IpAddr, u32, u16), &CodecTemplate> = BTreeMap::new();
     for t in templates {
+        latest
+            .entry((t.exporter, t.domain, t.id))
+            .and_modify(|k| {
+                if t.refreshed_us > k.refreshed_us {
+                    *k = t;
+                }
+            })
+            .or_insert(t);
+    }
+    let mut by: BTreeMap<(IpAddr, u32), Vec<TemplateInfo>> = BTreeMap::new();
+    for t in latest.into_values() {
         by.entry((t.exporter, t.domain))
             .or_default()
             .push(TemplateInfo {
@@ -96,6 +109,7 @@ pub fn templates_report<'a>(
                     })
                     .collect(),
                 age_secs: t.age_secs,
+                restored: t.restored,
             });
     }
     let mut exporters: Vec<ExporterTemplates> = Vec::new();
@@ -252,14 +266,33 @@ mod tests {
             learned_us: 0,
             refreshed_us: 0,
             age_secs: 3,
+            restored: false,
+        };
+        // The same template in two workers (restored in both, announced again in one): listed
+        // once, as the announced copy.
+        let restored = CodecTemplate {
+            restored: true,
+            ..t("10.0.0.1", 1, 256)
+        };
+        let announced = CodecTemplate {
+            refreshed_us: 5,
+            ..t("10.0.0.1", 1, 256)
         };
         let list = [
             t("10.0.0.2", 0, 257),
             t("10.0.0.1", 1, 300),
-            t("10.0.0.1", 1, 256),
+            restored,
+            announced,
             t("10.0.0.1", 0, 999),
         ];
         let r = templates_report(&list);
+        assert!(
+            r.exporters
+                .iter()
+                .flat_map(|e| &e.domains)
+                .flat_map(|d| &d.templates)
+                .all(|t| !t.restored)
+        );
         assert_eq!(r.exporters.len(), 2);
         let e = &r.exporters[0];
         assert_eq!(e.address, "10.0.0.1");

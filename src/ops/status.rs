@@ -88,6 +88,8 @@ pub struct Totals {
     /// Units (v5 flows, v9 packets, IPFIX records) exporters sent that never arrived.
     pub sequence_missing: u64,
     pub templates: u64,
+    /// Templates loaded from state_dir at start and not announced again since.
+    pub templates_restored: u64,
     pub drops: Drops,
 }
 
@@ -199,6 +201,8 @@ pub struct TemplateInfo {
     pub fields: Vec<TemplateField>,
     /// Seconds since the template was last announced.
     pub age_secs: u64,
+    /// Loaded from state_dir at start and not announced again since.
+    pub restored: bool,
 }
 
 /// One field specifier.

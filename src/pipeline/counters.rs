@@ -53,6 +53,11 @@ pub struct WorkerCounters {
     pub last_datagram_us: AtomicI64,
     /// The decoder's per-exporter state and templates, about once a second.
     pub snapshot: Mutex<WorkerSnapshot>,
+    /// The decoder's saved state (templates, sampling) for `state_dir`, replaced when it
+    /// changed (checked with the snapshot) and at least every `SAVE_REFRESH_INTERVAL`.
+    pub saved: Mutex<Option<std::sync::Arc<goflow_codec::decoder::saved::SavedState>>>,
+    /// Bumped each time `saved` is replaced.
+    pub saved_seq: AtomicU64,
 }
 
 /// What a worker's decoder knows, copied out for the ops API.

@@ -17,11 +17,13 @@ impl OpsSource for Shared {
         let t = self.totals();
         let snapshots: Vec<_> = self.workers.iter().map(|w| w.snapshot()).collect();
         let exporters = merge_exporters(snapshots.iter().flat_map(|s| s.exporters.iter()));
-        let templates: u64 = self
-            .workers
+        let report = templates_report(snapshots.iter().flat_map(|s| s.templates.iter()));
+        let (templates, templates_restored) = report
+            .exporters
             .iter()
-            .map(|w| w.templates.load(Ordering::Relaxed))
-            .sum();
+            .flat_map(|e| e.domains.iter())
+            .flat_map(|d| d.templates.iter())
+            .fold((0u64, 0u64), |(n, r), t| (n + 1, r + u64::from(t.restored)));
         let get = |f: fn(&super::WorkerCounters) -> &std::sync::atomic::AtomicU64| {
             self.workers
                 .iter()
@@ -90,6 +92,7 @@ impl OpsSource for Shared {
                 batches: t.batches,
                 sequence_missing: t.sequence_missing,
                 templates,
+                templates_restored,
                 drops,
             },
             exporters,

@@ -26,6 +26,10 @@ pub const RECV_POLL: Duration = Duration::from_millis(100);
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 /// Templates are expired (TTL) this often.
 pub const TEMPLATE_EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
+/// The decoder's saved state is handed out when it changed (checked every
+/// [`SNAPSHOT_INTERVAL`]), and at least this often while it holds anything, so the refresh
+/// times on disk (from which the TTL counts after a restart) stay recent.
+pub const SAVE_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// Capacity of a backend's batch buffer: a chunk's worth and room for the datagram that
 /// fills it (a full buffer is shipped after the datagram that crossed [`CHUNK_BYTES`]).
 const BATCH_BUFFER_BYTES: usize = CHUNK_BYTES + (64 << 10);
@@ -110,6 +114,8 @@ pub struct Pipeline {
     pending: Option<(Instant, UnixMicros)>,
     last_snapshot: Instant,
     last_expiry: Instant,
+    /// The decoder generation last handed out as saved state, and when.
+    saved: Option<(u64, Instant)>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -150,7 +156,22 @@ impl Pipeline {
             pending: None,
             last_snapshot: now,
             last_expiry: now,
+            saved: None,
         }
+    }
+
+    /// Loads templates and sampling state saved by an earlier run into the decoder (before the
+    /// first datagram). Returns what was restored.
+    pub fn restore(
+        &mut self,
+        state: &goflow_codec::decoder::saved::SavedState,
+    ) -> goflow_codec::decoder::saved::RestoreOutcome {
+        let out = self.decoder.restore(state, unix_micros());
+        // What was restored is already on disk; the ops API lists it at once.
+        let now = Instant::now();
+        self.saved = Some((self.decoder.generation(), now));
+        self.publish_snapshot(now);
+        out
     }
 
     pub fn counters(&self) -> &Arc<WorkerCounters> {
@@ -289,6 +310,7 @@ impl Pipeline {
             .templates
             .store(templates.len() as u64, Ordering::Relaxed);
         let decoder = self.decoder.stats().clone();
+        let any = !templates.is_empty();
         *counters::lock(&self.counters.snapshot) = super::counters::WorkerSnapshot {
             taken_us: now_us,
             exporters,
@@ -296,6 +318,27 @@ impl Pipeline {
             decoder,
         };
         self.last_snapshot = now;
+        self.hand_out_saved(now, any, false);
+    }
+
+    /// Copies the decoder's saved state out for the state_dir writer when it changed, when
+    /// it holds anything and [`SAVE_REFRESH_INTERVAL`] has passed, or when `force`d.
+    fn hand_out_saved(&mut self, now: Instant, any: bool, force: bool) {
+        let generation = self.decoder.generation();
+        let due = match self.saved {
+            None => generation != 0,
+            Some((g, at)) => {
+                g != generation
+                    || (any && now.saturating_duration_since(at) >= SAVE_REFRESH_INTERVAL)
+            }
+        };
+        if !(due || force && any) {
+            return;
+        }
+        let state = Arc::new(self.decoder.save());
+        *counters::lock(&self.counters.saved) = Some(state);
+        self.counters.saved_seq.fetch_add(1, Ordering::Release);
+        self.saved = Some((generation, now));
     }
 
     /// Final bookkeeping when the worker stops.
@@ -303,6 +346,8 @@ impl Pipeline {
         self.ship();
         let now = Instant::now();
         self.publish_snapshot(now);
+        // The refresh times as of now, for the final save at shutdown.
+        self.hand_out_saved(now, !self.decoder.template_cache().is_empty(), true);
         self.observer.finish(now);
     }
 }
