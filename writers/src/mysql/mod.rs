@@ -10,9 +10,11 @@ use std::path::PathBuf;
 
 pub mod ddl;
 pub mod encode;
+pub mod sink;
 
 pub use crate::pg::SslMode;
 pub use encode::{MysqlRowEncoder, encoder};
+pub use sink::MysqlSink;
 
 /// Where and how the sink connects. `password` is never logged, shown on status, or printed by
 /// `Debug`. `sslmode` has the PostgreSQL backend's meanings (`SQL_SSLMODE`); over a Unix socket
