@@ -5,8 +5,9 @@
 //! (`SQL_PASSWORD`, the Kafka variables) applied and every backend name checked.
 //!
 //! Every error is a [`ConfigError`] naming the file, the key and the line (exit code 2). Backend
-//! types that parse but are not built (`mysql`, `kafka`) are *not* config errors: they fail when
-//! the daemon starts them, with "backend type X is not available in this build".
+//! types that parse but are not built (`kafka`, or `mysql` without the `mysql` feature) are
+//! *not* config errors: they fail when the daemon starts them, with "backend type X is not
+//! available in this build".
 //!
 //! Search order ([`load`]): `--config`, else `$GOFLOW_CONFIG` (both arrive as `Cli::config`),
 //! else `./config.yml`, else built-in defaults (listen 0.0.0.0:2055, JSON lines to
@@ -57,7 +58,10 @@ pub const DEFAULT_SQL_TABLE: &str = "goflow_records";
 /// into one table store ~1.5x the rows/s of one on a 2-core server, and one connection idles
 /// while each COPY commits.
 pub const DEFAULT_PG_CONNECTIONS: u64 = 2;
-/// Most COPY connections per PostgreSQL/TimescaleDB backend.
+/// Parallel LOAD DATA connections of a MySQL/MariaDB backend.
+pub const DEFAULT_MYSQL_CONNECTIONS: u64 = 2;
+/// Most COPY connections per PostgreSQL/TimescaleDB backend (and LOAD DATA connections per
+/// MySQL/MariaDB backend).
 pub const PG_CONNECTIONS_MAX: u64 = 16;
 /// Most worker threads accepted.
 pub const WORKERS_MAX: u64 = 256;
@@ -321,8 +325,11 @@ struct RawSqlBackend {
     flush_ms: Option<Num>,
     /// Bound of the queue in front of the writer, bytes (default 256 MiB).
     queue_bytes: Option<Num>,
-    /// Parallel COPY connections, each a writer thread taking chunks from the one queue
-    /// (postgres and timescale only; 1..=16, default 2).
+    /// MySQL/MariaDB only: a Unix socket path (e.g. /run/mysqld/mysqld.sock); when set it is
+    /// used instead of SQL_SERVER/SQL_PORT (the environment variable SQL_SOCKET wins).
+    SQL_SOCKET: Option<String>,
+    /// Parallel COPY / LOAD DATA connections, each a writer thread taking chunks from the one
+    /// queue (1..=16, default 2).
     connections: Option<Num>,
 }
 
@@ -583,8 +590,13 @@ pub enum BackendKind {
         sql: SqlConfig,
         connections: usize,
     },
-    /// MySQL / MariaDB (not in this build).
-    Mysql { sql: SqlConfig },
+    /// MySQL / MariaDB, written through `connections` parallel LOAD DATA connections, over
+    /// TCP or the Unix socket `socket`.
+    Mysql {
+        sql: SqlConfig,
+        socket: Option<PathBuf>,
+        connections: usize,
+    },
     /// Kafka (not in this build).
     Kafka(KafkaConfig),
 }
@@ -614,7 +626,18 @@ impl BackendKind {
             BackendKind::File { path, .. } => path.display().to_string(),
             BackendKind::Dump => "stdout".to_owned(),
             BackendKind::Null => "nowhere (count and discard)".to_owned(),
-            BackendKind::Postgres { sql, .. } | BackendKind::Mysql { sql } => format!(
+            BackendKind::Mysql {
+                sql,
+                socket: Some(path),
+                ..
+            } => format!(
+                "{}@unix:{}/{} table {}",
+                sql.user,
+                path.display(),
+                sql.dbname,
+                sql.table
+            ),
+            BackendKind::Postgres { sql, .. } | BackendKind::Mysql { sql, .. } => format!(
                 "{}@{}:{}/{} table {}",
                 sql.user, sql.host, sql.port, sql.dbname, sql.table
             ),
@@ -1020,14 +1043,27 @@ fn resolve_backend(
         RawBackend::Timescale(c) => resolve_pg(name, c, true, ctx, env)?,
         RawBackend::Postgres(c) => resolve_pg(name, c, false, ctx, env)?,
         RawBackend::Mysql(c) => {
-            if c.as_ref().is_some_and(|c| c.connections.is_some()) {
-                return Err(ctx.err(
-                    &["backends", name, "config", "connections"],
-                    "only used by postgres and timescale backends",
-                ));
-            }
+            let connections = ctx.num(
+                &["backends", name, "config", "connections"],
+                c.as_ref().and_then(|c| c.connections),
+                DEFAULT_MYSQL_CONNECTIONS,
+                1,
+                PG_CONNECTIONS_MAX,
+            )?;
+            let socket = env("SQL_SOCKET")
+                .or_else(|| c.as_ref().and_then(|c| c.SQL_SOCKET.clone()))
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from);
             let (sql, flush) = resolve_sql(name, c, DEFAULT_MYSQL_PORT, ctx, env)?;
-            (BackendKind::Mysql { sql }, flush)
+            (
+                BackendKind::Mysql {
+                    sql,
+                    socket,
+                    connections: usize::try_from(connections).unwrap_or(1),
+                },
+                flush,
+            )
         }
         RawBackend::Kafka(c) => {
             let c = c.unwrap_or_default();
@@ -1073,6 +1109,13 @@ fn resolve_pg(
     ctx: &Ctx<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(BackendKind, FlushConfig), ConfigError> {
+    if c.as_ref().is_some_and(|c| c.SQL_SOCKET.is_some()) {
+        return Err(ctx.err(
+            &["backends", name, "config", "SQL_SOCKET"],
+            "only used by mysql backends (for PostgreSQL, give the socket directory as \
+             SQL_SERVER)",
+        ));
+    }
     let connections = ctx.num(
         &["backends", name, "config", "connections"],
         c.as_ref().and_then(|c| c.connections),
@@ -1339,7 +1382,7 @@ mod tests {
         assert_eq!(b.name, "rdssql");
         assert_eq!(b.kind.type_name(), "mysql");
         match &b.kind {
-            BackendKind::Mysql { sql } => {
+            BackendKind::Mysql { sql, .. } => {
                 assert_eq!(sql.host, "your-sql-server.com");
                 assert_eq!(sql.user, "your-sql-username");
                 assert_eq!(sql.dbname, "your-database-name");
@@ -1507,12 +1550,28 @@ mod tests {
                 "{e}"
             );
         }
-        let e = parse_err(&with("      connections: 2\n").replace("type: postgres", "type: mysql"));
+        // MySQL: the same key (default 2), and SQL_SOCKET, which PostgreSQL refuses.
+        let my = |text: &str| match parse_ok(&text.replace("type: postgres", "type: mysql"))
+            .backends[0]
+            .kind
+            .clone()
+        {
+            BackendKind::Mysql {
+                connections,
+                socket,
+                sql,
+            } => (connections, socket, sql.port),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(my(base), (2, None, DEFAULT_MYSQL_PORT));
+        let sock = with("      connections: 3\n      SQL_SOCKET: /run/mysqld/mysqld.sock\n");
+        assert_eq!(
+            my(&sock),
+            (3, Some(PathBuf::from("/run/mysqld/mysqld.sock")), 3306)
+        );
+        let e = parse_err(&with("      SQL_SOCKET: /tmp/s\n"));
         assert!(
-            e.contains("test.yml")
-                && e.contains("backends.pg.config.connections")
-                && e.contains("only used by postgres and timescale")
-                && e.contains("line 8"),
+            e.contains("backends.pg.config.SQL_SOCKET") && e.contains("only used by mysql"),
             "{e}"
         );
     }

@@ -87,7 +87,9 @@ fn api_taken_hint(api: std::net::SocketAddr) -> String {
 /// `, N connections` for a PostgreSQL backend with more than one (for the plan and the log).
 fn connections_note(kind: &BackendKind) -> String {
     match kind {
-        BackendKind::Postgres { connections, .. } if *connections > 1 => {
+        BackendKind::Postgres { connections, .. } | BackendKind::Mysql { connections, .. }
+            if *connections > 1 =>
+        {
             format!(", {connections} connections")
         }
         _ => String::new(),
@@ -140,7 +142,19 @@ fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<
         BackendKind::Postgres {
             sql, connections, ..
         } => pg_plan(sql, *connections, max_age_days),
-        BackendKind::Mysql { .. } | BackendKind::Kafka(_) => bail!(
+        #[cfg(feature = "mysql")]
+        BackendKind::Mysql {
+            sql,
+            socket,
+            connections,
+        } => mysql_plan(&b.name, sql, socket.clone(), *connections, max_age_days),
+        #[cfg(not(feature = "mysql"))]
+        BackendKind::Mysql { .. } => bail!(
+            "backend {}: backend type {} is not available in this build",
+            b.name,
+            b.kind.type_name()
+        ),
+        BackendKind::Kafka(_) => bail!(
             "backend {}: backend type {} is not available in this build",
             b.name,
             b.kind.type_name()
@@ -160,6 +174,53 @@ fn pg_plan(sql: &SqlConfig, connections: usize, max_age_days: Option<u32>) -> Pl
     Plan {
         encoder: Arc::new(|| Box::new(pg::encoder()) as Box<dyn RowEncoder>),
         sinks: PgSink::lanes(cfg, connections)
+            .into_iter()
+            .map(|s| Box::new(s) as Box<dyn Sink>)
+            .collect(),
+    }
+}
+
+/// The MySQL / MariaDB backend (goflow_writers::mysql): one sink per connection, sharing
+/// their status. The sinks connect lazily; a check connection at start (on its own thread, so
+/// a server that is down does not hold up receiving) logs at once whether the server takes
+/// LOAD DATA LOCAL, and names the key to fix when it does not.
+#[cfg(feature = "mysql")]
+fn mysql_plan(
+    name: &str,
+    sql: &SqlConfig,
+    socket: Option<std::path::PathBuf>,
+    connections: usize,
+    max_age_days: Option<u32>,
+) -> Plan {
+    use goflow_writers::mysql::{self, MysqlConfig, MysqlSink};
+    let cfg = MysqlConfig {
+        host: sql.host.clone(),
+        port: sql.port,
+        socket,
+        user: sql.user.clone(),
+        password: sql.password.clone(),
+        dbname: sql.dbname.clone(),
+        table: sql.table.clone(),
+        sslmode: sql.sslmode.clone(),
+        max_age_days,
+    };
+    let check_cfg = cfg.clone();
+    let backend = name.to_owned();
+    let spawned = thread::Builder::new()
+        .name("goflow-mysql-check".into())
+        .spawn(move || match mysql::sink::check(&check_cfg) {
+            Ok(server) => log::info!("backend {backend}: MySQL/MariaDB {server} is reachable"),
+            Err(e) if e.is_retriable() => {
+                log::warn!("backend {backend}: {e} (retrying in the background)")
+            }
+            Err(e) => log::error!("backend {backend}: {e}"),
+        });
+    if let Err(e) = spawned {
+        log::warn!("backend {name}: cannot start the connection check: {e}");
+    }
+    Plan {
+        encoder: Arc::new(|| Box::new(mysql::encoder()) as Box<dyn RowEncoder>),
+        sinks: MysqlSink::lanes(cfg, connections)
             .into_iter()
             .map(|s| Box::new(s) as Box<dyn Sink>)
             .collect(),

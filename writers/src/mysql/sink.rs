@@ -775,11 +775,11 @@ pub fn local_infile_off_message() -> String {
 
 /// Whether a connect error came from TLS (no TLS on the server, or a failed handshake).
 fn is_tls_failure(e: &mysql_async::Error) -> bool {
-    match e {
-        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => true,
-        mysql_async::Error::Io(mysql_async::IoError::Tls(_)) => true,
-        _ => false,
-    }
+    matches!(
+        e,
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)
+            | mysql_async::Error::Io(mysql_async::IoError::Tls(_))
+    )
 }
 
 /// Pieces of the LOAD stream for a server with this `max_allowed_packet`.
