@@ -696,7 +696,7 @@ pub fn targets(cfg: &crate::config::RunConfig) -> Vec<SqlTarget> {
                     },
                     sql,
                 ),
-                BackendKind::Mysql { sql } => (SqlKind::Mysql, sql),
+                BackendKind::Mysql { sql, .. } => (SqlKind::Mysql, sql),
                 _ => return None,
             };
             let (sslmode, ca_cert, note) = match &sql.sslmode {
