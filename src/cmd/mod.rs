@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 pub mod bench;
-pub mod configure_grafana;
 pub mod decode;
 pub mod run;
 pub mod stats;
@@ -20,7 +19,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Bench(ref opt)) => bench::run(opt),
         Some(Command::Status(ref opt)) => status::run(&cli, opt),
         Some(Command::Stats(ref opt)) => stats::run(&cli, opt),
-        Some(Command::ConfigureGrafana(ref opt)) => configure_grafana::run(&cli, opt),
     }
 }
 

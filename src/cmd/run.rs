@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use goflow_codec::DecoderConfig;
-use goflow_writers::backend::{Backend, BackendOptions, ConnectState, FlushHook, FlushReport};
+use goflow_writers::backend::{Backend, BackendOptions, FlushHook, FlushReport};
 use goflow_writers::file::{FileIo, FileSink, JsonEncoder, NullEncoder, NullSink};
 use goflow_writers::sink::{RowEncoder, Sink};
+use goflow_writers::spool::SpoolConfig;
 
 use crate::config::{self, BackendConfig, BackendKind, RunConfig, SqlConfig};
 use crate::ingest::{self, Receiver, ReceiverKind};
@@ -29,9 +30,6 @@ use goflow_codec::decoder::saved::SavedState;
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the main thread looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(50);
-/// How long start-up waits for the backends' first connect attempts (PostgreSQL's own connect
-/// timeout is 10 s).
-const CONNECT_WAIT: Duration = Duration::from_secs(12);
 /// How long a backend keeps retrying at shutdown before it counts the rest as dropped.
 const BACKEND_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -230,6 +228,16 @@ fn mysql_plan(
     }
 }
 
+/// What the rows a backend spools are: its encoder and the schema's columns. A segment written
+/// under another format (an upgrade that added columns) is set aside, not replayed.
+fn spool_format(kind: &BackendKind) -> String {
+    let cols: Vec<&str> = goflow_writers::schema::COLUMNS
+        .iter()
+        .map(|c| c.name)
+        .collect();
+    format!("{}:{}", kind.type_name(), cols.join(","))
+}
+
 /// The running daemon.
 struct Daemon {
     cfg: RunConfig,
@@ -274,6 +282,11 @@ impl Daemon {
                 queue_bytes: b.flush.queue_bytes,
                 shutdown_timeout: BACKEND_SHUTDOWN_TIMEOUT,
                 on_flush: Some(flush_hook(Arc::clone(&histograms), i)),
+                spool: (b.flush.spool_bytes > 0).then(|| SpoolConfig {
+                    dir: state.spool_dir(&b.name),
+                    max_bytes: b.flush.spool_bytes,
+                    format: spool_format(&b.kind),
+                }),
             };
             let backend = Backend::spawn_lanes(plan.sinks, opts)
                 .with_context(|| format!("backend {}: cannot start its thread", b.name))?;
@@ -371,14 +384,8 @@ impl Daemon {
                 }
             }
         }
-        // Every backend's first connect attempt (and table setup) is over before the ops API
-        // answers or systemd hears READY: /healthz is honest from its first answer.
-        daemon.wait_backends();
         if let Some(api) = daemon.cfg.api {
-            let source: Arc<dyn crate::ops::OpsSource> = Arc::new(crate::grafana::WithGrafana {
-                inner: daemon.shared.clone(),
-                targets: crate::grafana::targets(&daemon.cfg),
-            });
+            let source: Arc<dyn crate::ops::OpsSource> = daemon.shared.clone();
             match crate::ops::serve(&api.to_string(), source) {
                 Ok(server) => daemon.ops = Some(server),
                 Err(e) => {
@@ -389,28 +396,6 @@ impl Daemon {
         }
         daemon.log_start(&kinds);
         Ok(daemon)
-    }
-
-    /// Waits (up to [`CONNECT_WAIT`]) for each backend's first connect attempt and logs where
-    /// each stands. A backend that cannot connect does not stop the daemon: its lanes logged
-    /// why (with what to fix) and keep retrying; /healthz says unhealthy meanwhile.
-    fn wait_backends(&self) {
-        let deadline = Instant::now() + CONNECT_WAIT;
-        for b in &self.backends {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let state = b.stats().wait_connected(left);
-            let name = &b.stats().name;
-            match state {
-                ConnectState::Connected => log::debug!("backend {name}: ready"),
-                ConnectState::Failed => log::warn!(
-                    "backend {name} cannot write yet (see the error above); receiving anyway, \
-                     /healthz reports it until it connects"
-                ),
-                ConnectState::Connecting => log::warn!(
-                    "backend {name}: still connecting after {CONNECT_WAIT:?}; receiving anyway"
-                ),
-            }
-        }
     }
 
     fn log_start(&self, kinds: &[ReceiverKind]) {

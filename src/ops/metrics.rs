@@ -299,6 +299,48 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         "Reconnections to the backend.",
         &per(&|b| b.reconnects),
     );
+    // Spools (backends without one have no series).
+    let sp = |f: &dyn Fn(&super::status::SpoolStatus) -> u64| -> Vec<(Labels<'_>, u64)> {
+        b.iter()
+            .zip(&labels)
+            .filter_map(|(b, l)| b.spool.as_ref().map(|s| (&l[..], f(s))))
+            .collect()
+    };
+    w.gauge(
+        "goflow_spool_bytes",
+        "Bytes of the backend's spool segments on disk.",
+        &sp(&|s| s.bytes),
+    );
+    w.gauge(
+        "goflow_spool_segments",
+        "Segment files in the backend's spool.",
+        &sp(&|s| s.segments),
+    );
+    w.counter(
+        "goflow_spool_rows_spooled_total",
+        "Rows written to the spool because the backend could not take them.",
+        &sp(&|s| s.rows_spooled),
+    );
+    w.counter(
+        "goflow_spool_rows_replayed_total",
+        "Spooled rows replayed and stored by the backend.",
+        &sp(&|s| s.rows_replayed),
+    );
+    w.counter(
+        "goflow_spool_rows_dropped_total",
+        "Rows the spool refused (full: the newest are refused) or could not write.",
+        &sp(&|s| s.rows_dropped),
+    );
+    w.counter(
+        "goflow_spool_damaged_bytes_total",
+        "Damaged spool bytes (torn or corrupt records) skipped while replaying.",
+        &sp(&|s| s.damaged_bytes),
+    );
+    w.gauge(
+        "goflow_spool_oldest_age_seconds",
+        "Age of the oldest spooled row not yet stored (0 = none).",
+        &sp(&|s| s.oldest_age_secs),
+    );
     let last_flush: Vec<(Labels<'_>, f64)> = b
         .iter()
         .zip(&labels)

@@ -20,11 +20,6 @@ pub trait OpsSource: Send + Sync + 'static {
     fn templates(&self) -> TemplatesReport;
     /// The histograms the workers and backends publish into.
     fn histograms(&self) -> &HistogramHub;
-    /// The SQL backends `goflow configure-grafana` makes datasources for (POST /grafana),
-    /// passwords included; none unless the daemon says so.
-    fn grafana_targets(&self) -> Vec<crate::grafana::SqlTarget> {
-        Vec::new()
-    }
 }
 
 /// GET /status.
@@ -80,6 +75,34 @@ pub struct BackendStatus {
     pub last_error: Option<String>,
     /// What the sink itself reports (e.g. PostgreSQL `table_size`), as strings.
     pub sink: BTreeMap<String, String>,
+    /// The backend's disk spool, when it has one.
+    pub spool: Option<SpoolStatus>,
+}
+
+/// A backend's disk spool (state_dir/spool/<backend>/).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SpoolStatus {
+    /// Bytes of segment files on disk, and the bound (`spool_bytes`).
+    pub bytes: u64,
+    pub capacity_bytes: u64,
+    pub segments: u64,
+    /// Bytes offered and not yet written to disk.
+    pub memory_bytes: u64,
+    pub rows_spooled: u64,
+    pub rows_replayed: u64,
+    /// Rows refused because the spool was full (the newest are refused), or not written.
+    pub rows_dropped: u64,
+    /// Damaged stretches skipped while replaying, and their bytes.
+    pub damaged: u64,
+    pub damaged_bytes: u64,
+    /// Segments of another format set aside.
+    pub incompatible_segments: u64,
+    pub write_errors: u64,
+    /// Age of the oldest row spooled and not yet stored, seconds (0 = none).
+    pub oldest_age_secs: u64,
+    /// The stored replay position (the next record id).
+    pub position: u64,
 }
 
 /// Counters over the whole daemon.

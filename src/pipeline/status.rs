@@ -69,6 +69,7 @@ impl OpsSource for Shared {
                             (k.to_owned(), v)
                         })
                         .collect::<BTreeMap<_, _>>(),
+                    spool: b.spool.as_ref().map(|s| spool_status(s)),
                 }
             })
             .collect();
@@ -107,5 +108,31 @@ impl OpsSource for Shared {
 
     fn histograms(&self) -> &HistogramHub {
         &self.histograms
+    }
+}
+
+/// A spool's counters for /status.
+fn spool_status(s: &goflow_writers::spool::SpoolStats) -> crate::ops::status::SpoolStatus {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let oldest = s.oldest_us.load(Ordering::Relaxed);
+    let now = super::worker::unix_micros();
+    crate::ops::status::SpoolStatus {
+        bytes: get(&s.bytes),
+        capacity_bytes: s.capacity_bytes,
+        segments: get(&s.segments),
+        memory_bytes: get(&s.memory_bytes),
+        rows_spooled: get(&s.rows_spooled),
+        rows_replayed: get(&s.rows_replayed),
+        rows_dropped: s.rows_dropped(),
+        damaged: get(&s.damaged),
+        damaged_bytes: get(&s.damaged_bytes),
+        incompatible_segments: get(&s.incompatible_segments),
+        write_errors: get(&s.write_errors),
+        oldest_age_secs: if oldest > 0 {
+            u64::try_from(now.saturating_sub(oldest) / 1_000_000).unwrap_or(0)
+        } else {
+            0
+        },
+        position: get(&s.position),
     }
 }

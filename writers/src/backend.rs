@@ -28,7 +28,7 @@
 //! successful flush (duration, age of the rows at commit) to whoever keeps histograms.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +36,7 @@ use crossbeam_channel::{Receiver, Select, Sender};
 use goflow_codec::UnixMicros;
 
 use crate::sink::{Chunk, Sink, SinkError};
+use crate::spool::{Spool, SpoolConfig, SpoolStats};
 
 /// What a committed-positions query returns (see [`PositionedSender::committed_positions`]).
 pub type PositionsResult = Result<Option<Vec<(String, u64)>>, SinkError>;
@@ -99,6 +100,9 @@ pub struct BackendOptions {
     pub shutdown_timeout: Duration,
     /// Flush observer (the ops API's histograms).
     pub on_flush: Option<FlushHook>,
+    /// The disk spool for rows the backend cannot take (`None`: such rows are dropped and
+    /// counted). See `spool/mod.rs`.
+    pub spool: Option<SpoolConfig>,
 }
 
 impl std::fmt::Debug for BackendOptions {
@@ -112,6 +116,7 @@ impl std::fmt::Debug for BackendOptions {
             .field("queue_bytes", &self.queue_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("on_flush", &self.on_flush.is_some())
+            .field("spool", &self.spool)
             .finish()
     }
 }
@@ -128,6 +133,7 @@ impl BackendOptions {
             queue_bytes: 256 << 20,
             shutdown_timeout: Duration::from_secs(30),
             on_flush: None,
+            spool: None,
         }
     }
 }
@@ -141,28 +147,6 @@ pub struct BackendDetail {
     pub last_error_us: UnixMicros,
     /// The sink's own status fields (values are JSON), refreshed every [`STATUS_REFRESH`].
     pub status: Vec<(&'static str, String)>,
-}
-
-/// Where a backend stands with its server: every lane connects (and sets up its table) when it
-/// starts, before any row arrives ([`Sink::connect`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectState {
-    /// Some lane has not finished its first connect attempt yet.
-    Connecting,
-    /// Every lane's last attempt (connect or flush) succeeded.
-    Connected,
-    /// Some lane's last attempt failed (see `BackendDetail::last_error`); it keeps retrying.
-    Failed,
-}
-
-impl ConnectState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectState::Connecting => "connecting",
-            ConnectState::Connected => "connected",
-            ConnectState::Failed => "failed",
-        }
-    }
 }
 
 /// What the ops API shows about one backend. Counters only grow.
@@ -200,9 +184,8 @@ pub struct BackendStats {
     /// Last error (of any lane) and the sink's status fields (as the last lane to refresh them
     /// reported them).
     pub detail: Mutex<BackendDetail>,
-    /// Lanes that have not finished their first connect attempt, and its condition variable
-    /// (see [`BackendStats::wait_connected`]).
-    first_connect: (Mutex<usize>, Condvar),
+    /// The disk spool's counters, when the backend spools.
+    pub spool: Option<Arc<SpoolStats>>,
 }
 
 impl BackendStats {
@@ -225,46 +208,15 @@ impl BackendStats {
             last_flush_us: AtomicI64::new(0),
             last_flush_duration_us: AtomicU64::new(0),
             detail: Mutex::new(BackendDetail::default()),
-            first_connect: (Mutex::new(0), Condvar::new()),
+            spool: None,
         }
     }
 
-    /// Connecting until every lane made its first connect attempt; then failed while any
-    /// lane's last attempt failed, else connected. What `/healthz` and `run` report from the
-    /// first second, before any row arrives.
-    pub fn connect_state(&self) -> ConnectState {
-        if *lock(&self.first_connect.0) > 0 {
-            ConnectState::Connecting
-        } else if self.healthy.load(Ordering::Relaxed) {
-            ConnectState::Connected
-        } else {
-            ConnectState::Failed
-        }
-    }
-
-    /// Waits until every lane has made its first connect attempt (or `timeout` passes) and
-    /// returns the state then.
-    pub fn wait_connected(&self, timeout: Duration) -> ConnectState {
-        let (m, cv) = &self.first_connect;
-        let guard = lock(m);
-        let _guard = cv
-            .wait_timeout_while(guard, timeout, |left| *left > 0)
-            .unwrap_or_else(PoisonError::into_inner);
-        drop(_guard);
-        self.connect_state()
-    }
-
-    fn first_connect_done(&self) {
-        let (m, cv) = &self.first_connect;
-        let mut left = lock(m);
-        *left = left.saturating_sub(1);
-        cv.notify_all();
-    }
-
-    /// Rows dropped for any reason.
+    /// Rows dropped for any reason (the spool's refusals included).
     pub fn rows_dropped(&self) -> u64 {
         self.rows_dropped_queue_full.load(Ordering::Relaxed)
             + self.rows_dropped_failed.load(Ordering::Relaxed)
+            + self.spool.as_ref().map_or(0, |s| s.rows_dropped())
     }
 
     /// Chunks dropped for any reason.
@@ -412,6 +364,7 @@ impl PositionedSender {
 pub struct BackendSender {
     tx: Sender<Msg>,
     stats: Arc<BackendStats>,
+    spool: Option<Arc<Spool>>,
 }
 
 impl std::fmt::Debug for BackendSender {
@@ -424,9 +377,15 @@ impl std::fmt::Debug for BackendSender {
 
 impl BackendSender {
     /// Queues `chunk` unless that would pass the byte bound (a chunk into an empty queue is
-    /// always taken, whatever its size). Returns false, and counts the chunk's rows as dropped,
-    /// when it was not queued.
+    /// always taken, whatever its size). With a spool, a chunk goes to the spool instead while
+    /// the backend is failing, or when the queue is full. Returns false, and counts the chunk's
+    /// rows as dropped, when it was neither queued nor spooled.
     pub fn try_send(&self, chunk: Chunk) -> bool {
+        if let Some(spool) = &self.spool
+            && !self.stats.healthy.load(Ordering::Relaxed)
+        {
+            return spool.offer(chunk);
+        }
         let c = cost(&chunk);
         let cap = self.stats.queue_capacity_bytes;
         let reserved = self
@@ -446,6 +405,8 @@ impl BackendSender {
                     self.count_dropped(rows);
                 }
             }
+        } else if let Some(spool) = &self.spool {
+            return spool.offer(chunk);
         } else {
             self.count_dropped(chunk.count);
         }
@@ -487,6 +448,7 @@ pub struct Backend {
     /// Never sent on; dropping it at shutdown wakes lanes that are backing off (they do not read
     /// the queue then, so they would not see their `Shutdown` until their next retry).
     stop: Option<Sender<()>>,
+    spool: Option<Arc<Spool>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -517,8 +479,22 @@ impl Backend {
             ));
         }
         let lanes = sinks.len();
-        let stats = Arc::new(BackendStats::new(&opts));
-        *lock(&stats.first_connect.0) = lanes;
+        let spool = match &opts.spool {
+            Some(cfg) => Some(Spool::open(cfg.clone(), &opts.name).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "backend {}: cannot open its spool {}: {e}",
+                        opts.name,
+                        cfg.dir.display()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let mut stats = BackendStats::new(&opts);
+        stats.spool = spool.as_ref().map(|s| Arc::clone(s.stats()));
+        let stats = Arc::new(stats);
         let (tx, rx) = crossbeam_channel::unbounded();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let shared = Arc::new(LaneShared {
@@ -531,6 +507,7 @@ impl Backend {
             stats,
             threads: Vec::with_capacity(lanes),
             stop: Some(stop_tx),
+            spool: spool.clone(),
         };
         for (lane, sink) in sinks.into_iter().enumerate() {
             let name = if lane == 0 {
@@ -552,12 +529,16 @@ impl Backend {
                 },
                 Arc::clone(&backend.stats),
                 rx.clone(),
+                spool.clone(),
             );
             // On an error the lanes already started are stopped (and joined) by Drop.
             let thread = thread::Builder::new()
                 .name(name)
                 .spawn(move || writer.run())?;
             backend.threads.push(thread);
+        }
+        if let Some(sp) = &spool {
+            sp.start_replay(&opts.name, backend.positioned_sender())?;
         }
         Ok(backend)
     }
@@ -567,6 +548,7 @@ impl Backend {
         BackendSender {
             tx: self.tx.clone(),
             stats: Arc::clone(&self.stats),
+            spool: self.spool.clone(),
         }
     }
 
@@ -596,6 +578,10 @@ impl Backend {
         if self.threads.is_empty() {
             return;
         }
+        // The replayer first: what it sent and is not stored is read again at the next start.
+        if let Some(sp) = &self.spool {
+            sp.stop_replay();
+        }
         // Behind every queued chunk: each lane takes exactly one and stops.
         for _ in &self.threads {
             let _ = self.tx.send(Msg::Shutdown);
@@ -605,6 +591,10 @@ impl Backend {
             if t.join().is_err() {
                 log::error!("backend {}: writer thread panicked", self.stats.name);
             }
+        }
+        // Last: the lanes may have spooled what they could not write.
+        if let Some(sp) = &self.spool {
+            sp.stop_writer();
         }
     }
 }
@@ -657,6 +647,7 @@ struct Writer {
     errors_not_logged: u64,
     /// Scratch for the flush report.
     report_chunks: Vec<(UnixMicros, u64)>,
+    spool: Option<Arc<Spool>>,
 }
 
 impl Writer {
@@ -666,6 +657,7 @@ impl Writer {
         lane: Lane,
         stats: Arc<BackendStats>,
         rx: Receiver<Msg>,
+        spool: Option<Arc<Spool>>,
     ) -> Writer {
         let label = if lane.count > 1 {
             format!("{} lane {}", opts.name, lane.index)
@@ -692,12 +684,11 @@ impl Writer {
             last_error_log: None,
             errors_not_logged: 0,
             report_chunks: Vec::new(),
+            spool,
         }
     }
 
     fn run(mut self) {
-        self.connect(true);
-        self.stats.first_connect_done();
         self.refresh_status(Instant::now());
         loop {
             let wait = self
@@ -705,7 +696,8 @@ impl Writer {
                 .saturating_duration_since(Instant::now());
             // Backing off: leave the queue to the other lanes; wake early only to stop, or for
             // this lane's own channel (its streams' chunks wait in `pending` for the retry).
-            let backing_off = self.retry_at.is_some() && !self.stopping;
+            // With a spool the lane goes on taking the queue, straight into the spool.
+            let backing_off = self.retry_at.is_some() && !self.stopping && self.spool.is_none();
             let mut sel = Select::new();
             let own = sel.recv(&self.lane.rx);
             let other = if backing_off {
@@ -810,6 +802,10 @@ impl Writer {
         self.pending_rows += chunk.count;
         self.pending.push(chunk);
         self.pending_since.get_or_insert_with(Instant::now);
+        if self.retry_at.is_some() && self.spool.is_some() {
+            self.spill();
+            return;
+        }
         if self.retry_at.is_none()
             && self.write_pending()
             && self.pending_rows >= self.opts.flush_rows
@@ -818,68 +814,11 @@ impl Writer {
         }
     }
 
-    /// Connects the sink (at start, and at each retry while the lane is failing with nothing
-    /// to write, so the backend's state follows the server even without traffic). A failure
-    /// is logged with the sink's own words (what to fix) and retried with backoff.
-    fn connect(&mut self, first: bool) -> bool {
-        match self.sink.connect() {
-            Ok(()) => {
-                if self.failing {
-                    self.set_failing(false);
-                    self.backoff = RETRY_BACKOFF_MIN;
-                    log::info!("backend {}: connected again", self.label);
-                    self.last_error_log = None;
-                    self.errors_not_logged = 0;
-                }
-                true
-            }
-            Err(e) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.set_failing(true);
-                {
-                    let mut d = lock(&self.stats.detail);
-                    d.last_error = Some(e.to_string());
-                    d.last_error_us = now_us();
-                }
-                let now = Instant::now();
-                let delay = if e.is_retriable() {
-                    let d = self.backoff;
-                    self.backoff = (self.backoff * 2).min(RETRY_BACKOFF_MAX);
-                    d
-                } else {
-                    RETRY_BACKOFF_MAX
-                };
-                self.retry_at = Some(now + delay);
-                let when = if first { "at start" } else { "again" };
-                if e.is_retriable() {
-                    self.log_error(
-                        now,
-                        format_args!(
-                            "cannot connect {when}: {e} (rows are queued, up to queue_bytes, \
-                             and retried; next attempt in {delay:?})"
-                        ),
-                    );
-                } else {
-                    self.log_error(
-                        now,
-                        format_args!(
-                            "cannot connect {when}: {e} (rows sent to this backend are dropped \
-                             until this is fixed; next attempt in {delay:?})"
-                        ),
-                    );
-                }
-                false
-            }
-        }
-    }
-
     fn tick(&mut self, now: Instant) {
         match self.retry_at {
             Some(at) if now >= at => {
                 self.retry_at = None;
-                if self.pending.is_empty() && self.failing && !self.stopping {
-                    self.connect(false);
-                } else if !self.pending.is_empty() {
+                if !self.pending.is_empty() {
                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     if self.resolve() && self.write_pending() {
                         self.flush();
@@ -1063,9 +1002,55 @@ impl Writer {
             self.retry_at = Some(now + self.backoff);
             let delay = self.backoff;
             self.backoff = (self.backoff * 2).min(RETRY_BACKOFF_MAX);
+            let spooled = self.spill();
             let rows = self.pending_rows;
-            self.log_error(now, format_args!("{e} (retrying {rows} rows in {delay:?})"));
+            if spooled > 0 {
+                self.log_error(
+                    now,
+                    format_args!(
+                        "{e} ({spooled} rows to the spool; retrying {rows} rows in {delay:?})"
+                    ),
+                );
+            } else {
+                self.log_error(now, format_args!("{e} (retrying {rows} rows in {delay:?})"));
+            }
         }
+    }
+
+    /// With a spool: hands the live (unpositioned) pending chunks to it, so a failing backend
+    /// holds nothing in memory that a crash could lose; positioned chunks stay for the retry
+    /// (their stream reads them again anyway). Not while a failed commit's outcome is unknown
+    /// (`unresolved`): its rows may be stored already. Returns the rows handed over.
+    fn spill(&mut self) -> u64 {
+        let Some(spool) = self.spool.clone() else {
+            return 0;
+        };
+        if self.unresolved > 0 || self.pending.iter().all(|c| c.position.is_some()) {
+            return 0;
+        }
+        if self.written > 0 {
+            self.sink.abort();
+            self.written = 0;
+        }
+        let mut kept = Vec::with_capacity(self.pending.len());
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        for c in self.pending.drain(..) {
+            if c.position.is_some() {
+                kept.push(c);
+            } else {
+                rows += c.count;
+                bytes += cost(&c);
+                // Refused chunks are counted by the spool.
+                spool.offer(c);
+            }
+        }
+        self.pending = kept;
+        self.pending_rows -= rows;
+        if self.pending.is_empty() {
+            self.pending_since = None;
+        }
+        self.release(bytes);
+        rows
     }
 
     /// Records whether this lane's last attempt failed and republishes `healthy`.
@@ -1143,12 +1128,19 @@ impl Writer {
         while let Ok(m) = self.lane.rx.try_recv() {
             self.lane_msg(m);
         }
-        let deadline = Instant::now() + self.opts.shutdown_timeout;
-        loop {
-            // Nothing (left) to store: no retry to wait for (a fatal error dropped its rows).
-            if self.pending.is_empty() {
-                break;
+        // With a spool, shutdown does not wait for a failing backend: one attempt when it is
+        // healthy, and what is not stored goes to the spool.
+        let timeout = if self.spool.is_some() {
+            if self.failing || self.retry_at.is_some() {
+                self.unresolved = 0;
+                self.spill();
             }
+            Duration::ZERO
+        } else {
+            self.opts.shutdown_timeout
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
             if let Some(at) = self.retry_at.take() {
                 let now = Instant::now();
                 if at > deadline {
@@ -1166,6 +1158,10 @@ impl Writer {
             if self.retry_at.is_none() || Instant::now() >= deadline {
                 break;
             }
+        }
+        if self.spool.is_some() {
+            self.unresolved = 0;
+            self.spill();
         }
         // Positioned chunks not stored are not lost: their stream resumes from its stored
         // position at the next start.
@@ -1269,74 +1265,6 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             thread::sleep(Duration::from_millis(5));
         }
-    }
-
-    /// A sink whose connect fails (retriable) this many times, then succeeds.
-    struct Unreachable {
-        fail_connects: Arc<AtomicUsize>,
-        connects: Arc<AtomicUsize>,
-    }
-
-    impl Sink for Unreachable {
-        fn write(&mut self, _chunk: &Chunk) -> Result<(), SinkError> {
-            Ok(())
-        }
-        fn flush(&mut self) -> Result<(), SinkError> {
-            Ok(())
-        }
-        fn connect(&mut self) -> Result<(), SinkError> {
-            self.connects.fetch_add(1, Ordering::SeqCst);
-            if self
-                .fail_connects
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                return Err(SinkError::retriable("connection refused"));
-            }
-            Ok(())
-        }
-    }
-
-    /// Regression (issue 20.1): a backend that cannot connect was healthy until rows arrived.
-    /// Now each lane connects at start; the state is failed before any row, and it recovers
-    /// without traffic once a retry connects.
-    #[test]
-    fn connects_at_start_and_recovers_without_rows() {
-        let fail = Arc::new(AtomicUsize::new(2));
-        let connects = Arc::new(AtomicUsize::new(0));
-        let sink = Unreachable {
-            fail_connects: Arc::clone(&fail),
-            connects: Arc::clone(&connects),
-        };
-        let backend = Backend::spawn(Box::new(sink), opts(10, 60_000)).expect("spawn");
-        let stats = Arc::clone(backend.stats());
-        assert_eq!(
-            stats.wait_connected(Duration::from_secs(10)),
-            ConnectState::Failed
-        );
-        assert!(!stats.healthy.load(Ordering::Relaxed));
-        assert!(
-            stats
-                .detail()
-                .last_error
-                .is_some_and(|e| e.contains("connection refused"))
-        );
-        wait_for("a retry that connects", || {
-            stats.connect_state() == ConnectState::Connected
-        });
-        assert_eq!(connects.load(Ordering::SeqCst), 3);
-        assert_eq!(stats.errors.load(Ordering::Relaxed), 2);
-        backend.shutdown();
-    }
-
-    #[test]
-    fn a_sink_without_connect_is_connected_at_once() {
-        let backend = Backend::spawn(Box::new(Probe::default()), opts(10, 60_000)).expect("spawn");
-        assert_eq!(
-            backend.stats().wait_connected(Duration::from_secs(10)),
-            ConnectState::Connected
-        );
-        backend.shutdown();
     }
 
     #[test]
@@ -1895,5 +1823,133 @@ mod tests {
     #[test]
     fn a_backend_needs_a_sink() {
         assert!(Backend::spawn_lanes(Vec::new(), opts(1, 1)).is_err());
+    }
+
+    fn spool_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("goflow-spool-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn spooled(o: BackendOptions, dir: &std::path::Path) -> BackendOptions {
+        BackendOptions {
+            spool: Some(SpoolConfig {
+                dir: dir.to_path_buf(),
+                max_bytes: 1 << 30,
+                format: "test".into(),
+            }),
+            ..o
+        }
+    }
+
+    fn lines(n: std::ops::Range<u32>) -> String {
+        n.map(|i| format!("{i}\n")).collect()
+    }
+
+    #[test]
+    fn a_failing_backend_spools_and_replays_in_order_once() {
+        let dir = spool_dir("replay");
+        let probe = Probe::default();
+        probe.fail_flushes.store(usize::MAX, Ordering::SeqCst);
+        let backend =
+            Backend::spawn(Box::new(probe.clone()), spooled(opts(1, 10), &dir)).expect("spawn");
+        let stats = Arc::clone(backend.stats());
+        let sp = stats.spool.clone().expect("spool stats");
+        let tx = backend.sender();
+        for i in 0..50 {
+            assert!(tx.try_send(chunk(&format!("{i}\n"))));
+        }
+        wait_for("all spooled", || {
+            sp.rows_spooled.load(Ordering::Relaxed) == 50
+        });
+        assert!(lock(&probe.stored).is_empty());
+        probe.fail_flushes.store(0, Ordering::SeqCst);
+        wait_for("replayed", || {
+            sp.rows_replayed.load(Ordering::Relaxed) == 50
+        });
+        assert_eq!(String::from_utf8_lossy(&lock(&probe.stored)), lines(0..50));
+        // Once healthy, new rows go straight to the backend.
+        wait_for("healthy", || stats.healthy.load(Ordering::Relaxed));
+        assert!(tx.try_send(chunk("live\n")));
+        wait_for("live row", || lock(&probe.stored).ends_with(b"live\n"));
+        assert_eq!(sp.rows_spooled.load(Ordering::Relaxed), 50);
+        // The replayed segments are removed once closed.
+        wait_for("segments removed", || {
+            sp.segments.load(Ordering::Relaxed) == 0
+        });
+        assert_eq!(stats.rows_dropped(), 0);
+        backend.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_shutdown_while_failing_spools_and_the_next_start_replays_once() {
+        let dir = spool_dir("restart");
+        let probe = Probe::default();
+        probe.fail_flushes.store(usize::MAX, Ordering::SeqCst);
+        let mut o = spooled(opts(1_000, 10), &dir);
+        o.shutdown_timeout = Duration::from_secs(30);
+        let backend = Backend::spawn(Box::new(probe.clone()), o.clone()).expect("spawn");
+        let tx = backend.sender();
+        for i in 0..20 {
+            assert!(tx.try_send(chunk(&format!("{i}\n"))));
+        }
+        let t0 = Instant::now();
+        backend.shutdown();
+        // No 30 s of retries: what was held went to the spool.
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        assert!(lock(&probe.stored).is_empty());
+
+        let healthy = Probe::default();
+        let second = Backend::spawn(Box::new(healthy.clone()), o.clone()).expect("spawn");
+        let sp = second.stats().spool.clone().expect("spool");
+        wait_for("replayed", || {
+            sp.rows_replayed.load(Ordering::Relaxed) == 20
+        });
+        second.shutdown();
+        assert_eq!(
+            String::from_utf8_lossy(&lock(&healthy.stored)),
+            lines(0..20)
+        );
+
+        // A third start finds nothing left to replay.
+        let third_probe = Probe::default();
+        let third = Backend::spawn(Box::new(third_probe.clone()), o).expect("spawn");
+        thread::sleep(Duration::from_millis(300));
+        third.shutdown();
+        assert!(lock(&third_probe.stored).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_spool_refuses_the_newest_and_counts_them() {
+        let dir = spool_dir("full");
+        let probe = Probe::default();
+        probe.fail_flushes.store(usize::MAX, Ordering::SeqCst);
+        let mut o = spooled(opts(1, 10), &dir);
+        if let Some(s) = o.spool.as_mut() {
+            // Room for the segment header and a few records.
+            s.max_bytes = 400;
+        }
+        let backend = Backend::spawn(Box::new(probe.clone()), o).expect("spawn");
+        let stats = Arc::clone(backend.stats());
+        let sp = stats.spool.clone().expect("spool");
+        let tx = backend.sender();
+        wait_for("unhealthy", || {
+            let _ = tx.try_send(chunk("probe\n"));
+            !stats.healthy.load(Ordering::Relaxed)
+        });
+        for _ in 0..100 {
+            let _ = tx.try_send(chunk("0123456789012345678901234567890123456789\n"));
+        }
+        wait_for("written", || sp.memory_bytes.load(Ordering::Relaxed) == 0);
+        let spooled = sp.rows_spooled.load(Ordering::Relaxed);
+        let dropped = sp.rows_dropped_full.load(Ordering::Relaxed);
+        assert!(dropped > 0 && spooled > 0, "{spooled} {dropped}");
+        // The bound counts records; each segment adds its small header.
+        assert!(sp.bytes.load(Ordering::Relaxed) <= 400 + 32);
+        assert_eq!(stats.rows_dropped(), dropped);
+        backend.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

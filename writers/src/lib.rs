@@ -16,3 +16,4 @@ pub mod mysql;
 pub mod pg;
 pub mod schema;
 pub mod sink;
+pub mod spool;
