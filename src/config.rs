@@ -407,6 +407,26 @@ struct RawListen {
     buffer_size: Option<Num>,
     /// Most datagrams taken per wake-up (default 256, at most 1024).
     batch_max: Option<Num>,
+    /// Bounds on what exporters can make a worker remember (per worker).
+    limits: Option<RawLimits>,
+}
+
+/// `frontends.netflow.config.limits`: per worker (each exporter address reaches one worker).
+/// Whatever is refused, evicted or expired is counted on /metrics and /status.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    /// Exporters with per-exporter state (counters, sequence streams, sampler tables); datagrams
+    /// of further ones are decoded but not tracked (default 16384).
+    exporters: Option<Num>,
+    /// Seconds of silence after which an exporter's state is forgotten (default 3600).
+    exporter_idle: Option<Num>,
+    /// Templates held (default 65536).
+    templates: Option<Num>,
+    /// Templates one exporter may hold across its domains (default 1024).
+    templates_per_exporter: Option<Num>,
+    /// Seconds a template lives without being re-announced (default 1800).
+    template_ttl: Option<Num>,
 }
 
 /// `utilities`.
@@ -501,6 +521,8 @@ pub struct RunConfig {
     pub source: Option<PathBuf>,
     /// Listener: bind address, workers, receive back-end, buffers.
     pub receiver: ReceiverConfig,
+    /// Decoder bounds per worker (`frontends.netflow.config.limits`).
+    pub decoder: goflow_codec::DecoderConfig,
     /// The backends the frontend writes to, in the order it names them.
     pub backends: Vec<BackendConfig>,
     /// Backends defined in the file but named by no frontend (not started).
@@ -520,6 +542,7 @@ impl RunConfig {
         RunConfig {
             source: None,
             receiver: ReceiverConfig::new(DEFAULT_LISTEN),
+            decoder: goflow_codec::DecoderConfig::default(),
             backends: vec![BackendConfig {
                 name: "default".to_owned(),
                 kind: BackendKind::File {
@@ -816,6 +839,7 @@ fn resolve(
     let netflow = raw.frontends.netflow;
     let listen = netflow.config.unwrap_or_default();
     let receiver = resolve_listen(&listen, ctx)?;
+    let decoder = resolve_limits(listen.limits.as_ref(), ctx)?;
 
     let names = match netflow.backend {
         OneOrMany::One(n) => vec![n],
@@ -890,6 +914,7 @@ fn resolve(
     Ok(RunConfig {
         source: None,
         receiver,
+        decoder,
         backends,
         unused_backends,
         api,
@@ -909,6 +934,54 @@ fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+fn resolve_limits(
+    l: Option<&RawLimits>,
+    ctx: &Ctx<'_>,
+) -> Result<goflow_codec::DecoderConfig, ConfigError> {
+    let mut d = goflow_codec::DecoderConfig::default();
+    let Some(l) = l else {
+        return Ok(d);
+    };
+    let key = |k: &'static str| ["frontends", "netflow", "config", "limits", k];
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    d.max_exporters = size(ctx.num(
+        &key("exporters"),
+        l.exporters,
+        d.max_exporters as u64,
+        1,
+        1 << 24,
+    )?);
+    d.exporter_idle_secs = ctx.num(
+        &key("exporter_idle"),
+        l.exporter_idle,
+        d.exporter_idle_secs,
+        1,
+        86_400 * 365,
+    )?;
+    d.max_templates_total = size(ctx.num(
+        &key("templates"),
+        l.templates,
+        d.max_templates_total as u64,
+        1,
+        1 << 24,
+    )?);
+    d.max_templates_per_exporter = size(ctx.num(
+        &key("templates_per_exporter"),
+        l.templates_per_exporter,
+        d.max_templates_per_exporter as u64,
+        1,
+        65_536,
+    )?);
+    d.template_ttl_secs = ctx.num(
+        &key("template_ttl"),
+        l.template_ttl,
+        d.template_ttl_secs,
+        1,
+        86_400 * 365,
+    )?;
+    Ok(d)
 }
 
 fn resolve_listen(l: &RawListen, ctx: &Ctx<'_>) -> Result<ReceiverConfig, ConfigError> {

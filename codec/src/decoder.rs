@@ -17,7 +17,7 @@ use crate::fields::OptionsPlan;
 use crate::ipfix;
 use crate::record::{FlowRecord, PacketContext, Plan, Slot, read_uint};
 use crate::sampling::{SamplerOption, SamplerTable, Sampling, SamplingSource};
-use crate::sequence::{SequenceStats, SequenceTracker};
+use crate::sequence::{SequenceDelta, SequenceTracker};
 use crate::template::{
     FieldSpec, FxHashMap, Template, TemplateCache, TemplateKey, TemplateKind, TemplateLimits,
 };
@@ -26,9 +26,13 @@ use crate::v9::{self, Sets, TemplateItem, V9Templates};
 
 pub mod saved;
 
-/// Exporters one decoder keeps per-exporter state for (ops snapshot, sampler tables); datagrams
-/// of further exporters still decode, they are just not tracked.
+/// Default bound on the exporters one decoder keeps per-exporter state for (ops snapshot,
+/// sequence streams, sampler tables); datagrams of further exporters still decode, they are just
+/// not tracked (counted in [`DecoderStats::exporters_untracked`]).
 pub const EXPORTERS_MAX: usize = 16_384;
+/// Default idle time after which an exporter's state (counters, sequence streams, sampler
+/// tables) is forgotten.
+pub const EXPORTER_IDLE_SECS: u64 = 3600;
 /// Observation domains listed per exporter in the snapshot.
 pub const DOMAINS_PER_EXPORTER_MAX: usize = 64;
 
@@ -51,6 +55,10 @@ pub struct DecoderConfig {
     pub max_fields_per_exporter: usize,
     /// Fields all cached templates may declare together.
     pub max_fields_total: usize,
+    /// Exporters with per-exporter state (see [`EXPORTERS_MAX`]).
+    pub max_exporters: usize,
+    /// Exporters silent for this long are forgotten by [`Decoder::expire_idle`].
+    pub exporter_idle_secs: u64,
 }
 
 impl Default for DecoderConfig {
@@ -62,6 +70,8 @@ impl Default for DecoderConfig {
             max_fields_per_template: 512,
             max_fields_per_exporter: 65_536,
             max_fields_total: 1 << 22,
+            max_exporters: EXPORTERS_MAX,
+            exporter_idle_secs: EXPORTER_IDLE_SECS,
         }
     }
 }
@@ -113,6 +123,15 @@ pub struct DecoderStats {
     pub errors_unsupported_version: u64,
     pub errors_bad_length: u64,
     pub errors_bad_template: u64,
+    /// Datagrams of exporters beyond [`DecoderConfig::max_exporters`] (decoded, not tracked).
+    pub exporters_untracked: u64,
+    /// Exporters forgotten after [`DecoderConfig::exporter_idle_secs`] of silence.
+    pub exporters_expired: u64,
+    /// Sequence units missing, summed over every stream (kept up to date per datagram; falls
+    /// when a late datagram fills a gap, never when an exporter is forgotten).
+    pub sequence_missing: u64,
+    /// Sequence restarts, summed over every stream.
+    pub sequence_resets: u64,
 }
 
 impl DecoderStats {
@@ -145,6 +164,10 @@ struct ExporterState {
     versions: u8,
     domains: Vec<u32>,
     sampling: Sampling,
+    /// Sequence accounting summed over the exporter's streams, kept per datagram.
+    sequence: SequenceDelta,
+    /// Changed since the last [`Decoder::take_exporter_changes`] (queued in `changed`).
+    dirty: bool,
 }
 
 /// One exporter as the ops API shows it.
@@ -191,6 +214,10 @@ struct Progress {
     outcome: DatagramOutcome,
     domain: Option<u32>,
     sampling: Option<Sampling>,
+    /// Whether the exporter has (or may get) per-exporter state: streams and sampler tables
+    /// are only created for tracked exporters, so they are bounded and expire with it.
+    tracked: bool,
+    sequence: SequenceDelta,
 }
 
 /// Decodes datagrams of any number of exporters. Not `Sync`: one per worker.
@@ -205,6 +232,18 @@ pub struct Decoder {
     /// Bumped whenever what [`Decoder::save`] returns changes other than by refresh times (a
     /// template learned, replaced or withdrawn, sampling or init time changed).
     generation: u64,
+    /// Exporters changed, and forgotten, since the last [`Decoder::take_exporter_changes`].
+    changed: Vec<IpAddr>,
+    forgotten: Vec<IpAddr>,
+}
+
+/// Per-exporter changes since the last call of [`Decoder::take_exporter_changes`]: what a
+/// mirror of [`Decoder::exporters`] needs to stay equal to it, in time proportional to the
+/// traffic, never to the number of exporters held.
+#[derive(Clone, Debug, Default)]
+pub struct ExporterChanges {
+    pub changed: Vec<ExporterSnapshot>,
+    pub forgotten: Vec<IpAddr>,
 }
 
 impl Default for Decoder {
@@ -224,6 +263,8 @@ impl Decoder {
             domains: FxHashMap::default(),
             exporters: FxHashMap::default(),
             generation: 0,
+            changed: Vec::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -254,44 +295,98 @@ impl Decoder {
         self.templates.expire(now)
     }
 
-    /// Every exporter this decoder has seen (up to [`EXPORTERS_MAX`]).
+    /// Every exporter this decoder tracks (up to [`DecoderConfig::max_exporters`]), by
+    /// address. Walks them all: the daemon mirrors [`Decoder::take_exporter_changes`] instead.
     pub fn exporters(&self) -> Vec<ExporterSnapshot> {
         let mut out: Vec<ExporterSnapshot> = self
             .exporters
             .iter()
-            .map(|(addr, e)| {
-                let seq = self
-                    .sequences
-                    .streams()
-                    .filter(|((a, _, _), _)| a == addr)
-                    .fold(SequenceStats::default(), |mut acc, (_, s)| {
-                        acc.missing += s.missing;
-                        acc.resets += s.resets;
-                        acc.out_of_order += s.out_of_order;
-                        acc
-                    });
-                ExporterSnapshot {
-                    address: *addr,
-                    domains: e.domains.clone(),
-                    versions: [(1u8, 5u16), (2, 9), (4, 10)]
-                        .iter()
-                        .filter(|(bit, _)| e.versions & bit != 0)
-                        .map(|&(_, v)| v)
-                        .collect(),
-                    datagrams: e.datagrams,
-                    records: e.records,
-                    errors: e.errors,
-                    sequence_missing: seq.missing,
-                    sequence_resets: seq.resets,
-                    sequence_out_of_order: seq.out_of_order,
-                    last_seen_us: e.last_seen_us,
-                    sampling: e.sampling,
-                    templates: self.templates.count_for(*addr),
-                }
-            })
+            .map(|(addr, e)| self.exporter_snapshot(*addr, e))
             .collect();
         out.sort_by_key(|s| s.address);
         out
+    }
+
+    /// Exporters tracked now.
+    pub fn exporter_count(&self) -> usize {
+        self.exporters.len()
+    }
+
+    /// One exporter's state, if tracked.
+    pub fn exporter(&self, addr: IpAddr) -> Option<ExporterSnapshot> {
+        self.exporters
+            .get(&addr)
+            .map(|e| self.exporter_snapshot(addr, e))
+    }
+
+    fn exporter_snapshot(&self, address: IpAddr, e: &ExporterState) -> ExporterSnapshot {
+        ExporterSnapshot {
+            address,
+            domains: e.domains.clone(),
+            versions: [(1u8, 5u16), (2, 9), (4, 10)]
+                .iter()
+                .filter(|(bit, _)| e.versions & bit != 0)
+                .map(|&(_, v)| v)
+                .collect(),
+            datagrams: e.datagrams,
+            records: e.records,
+            errors: e.errors,
+            sequence_missing: u64::try_from(e.sequence.missing).unwrap_or(0),
+            sequence_resets: e.sequence.resets,
+            sequence_out_of_order: e.sequence.out_of_order,
+            last_seen_us: e.last_seen_us,
+            sampling: e.sampling,
+            templates: self.templates.count_for(address),
+        }
+    }
+
+    /// The exporters that changed (a datagram arrived) and those forgotten since the last call.
+    /// Costs the number of changes, not the number of exporters held.
+    pub fn take_exporter_changes(&mut self) -> ExporterChanges {
+        let changed = std::mem::take(&mut self.changed);
+        let mut out = ExporterChanges {
+            changed: Vec::with_capacity(changed.len()),
+            forgotten: std::mem::take(&mut self.forgotten),
+        };
+        for addr in changed {
+            if let Some(e) = self.exporters.get_mut(&addr) {
+                e.dirty = false;
+            }
+            if let Some(e) = self.exporters.get(&addr) {
+                out.changed.push(self.exporter_snapshot(addr, e));
+            }
+        }
+        out
+    }
+
+    /// Forgets exporters silent for [`DecoderConfig::exporter_idle_secs`] at `now`, with their
+    /// sequence streams and sampler tables. Returns how many. One pass over the exporters held
+    /// (bounded by [`DecoderConfig::max_exporters`]); the daemon calls it every few seconds.
+    pub fn expire_idle(&mut self, now: UnixMicros) -> usize {
+        let idle_us = i64::try_from(self.config.exporter_idle_secs.saturating_mul(1_000_000))
+            .unwrap_or(i64::MAX);
+        let before = self.exporters.len();
+        let forgotten = &mut self.forgotten;
+        self.exporters.retain(|addr, e| {
+            let keep = now.saturating_sub(e.last_seen_us) <= idle_us;
+            if !keep {
+                forgotten.push(*addr);
+            }
+            keep
+        });
+        let n = before - self.exporters.len();
+        if n > 0 {
+            let exporters = &self.exporters;
+            self.sequences.forget(|a| !exporters.contains_key(a));
+            self.domains.retain(|(a, _), _| exporters.contains_key(a));
+            self.stats.exporters_expired += n as u64;
+        }
+        n
+    }
+
+    /// Sequence streams followed now.
+    pub fn stream_count(&self) -> usize {
+        self.sequences.len()
     }
 
     /// Every cached template, ordered by exporter, domain and id.
@@ -299,21 +394,23 @@ impl Decoder {
         let mut out: Vec<TemplateInfo> = self
             .templates
             .iter()
-            .map(|(k, t)| TemplateInfo {
-                exporter: k.exporter,
-                domain: k.domain,
-                id: k.id,
-                kind: t.kind,
-                fields: t.fields().to_vec(),
-                learned_us: t.learned_us,
-                refreshed_us: t.refreshed_us,
-                age_secs: u64::try_from(now.saturating_sub(t.refreshed_us) / 1_000_000)
-                    .unwrap_or(0),
-                restored: t.restored,
-            })
+            .map(|(k, t)| template_info(k, t, now))
             .collect();
         out.sort_by_key(|t| (t.exporter, t.domain, t.id));
         out
+    }
+
+    /// The templates that changed since the last call, each with its listing (`None`: no longer
+    /// held). Costs the number of changes; see [`TemplateCache::take_changes`].
+    pub fn take_template_changes(
+        &mut self,
+        now: UnixMicros,
+    ) -> Vec<(TemplateKey, Option<TemplateInfo>)> {
+        self.templates
+            .take_changes()
+            .into_iter()
+            .map(|(k, t)| (k, t.map(|t| template_info(&k, t, now))))
+            .collect()
     }
 
     /// Decodes one datagram from `exporter`, calling `on_record` for every flow record.
@@ -378,7 +475,11 @@ impl Decoder {
         emit: &mut Emit<'_, 'd>,
     ) -> Result<DatagramOutcome, DecodeError> {
         self.stats.datagrams += 1;
-        let mut p = Progress::default();
+        let mut p = Progress {
+            tracked: self.exporters.contains_key(&exporter)
+                || self.exporters.len() < self.config.max_exporters,
+            ..Progress::default()
+        };
         let result = match datagram {
             [0, 5, ..] => self.decode_v5(exporter, received_us, datagram, &mut p, emit),
             [0, 9, ..] => self.decode_v9(exporter, received_us, datagram, &mut p, emit),
@@ -400,11 +501,40 @@ impl Decoder {
         result.map(|()| o)
     }
 
+    /// Notes a sequence number (only for tracked exporters: their streams expire with them).
+    fn observe_sequence(
+        &mut self,
+        p: &mut Progress,
+        key: (IpAddr, u32, u16),
+        seq: u32,
+        units: Option<u32>,
+    ) {
+        if !p.tracked {
+            return;
+        }
+        let d = self.sequences.observe(key.0, key.1, key.2, seq, units);
+        p.sequence.add(d);
+        let s = &mut self.stats;
+        s.sequence_missing = u64::try_from(
+            i64::try_from(s.sequence_missing)
+                .unwrap_or(i64::MAX)
+                .saturating_add(d.missing),
+        )
+        .unwrap_or(0);
+        s.sequence_resets += d.resets;
+    }
+
     fn note_exporter(&mut self, exporter: IpAddr, now: UnixMicros, p: &Progress, failed: bool) {
-        if !self.exporters.contains_key(&exporter) && self.exporters.len() >= EXPORTERS_MAX {
+        if !p.tracked {
+            self.stats.exporters_untracked += 1;
             return;
         }
         let e = self.exporters.entry(exporter).or_default();
+        if !e.dirty {
+            e.dirty = true;
+            self.changed.push(exporter);
+        }
+        e.sequence.add(p.sequence);
         e.datagrams += 1;
         e.records += u64::from(p.outcome.records);
         e.errors += u64::from(failed);
@@ -457,10 +587,9 @@ impl Decoder {
             Sampling::default()
         };
         let count = pkt.count() as u32;
-        self.sequences.observe(
-            exporter,
-            ctx.observation_domain,
-            5,
+        self.observe_sequence(
+            p,
+            (exporter, ctx.observation_domain, 5),
             pkt.flow_sequence(),
             Some(count),
         );
@@ -494,8 +623,7 @@ impl Decoder {
         p.outcome.version = 9;
         p.domain = Some(domain);
         // v9 sequence numbers count export packets.
-        self.sequences
-            .observe(exporter, domain, 9, h.sequence.get(), Some(1));
+        self.observe_sequence(p, (exporter, domain, 9), h.sequence.get(), Some(1));
         for set in Sets::new(body) {
             let set = set?;
             match set.id {
@@ -579,8 +707,7 @@ impl Decoder {
             Ok(())
         })();
         let units = if result.is_ok() { units } else { None };
-        self.sequences
-            .observe(exporter, domain, 10, h.sequence.get(), units);
+        self.observe_sequence(p, (exporter, domain, 10), h.sequence.get(), units);
         result
     }
 
@@ -653,7 +780,9 @@ impl Decoder {
             }
             TemplateKind::Options => {
                 let key = (ctx.exporter, ctx.observation_domain);
-                if !self.domains.contains_key(&key) && self.domains.len() >= EXPORTERS_MAX {
+                if !self.domains.contains_key(&key)
+                    && (!p.tracked || self.domains.len() >= self.config.max_exporters)
+                {
                     return Some(0);
                 }
                 let dom = self.domains.entry(key).or_default();
@@ -671,6 +800,20 @@ impl Decoder {
             self.stats.records_truncated += 1;
         }
         Some(n)
+    }
+}
+
+fn template_info(k: &TemplateKey, t: &Template, now: UnixMicros) -> TemplateInfo {
+    TemplateInfo {
+        exporter: k.exporter,
+        domain: k.domain,
+        id: k.id,
+        kind: t.kind,
+        fields: t.fields().to_vec(),
+        learned_us: t.learned_us,
+        refreshed_us: t.refreshed_us,
+        age_secs: u64::try_from(now.saturating_sub(t.refreshed_us) / 1_000_000).unwrap_or(0),
+        restored: t.restored,
     }
 }
 

@@ -38,8 +38,20 @@ pub struct SequenceStats {
 impl SequenceStats {
     /// Notes a datagram whose first unit is `seq`, carrying `units` units (`None` if the
     /// decoder could not count them, e.g. records of an unknown IPFIX template: the next
-    /// datagram then resynchronises without counting a gap).
-    pub fn observe(&mut self, seq: u32, units: Option<u32>) {
+    /// datagram then resynchronises without counting a gap). Returns what changed, so callers
+    /// keep per-exporter and per-worker sums without walking the streams.
+    pub fn observe(&mut self, seq: u32, units: Option<u32>) -> SequenceDelta {
+        let before = (self.missing, self.resets, self.out_of_order);
+        self.observe_inner(seq, units);
+        SequenceDelta {
+            missing: i64::try_from(self.missing).unwrap_or(i64::MAX)
+                - i64::try_from(before.0).unwrap_or(i64::MAX),
+            resets: self.resets - before.1,
+            out_of_order: self.out_of_order - before.2,
+        }
+    }
+
+    fn observe_inner(&mut self, seq: u32, units: Option<u32>) {
         self.datagrams += 1;
         if self.synced {
             let ahead = seq.wrapping_sub(self.expected);
@@ -66,10 +78,30 @@ impl SequenceStats {
     }
 }
 
+/// What one datagram changed in a stream's counters (`missing` falls when a late datagram
+/// fills part of a gap).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SequenceDelta {
+    pub missing: i64,
+    pub resets: u64,
+    pub out_of_order: u64,
+}
+
+impl SequenceDelta {
+    /// Adds `other` to `self`.
+    pub fn add(&mut self, other: SequenceDelta) {
+        self.missing += other.missing;
+        self.resets += other.resets;
+        self.out_of_order += other.out_of_order;
+    }
+}
+
 /// Sequence state of every (exporter, domain, version) a decoder has seen.
 #[derive(Debug, Default)]
 pub struct SequenceTracker {
     streams: FxHashMap<(IpAddr, u32, u16), SequenceStats>,
+    /// Datagrams of streams not followed because [`STREAMS_MAX`] were already followed.
+    untracked: u64,
 }
 
 impl SequenceTracker {
@@ -81,15 +113,40 @@ impl SequenceTracker {
         version: u16,
         seq: u32,
         units: Option<u32>,
-    ) {
+    ) -> SequenceDelta {
         let key = (exporter, domain, version);
         if let Some(s) = self.streams.get_mut(&key) {
-            s.observe(seq, units);
+            s.observe(seq, units)
         } else if self.streams.len() < STREAMS_MAX {
             let mut s = SequenceStats::default();
-            s.observe(seq, units);
+            let d = s.observe(seq, units);
             self.streams.insert(key, s);
+            d
+        } else {
+            self.untracked += 1;
+            SequenceDelta::default()
         }
+    }
+
+    /// Streams followed now.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Datagrams whose stream was not followed (the tracker was full).
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+
+    /// Forgets every stream of the exporters for which `gone` is true. Returns how many.
+    pub fn forget(&mut self, mut gone: impl FnMut(&IpAddr) -> bool) -> usize {
+        let before = self.streams.len();
+        self.streams.retain(|(a, _, _), _| !gone(a));
+        before - self.streams.len()
     }
 
     /// Every stream's counters.
@@ -176,6 +233,30 @@ mod tests {
         assert_eq!(s.missing, 0);
         s.observe(41, Some(1));
         assert_eq!(s.missing, 1);
+    }
+
+    #[test]
+    fn observe_reports_what_changed() {
+        let mut s = SequenceStats::default();
+        assert_eq!(s.observe(0, Some(10)), SequenceDelta::default());
+        let d = s.observe(20, Some(10));
+        assert_eq!((d.missing, d.resets, d.out_of_order), (10, 0, 0));
+        let d = s.observe(10, Some(10));
+        assert_eq!((d.missing, d.resets, d.out_of_order), (-10, 0, 1));
+        let d = s.observe(705_032_704, Some(1));
+        assert_eq!((d.missing, d.resets), (0, 1));
+    }
+
+    #[test]
+    fn forget_drops_an_exporters_streams() {
+        let mut t = SequenceTracker::default();
+        let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        t.observe(E, 1, 9, 1, Some(1));
+        t.observe(E, 2, 9, 1, Some(1));
+        t.observe(other, 1, 9, 1, Some(1));
+        assert_eq!(t.forget(|a| *a == E), 2);
+        assert_eq!(t.len(), 1);
+        assert!(t.stream(other, 1, 9).is_some());
     }
 
     #[test]

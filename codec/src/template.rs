@@ -112,6 +112,8 @@ pub struct Template {
     pub refreshed_us: UnixMicros,
     /// Loaded from saved state at start (see `decoder::saved`) and not re-announced since.
     pub restored: bool,
+    /// Changed since the last [`TemplateCache::take_changes`] (its key is queued).
+    dirty: bool,
 }
 
 /// Why a template was refused.
@@ -168,6 +170,7 @@ impl Template {
             learned_us: now,
             refreshed_us: now,
             restored: false,
+            dirty: false,
         };
         if !variable {
             let mut b = PlanBuilder::default();
@@ -367,6 +370,8 @@ pub struct TemplateCache {
     total_fields: usize,
     limits: TemplateLimits,
     expired: u64,
+    /// Keys learned, refreshed, replaced or removed since the last [`TemplateCache::take_changes`].
+    changed: Vec<TemplateKey>,
 }
 
 impl TemplateCache {
@@ -377,7 +382,21 @@ impl TemplateCache {
             total_fields: 0,
             limits,
             expired: 0,
+            changed: Vec::new(),
         }
+    }
+
+    /// The keys that changed since the last call (learned, refreshed, replaced, withdrawn,
+    /// expired), each with its template if it is still held. Costs the number of changes, not
+    /// the number of templates: the daemon's ops mirror is kept with it.
+    pub fn take_changes(&mut self) -> Vec<(TemplateKey, Option<&Template>)> {
+        let keys = std::mem::take(&mut self.changed);
+        for k in &keys {
+            if let Some(t) = self.map.get_mut(k) {
+                t.dirty = false;
+            }
+        }
+        keys.into_iter().map(|k| (k, self.map.get(&k))).collect()
     }
 
     pub fn limits(&self) -> &TemplateLimits {
@@ -422,6 +441,10 @@ impl TemplateCache {
         {
             t.refreshed_us = now;
             t.restored = false;
+            if !t.dirty {
+                t.dirty = true;
+                self.changed.push(key);
+            }
             return Ok(Learned::Refreshed);
         }
         let t = Template::compile(def, self.limits.max_fields_per_template, now)?;
@@ -452,8 +475,10 @@ impl TemplateCache {
         })
     }
 
-    fn insert(&mut self, key: TemplateKey, t: Template) {
+    fn insert(&mut self, key: TemplateKey, mut t: Template) {
         let n = t.fields.len();
+        t.dirty = true;
+        self.changed.push(key);
         let u = self.usage.entry(key.exporter).or_default();
         u.templates += 1;
         u.fields += n;
@@ -463,6 +488,9 @@ impl TemplateCache {
 
     fn remove(&mut self, key: &TemplateKey) -> Option<Template> {
         let t = self.map.remove(key)?;
+        if !t.dirty {
+            self.changed.push(*key);
+        }
         let n = t.fields.len();
         if let Some(u) = self.usage.get_mut(&key.exporter) {
             u.templates = u.templates.saturating_sub(1);

@@ -295,14 +295,17 @@ impl Daemon {
         }
 
         let rcfg = cfg.receiver.clone();
-        let shared = Arc::new(Shared::new(
+        let daemon_decoder = cfg.decoder.clone();
+        let mut shared = Shared::new(
             cfg.source_name(),
             rcfg.bind,
             rcfg.choice,
             rcfg.workers,
             backends.iter().map(|b| Arc::clone(b.stats())).collect(),
             Arc::clone(&histograms),
-        ));
+        );
+        shared.decoder = cfg.decoder.clone();
+        let shared = Arc::new(shared);
 
         // The flag is registered before any socket exists: a signal during start-up still stops
         // the daemon cleanly once it runs. A second signal while shutting down (a backend that
@@ -340,6 +343,7 @@ impl Daemon {
             let w = WorkerStart {
                 socket,
                 rcfg: rcfg.clone(),
+                decoder: daemon_decoder.clone(),
                 counters,
                 outputs: encoders.clone(),
                 observer: Box::new(LocalHistograms::new(Arc::clone(&histograms))),
@@ -538,6 +542,7 @@ fn flush_hook(hub: Arc<HistogramHub>, index: usize) -> FlushHook {
 struct WorkerStart {
     socket: std::net::UdpSocket,
     rcfg: ingest::ReceiverConfig,
+    decoder: DecoderConfig,
     counters: Arc<WorkerCounters>,
     outputs: Vec<(EncoderFactory, goflow_writers::backend::BackendSender)>,
     observer: Box<dyn pipeline::BatchObserver>,
@@ -561,7 +566,7 @@ impl WorkerStart {
         let kind = receiver.kind();
         let _ = self.counters.receiver.set(kind);
         let mut pipeline = Pipeline::new(
-            DecoderConfig::default(),
+            self.decoder,
             &self.outputs,
             Arc::clone(&self.counters),
             self.observer,

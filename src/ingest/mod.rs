@@ -122,6 +122,8 @@ impl std::fmt::Display for ReceiverKind {
 #[derive(Debug)]
 pub struct Receiver {
     backend: Backend,
+    /// The socket's own drop counter (SO_MEMINFO), as last read.
+    socket_drops: DropCounter,
 }
 
 #[derive(Debug)]
@@ -156,7 +158,13 @@ impl Receiver {
                 Err(_) => Backend::Mmsg(mmsg::MmsgReceiver::new(socket, cfg)?),
             },
         };
-        Ok(Receiver { backend })
+        let mut r = Receiver {
+            backend,
+            socket_drops: DropCounter::default(),
+        };
+        // Drops before this receiver existed (none: the socket was just opened) are a baseline.
+        r.refresh_drops();
+        Ok(r)
     }
 
     /// Which back-end this receiver runs on.
@@ -188,13 +196,30 @@ impl Receiver {
         }
     }
 
-    /// Cumulative kernel drops on this socket (the latest SO_RXQ_OVFL value seen, which the
-    /// kernel attaches to datagrams queued after a drop; 32-bit wrap-around is accounted for).
+    /// Cumulative kernel drops on this socket: the larger of the latest SO_RXQ_OVFL value seen
+    /// (the kernel attaches it to datagrams queued after a drop) and the socket's counter as
+    /// last read by [`Receiver::refresh_drops`] (both count the same thing; the first lags
+    /// while a backlog is read, the second does not). 32-bit wrap-around is accounted for.
     pub fn kernel_drops(&self) -> u64 {
-        match &self.backend {
+        let seen = match &self.backend {
             Backend::Uring(r) => r.drops.total(),
             Backend::Mmsg(r) => r.drops.total(),
+        };
+        seen.max(self.socket_drops.total())
+    }
+
+    /// Reads the socket's drop counter now (one getsockopt; the worker calls it a few times a
+    /// second). A kernel without SO_MEMINFO leaves SO_RXQ_OVFL as the only source.
+    pub fn refresh_drops(&mut self) {
+        if let Ok(n) = socket::socket_drops(self.socket()) {
+            self.socket_drops.update(n);
         }
+    }
+
+    /// Stops the kernel queueing new datagrams for this receiver (see
+    /// [`socket::close_intake`]); what is queued can still be received.
+    pub fn close_intake(&self) -> io::Result<()> {
+        socket::close_intake(self.socket())
     }
 
     /// Datagrams reported truncated (larger than `buffer_size`) since the start.

@@ -5,7 +5,9 @@
 //! the socket from the exporter's source address, so one exporter's datagrams (templates and
 //! data, whatever their source ports) always reach the same worker. socket2 covers most options;
 //! the three it does not wrap (SO_RCVBUFFORCE, SO_RXQ_OVFL, SO_ATTACH_REUSEPORT_CBPF) go through
-//! one small `setsockopt` helper, the only unsafe code in this file.
+//! one small `setsockopt` helper, and the socket's drop counter is read with one `getsockopt`
+//! (SO_MEMINFO): the only unsafe code in this file. At shutdown [`close_intake`] attaches a
+//! filter that refuses new datagrams, so the drain ends.
 #![allow(unsafe_code)]
 #![warn(
     unsafe_op_in_unsafe_fn,
@@ -219,6 +221,60 @@ fn affinity_program(ipv6: bool, workers: usize) -> io::Result<Vec<libc::sock_fil
     Ok(p)
 }
 
+/// Stops the kernel queueing further datagrams on `socket` (a socket filter that accepts
+/// nothing), while what it already queued stays readable: at shutdown a worker drains exactly
+/// what had arrived, however fast exporters keep sending. Datagrams refused by the filter count
+/// in the socket's drop counter, like any other datagram the socket could not take.
+pub fn close_intake(socket: &UdpSocket) -> io::Result<()> {
+    let program = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let fprog = libc::sock_fprog {
+        len: 1,
+        filter: program.as_ptr().cast_mut(),
+    };
+    setsockopt(
+        socket.as_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_FILTER,
+        &fprog,
+    )
+}
+
+/// The socket's drop counter now (`SO_MEMINFO`'s `SK_MEMINFO_DROPS`: the `drops` column of
+/// /proc/net/udp, 32 bits). Unlike SO_RXQ_OVFL, which only arrives with the next datagram read
+/// (and during a backlog that datagram was queued long before), this cannot lag.
+pub fn socket_drops(socket: &UdpSocket) -> io::Result<u32> {
+    let mut info = [0u32; 16];
+    let mut len = libc::socklen_t::try_from(std::mem::size_of_val(&info))
+        .map_err(|_| io::Error::other("option buffer too large"))?;
+    // SAFETY: the fd is an open socket borrowed for the call; `info` is a writable buffer of
+    // `len` bytes that outlives the call, and the kernel writes at most `len` bytes into it and
+    // stores the length written in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let at = usize::try_from(libc::SK_MEMINFO_DROPS).unwrap_or(usize::MAX);
+    if (usize::try_from(len).unwrap_or(0) / 4) <= at {
+        return Err(io::Error::other("SO_MEMINFO without a drop counter"));
+    }
+    info.get(at)
+        .copied()
+        .ok_or_else(|| io::Error::other("SO_MEMINFO without a drop counter"))
+}
+
 fn set_int_opt(
     socket: &Socket,
     level: libc::c_int,
@@ -261,6 +317,32 @@ fn setsockopt<T>(
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn closed_intake_keeps_what_was_queued_and_refuses_the_rest() -> io::Result<()> {
+        let rx = UdpSocket::bind("127.0.0.1:0")?;
+        let tx = UdpSocket::bind("127.0.0.1:0")?;
+        let to = rx.local_addr()?;
+        let before = socket_drops(&rx)?;
+        tx.send_to(b"one", to)?;
+        tx.send_to(b"two", to)?;
+        // Loopback delivery is synchronous: both are queued when send_to returns.
+        close_intake(&rx)?;
+        tx.send_to(b"late", to)?;
+        rx.set_nonblocking(true)?;
+        let mut buf = [0u8; 16];
+        let mut got = Vec::new();
+        while let Ok((n, _)) = rx.recv_from(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(
+            socket_drops(&rx)?.wrapping_sub(before),
+            1,
+            "the refused one"
+        );
+        Ok(())
+    }
 
     #[test]
     fn affinity_splits_neighbouring_loopback_addresses() {

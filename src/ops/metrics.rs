@@ -230,8 +230,9 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         .collect();
     w.counter(
         "goflow_pipeline_dropped_records_total",
-        "Flow records lost, by reason: no_template (template not yet known), backend (could not \
-         be queued or stored).",
+        "Flow records lost, by reason: no_template (data sets whose template is not yet known; \
+         one per set, as the record count needs the template), truncated_record (a data set \
+         ending in part of a record), backend (rows that could not be queued or stored).",
         &samples,
     );
     w.counter(
@@ -239,10 +240,41 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         "Units exporters numbered but goflow never received (v5 flows, v9 packets, IPFIX records).",
         &[(&[], t.sequence_missing)],
     );
+    let st = &t.state;
     w.gauge(
         "goflow_decoder_exporters",
-        "Exporters seen.",
-        &[(&[], status.exporters.len() as u64)],
+        "Exporters with per-exporter state now (forgotten after their idle time).",
+        &[(&[], st.exporters)],
+    );
+    w.gauge(
+        "goflow_decoder_exporters_max",
+        "The bound on exporters with per-exporter state (limits.exporters times workers).",
+        &[(&[], st.exporters_max)],
+    );
+    w.counter(
+        "goflow_decoder_untracked_datagrams_total",
+        "Datagrams of exporters beyond the exporter bound (decoded, but no per-exporter state).",
+        &[(&[], st.exporters_untracked_datagrams)],
+    );
+    w.counter(
+        "goflow_decoder_exporters_expired_total",
+        "Exporters forgotten after limits.exporter_idle seconds without a datagram.",
+        &[(&[], st.exporters_expired)],
+    );
+    w.gauge(
+        "goflow_decoder_sequence_streams",
+        "Sequence streams (exporter, domain, version) followed now.",
+        &[(&[], st.sequence_streams)],
+    );
+    w.gauge(
+        "goflow_decoder_templates_max",
+        "The bound on templates held (limits.templates times workers).",
+        &[(&[], st.templates_max)],
+    );
+    w.counter(
+        "goflow_decoder_templates_rejected_total",
+        "Template records refused (malformed, or over a bound).",
+        &[(&[], st.templates_rejected)],
     );
     w.gauge(
         "goflow_decoder_templates",

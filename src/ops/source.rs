@@ -22,6 +22,7 @@ pub fn exporter_status(s: &ExporterSnapshot) -> ExporterStatus {
         versions: s.versions.clone(),
         datagrams: s.datagrams,
         records: s.records,
+        errors: s.errors,
         sequence_missing: s.sequence_missing,
         sequence_resets: s.sequence_resets,
         last_seen_unix_us: (s.last_seen_us > 0).then_some(s.last_seen_us),
@@ -58,6 +59,7 @@ pub fn merge_exporters<'a>(
                 m.versions.sort_unstable();
                 m.datagrams += e.datagrams;
                 m.records += e.records;
+                m.errors += e.errors;
                 m.sequence_missing += e.sequence_missing;
                 m.sequence_resets += e.sequence_resets;
                 m.templates += e.templates;
@@ -77,8 +79,10 @@ pub fn merge_exporters<'a>(
 /// Every worker's templates, grouped by exporter and domain, ordered by address, domain, id.
 /// A template several workers hold (every worker gets the templates restored at start) is
 /// listed once, as the most recently announced copy.
+/// Ages are taken at `now_us`.
 pub fn templates_report<'a>(
     templates: impl IntoIterator<Item = &'a CodecTemplate>,
+    now_us: i64,
 ) -> TemplatesReport {
     let mut latest: BTreeMap<(IpAddr, u32, u16), &CodecTemplate> = BTreeMap::new();
     for t in templates {
@@ -108,7 +112,8 @@ pub fn templates_report<'a>(
                         name: None,
                     })
                     .collect(),
-                age_secs: t.age_secs,
+                age_secs: u64::try_from(now_us.saturating_sub(t.refreshed_us) / 1_000_000)
+                    .unwrap_or(0),
                 restored: t.restored,
             });
     }
@@ -285,7 +290,7 @@ mod tests {
             announced,
             t("10.0.0.1", 0, 999),
         ];
-        let r = templates_report(&list);
+        let r = templates_report(&list, 3_000_000);
         assert!(
             r.exporters
                 .iter()

@@ -119,6 +119,29 @@ pub struct Totals {
     /// Templates loaded from state_dir at start and not announced again since.
     pub templates_restored: u64,
     pub drops: Drops,
+    /// What exporters made the workers remember, against the configured bounds.
+    pub state: StateTotals,
+}
+
+/// Per-exporter state held by the workers (summed over them), its bounds and what the bounds
+/// refused or expired.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StateTotals {
+    /// Exporters with per-exporter state now.
+    pub exporters: u64,
+    /// The bound on them (`limits.exporters` times the workers).
+    pub exporters_max: u64,
+    /// Datagrams of exporters beyond the bound (decoded, not tracked).
+    pub exporters_untracked_datagrams: u64,
+    /// Exporters forgotten after `limits.exporter_idle` seconds of silence.
+    pub exporters_expired: u64,
+    /// Sequence streams (exporter, domain, version) followed now.
+    pub sequence_streams: u64,
+    /// The bound on templates (`limits.templates` times the workers).
+    pub templates_max: u64,
+    /// Template records refused (malformed, or over a bound).
+    pub templates_rejected: u64,
 }
 
 /// Everything lost, by reason. The set of reasons is closed (they are Prometheus label values).
@@ -134,8 +157,11 @@ pub struct Drops {
     pub decode_unsupported_version: u64,
     pub decode_bad_length: u64,
     pub decode_bad_template: u64,
-    /// Data records whose template was not (yet) known.
+    /// Data sets whose template was not (yet) known (each set counts once: without the
+    /// template its record count is unknown).
     pub no_template: u64,
+    /// Data sets whose tail held part of a record (one partial record lost each).
+    pub truncated_record: u64,
     /// Records a backend could not queue or store.
     pub backend: u64,
 }
@@ -157,8 +183,12 @@ impl Drops {
     }
 
     /// Records lost, by reason.
-    pub fn record_reasons(&self) -> [(&'static str, u64); 2] {
-        [("no_template", self.no_template), ("backend", self.backend)]
+    pub fn record_reasons(&self) -> [(&'static str, u64); 3] {
+        [
+            ("no_template", self.no_template),
+            ("truncated_record", self.truncated_record),
+            ("backend", self.backend),
+        ]
     }
 
     pub fn datagrams(&self) -> u64 {
@@ -185,6 +215,8 @@ pub struct ExporterStatus {
     pub versions: Vec<u16>,
     pub datagrams: u64,
     pub records: u64,
+    /// Datagrams from this exporter that ended in a decode error.
+    pub errors: u64,
     pub sequence_missing: u64,
     pub sequence_resets: u64,
     /// Unix microseconds of the last datagram.

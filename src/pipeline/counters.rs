@@ -1,13 +1,20 @@
 //! Per-worker counters: atomics the worker adds to once per batch (never per record), read by
-//! the summary line and the ops API, plus a mutex-guarded snapshot of the decoder's per-exporter
-//! state and templates, refreshed about once a second.
+//! the summary line and the ops API, plus a mutex-guarded mirror of the decoder's per-exporter
+//! state and templates. The mirror is updated about once a second with what *changed*
+//! ([`goflow_codec::Decoder::take_exporter_changes`], `take_template_changes`), so its upkeep
+//! on the worker thread costs the traffic of that second, never a walk over every exporter or
+//! template ever seen (which, with tens of thousands of spoofed sources, used to take the
+//! worker's whole time).
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use goflow_codec::DecoderStats;
 use goflow_codec::UnixMicros;
-use goflow_codec::decoder::{ExporterSnapshot, TemplateInfo};
+use goflow_codec::decoder::{ExporterChanges, ExporterSnapshot, TemplateInfo};
+use goflow_codec::template::TemplateKey;
 
 use crate::ingest::ReceiverKind;
 
@@ -28,8 +35,10 @@ pub struct WorkerCounters {
     pub bytes: AtomicU64,
     /// Flow records decoded (each went to every backend).
     pub records: AtomicU64,
-    /// Data records (v9/IPFIX: data sets) skipped because their template was not known.
+    /// Data sets (v9/IPFIX) skipped because their template was not known.
     pub records_without_template: AtomicU64,
+    /// Data sets whose tail held a partial record.
+    pub records_truncated: AtomicU64,
     /// Datagrams larger than their receive buffer (counted, never parsed).
     pub truncated: AtomicU64,
     /// Datagrams the kernel dropped on this worker's socket (SO_RXQ_OVFL, cumulative).
@@ -47,6 +56,14 @@ pub struct WorkerCounters {
     pub sequence_missing: AtomicU64,
     /// Templates cached by this worker's decoder (from the last snapshot).
     pub templates: AtomicU64,
+    /// Exporters with per-exporter state now (bounded by `limits.exporters`).
+    pub exporters: AtomicU64,
+    /// Datagrams of exporters beyond the bound (decoded, not tracked).
+    pub exporters_untracked: AtomicU64,
+    /// Exporters forgotten after their idle time.
+    pub exporters_expired: AtomicU64,
+    /// Sequence streams followed now.
+    pub sequence_streams: AtomicU64,
     /// Time spent decoding and encoding batches, nanoseconds.
     pub busy_ns: AtomicU64,
     /// When the last datagram arrived (Unix microseconds; 0 = never).
@@ -60,17 +77,44 @@ pub struct WorkerCounters {
     pub saved_seq: AtomicU64,
 }
 
-/// What a worker's decoder knows, copied out for the ops API.
+/// What a worker's decoder knows, mirrored for the ops API.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerSnapshot {
-    /// When it was taken (Unix microseconds; 0 = never).
+    /// When it was last updated (Unix microseconds; 0 = never).
     pub taken_us: UnixMicros,
-    /// Every exporter this worker has seen.
-    pub exporters: Vec<ExporterSnapshot>,
-    /// Every template this worker holds.
-    pub templates: Vec<TemplateInfo>,
+    /// Every exporter this worker tracks, by address.
+    pub exporters: BTreeMap<IpAddr, ExporterSnapshot>,
+    /// Every template this worker holds, by key order (exporter, domain, id).
+    pub templates: BTreeMap<(IpAddr, u32, u16), TemplateInfo>,
     /// The decoder's own counters.
     pub decoder: DecoderStats,
+}
+
+impl WorkerSnapshot {
+    /// Applies what changed in the decoder since the last update.
+    pub fn apply(
+        &mut self,
+        exporters: ExporterChanges,
+        templates: Vec<(TemplateKey, Option<TemplateInfo>)>,
+    ) {
+        for a in exporters.forgotten {
+            self.exporters.remove(&a);
+        }
+        for e in exporters.changed {
+            self.exporters.insert(e.address, e);
+        }
+        for (k, t) in templates {
+            let key = (k.exporter, k.domain, k.id);
+            match t {
+                Some(t) => {
+                    self.templates.insert(key, t);
+                }
+                None => {
+                    self.templates.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 impl WorkerCounters {
@@ -133,6 +177,14 @@ impl BatchTally {
 pub(crate) fn store_decoder_stats(c: &WorkerCounters, s: &DecoderStats) {
     c.records_without_template
         .store(s.records_without_template, Ordering::Relaxed);
+    c.records_truncated
+        .store(s.records_truncated, Ordering::Relaxed);
+    c.exporters_untracked
+        .store(s.exporters_untracked, Ordering::Relaxed);
+    c.exporters_expired
+        .store(s.exporters_expired, Ordering::Relaxed);
+    c.sequence_missing
+        .store(s.sequence_missing, Ordering::Relaxed);
     c.decode_truncated
         .store(s.errors_truncated, Ordering::Relaxed);
     c.decode_unsupported_version

@@ -48,6 +48,8 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Latency and size histograms: workers publish into it, backends record flushes.
     pub histograms: Arc<HistogramHub>,
+    /// The decoder bounds every worker runs with (shown on /status).
+    pub decoder: goflow_codec::DecoderConfig,
 }
 
 /// Totals over every worker and backend, read once.
@@ -90,6 +92,7 @@ impl Shared {
             backends,
             stopping: AtomicBool::new(false),
             histograms,
+            decoder: goflow_codec::DecoderConfig::default(),
         }
     }
 

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use crate::ops::source::{merge_exporters, templates_report};
-use crate::ops::status::{BackendStatus, Drops, ReceiverStatus, Status, Totals as OpsTotals};
+use crate::ops::status::{
+    BackendStatus, Drops, ReceiverStatus, StateTotals, Status, Totals as OpsTotals,
+};
 use crate::ops::{HistogramHub, OpsSource, TemplatesReport};
 
 use super::Shared;
@@ -15,15 +17,25 @@ impl OpsSource for Shared {
     fn status(&self) -> Status {
         let uptime_secs = self.started.elapsed().as_secs();
         let t = self.totals();
-        let snapshots: Vec<_> = self.workers.iter().map(|w| w.snapshot()).collect();
-        let exporters = merge_exporters(snapshots.iter().flat_map(|s| s.exporters.iter()));
-        let report = templates_report(snapshots.iter().flat_map(|s| s.templates.iter()));
-        let (templates, templates_restored) = report
-            .exporters
-            .iter()
-            .flat_map(|e| e.domains.iter())
-            .flat_map(|d| d.templates.iter())
-            .fold((0u64, 0u64), |(n, r), t| (n + 1, r + u64::from(t.restored)));
+        // Read under each worker's lock (no copy of the whole mirror); a worker waits for it at
+        // most once a second, when it publishes. A template several workers hold (every worker
+        // gets the templates restored at start) counts once.
+        let (exporters, templates, templates_restored) = {
+            let guards: Vec<_> = self
+                .workers
+                .iter()
+                .map(|w| super::counters::lock(&w.snapshot))
+                .collect();
+            let exporters = merge_exporters(guards.iter().flat_map(|s| s.exporters.values()));
+            let mut restored: BTreeMap<(std::net::IpAddr, u32, u16), bool> = BTreeMap::new();
+            for (k, t) in guards.iter().flat_map(|s| s.templates.iter()) {
+                let r = restored.entry(*k).or_insert(true);
+                *r &= t.restored;
+            }
+            let n = restored.len() as u64;
+            let r = restored.values().filter(|r| **r).count() as u64;
+            (exporters, n, r)
+        };
         let get = |f: fn(&super::WorkerCounters) -> &std::sync::atomic::AtomicU64| {
             self.workers
                 .iter()
@@ -38,6 +50,7 @@ impl OpsSource for Shared {
             decode_bad_length: get(|w| &w.decode_bad_length),
             decode_bad_template: get(|w| &w.decode_bad_template),
             no_template: t.records_without_template,
+            truncated_record: get(|w| &w.records_truncated),
             backend: t.rows_dropped,
         };
         let backends = self
@@ -95,6 +108,17 @@ impl OpsSource for Shared {
                 templates,
                 templates_restored,
                 drops,
+                state: StateTotals {
+                    exporters: get(|w| &w.exporters),
+                    exporters_max: (self.decoder.max_exporters as u64)
+                        .saturating_mul(self.workers.len() as u64),
+                    exporters_untracked_datagrams: get(|w| &w.exporters_untracked),
+                    exporters_expired: get(|w| &w.exporters_expired),
+                    sequence_streams: get(|w| &w.sequence_streams),
+                    templates_max: (self.decoder.max_templates_total as u64)
+                        .saturating_mul(self.workers.len() as u64),
+                    templates_rejected: get(|w| &w.templates_rejected),
+                },
             },
             exporters,
             msg: String::new(),
@@ -102,8 +126,15 @@ impl OpsSource for Shared {
     }
 
     fn templates(&self) -> TemplatesReport {
-        let snapshots: Vec<_> = self.workers.iter().map(|w| w.snapshot()).collect();
-        templates_report(snapshots.iter().flat_map(|s| s.templates.iter()))
+        let guards: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| super::counters::lock(&w.snapshot))
+            .collect();
+        templates_report(
+            guards.iter().flat_map(|s| s.templates.values()),
+            super::worker::unix_micros(),
+        )
     }
 
     fn histograms(&self) -> &HistogramHub {

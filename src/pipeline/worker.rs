@@ -46,6 +46,13 @@ pub const COALESCE_BELOW: usize = 32;
 /// ... the worker waits this long before receiving again, so the next batch is bigger. At
 /// 1 Gbit/s of 1500-byte datagrams that is 83 datagrams (125 KB) waiting in the socket buffer.
 pub const COALESCE_WAIT: Duration = Duration::from_millis(1);
+/// The socket's drop counter is read this often.
+pub const DROPS_READ_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest the drain at shutdown takes (it normally ends as soon as the kernel's queue is
+/// empty: [`Receiver::close_intake`] stops new arrivals).
+pub const DRAIN_MAX: Duration = Duration::from_secs(2);
+/// The wait after the queue looked empty, for io_uring completions still in flight.
+pub const DRAIN_SETTLE: Duration = Duration::from_millis(20);
 /// At most one receive-error log line per worker per this interval.
 const RECV_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -292,31 +299,36 @@ impl Pipeline {
         }
     }
 
-    /// Copies the decoder's per-exporter state and templates out for the ops API (and expires
-    /// old templates when due).
+    /// Brings the ops API's mirror of the decoder's per-exporter state and templates up to date
+    /// with what changed since the last call (and expires old templates and idle exporters
+    /// when due). Costs the changes, not the exporters or templates held; the expiry pass every
+    /// [`TEMPLATE_EXPIRY_INTERVAL`] walks the bounded tables once.
     pub fn publish_snapshot(&mut self, now: Instant) {
         let now_us = unix_micros();
-        if now.saturating_duration_since(self.last_expiry) >= TEMPLATE_EXPIRY_INTERVAL {
+        if now.saturating_duration_since(self.last_expiry) >= self.expiry_interval() {
             self.decoder.expire_templates(now_us);
+            self.decoder.expire_idle(now_us);
             self.last_expiry = now;
         }
-        let exporters = self.decoder.exporters();
-        let templates = self.decoder.templates(now_us);
-        let missing: u64 = exporters.iter().map(|e| e.sequence_missing).sum();
-        self.counters
-            .sequence_missing
-            .store(missing, Ordering::Relaxed);
-        self.counters
-            .templates
-            .store(templates.len() as u64, Ordering::Relaxed);
+        let exporters = self.decoder.take_exporter_changes();
+        let templates = self.decoder.take_template_changes(now_us);
+        let c = &self.counters;
+        c.templates.store(
+            self.decoder.template_cache().len() as u64,
+            Ordering::Relaxed,
+        );
+        c.exporters
+            .store(self.decoder.exporter_count() as u64, Ordering::Relaxed);
+        c.sequence_streams
+            .store(self.decoder.stream_count() as u64, Ordering::Relaxed);
+        counters::store_decoder_stats(c, self.decoder.stats());
         let decoder = self.decoder.stats().clone();
-        let any = !templates.is_empty();
-        *counters::lock(&self.counters.snapshot) = super::counters::WorkerSnapshot {
-            taken_us: now_us,
-            exporters,
-            templates,
-            decoder,
-        };
+        let any = !self.decoder.template_cache().is_empty();
+        let mut snap = counters::lock(&c.snapshot);
+        snap.apply(exporters, templates);
+        snap.taken_us = now_us;
+        snap.decoder = decoder;
+        drop(snap);
         self.last_snapshot = now;
         self.hand_out_saved(now, any, false);
     }
@@ -339,6 +351,14 @@ impl Pipeline {
         *counters::lock(&self.counters.saved) = Some(state);
         self.counters.saved_seq.fetch_add(1, Ordering::Release);
         self.saved = Some((generation, now));
+    }
+
+    /// How often templates and idle exporters are expired: [`TEMPLATE_EXPIRY_INTERVAL`], or
+    /// half the shorter lifetime when that is shorter (at least a second).
+    fn expiry_interval(&self) -> Duration {
+        let c = self.decoder.config();
+        let half = c.template_ttl_secs.min(c.exporter_idle_secs) / 2;
+        TEMPLATE_EXPIRY_INTERVAL.min(Duration::from_secs(half.max(1)))
     }
 
     /// Final bookkeeping when the worker stops.
@@ -420,15 +440,22 @@ pub fn unix_micros() -> UnixMicros {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// The worker's receive loop: batches until `stop` is set, then drains what the kernel already
-/// holds for this socket (until a receive without waiting returns nothing), so every datagram
-/// delivered before the stop is decoded and queued.
+/// The worker's receive loop: batches until `stop` is set, then stops the kernel queueing more
+/// for this socket ([`Receiver::close_intake`]) and drains what it already holds, so every
+/// datagram delivered before the stop is decoded and queued, and the drain ends however fast
+/// exporters keep sending. The drain is bounded by [`DRAIN_MAX`] too (for a kernel that refuses
+/// the filter).
 pub fn run(receiver: &mut Receiver, pipeline: &mut Pipeline, stop: &AtomicBool) {
     let counters = Arc::clone(pipeline.counters());
     counters.running.store(true, Ordering::Relaxed);
     let mut errors = RecvErrors::default();
+    let mut drops_read = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let result = receiver.recv_batch(pipeline.poll_timeout(), |d| pipeline.datagram(d));
+        if drops_read.elapsed() >= DROPS_READ_INTERVAL {
+            receiver.refresh_drops();
+            drops_read = Instant::now();
+        }
         pipeline.end_batch(receiver.kernel_drops());
         match result {
             // A small batch: traffic is arriving, but slowly enough that each wake-up would
@@ -440,19 +467,47 @@ pub fn run(receiver: &mut Receiver, pipeline: &mut Pipeline, stop: &AtomicBool) 
             Err(e) => errors.note(&counters, &e),
         }
     }
+    let closed = match receiver.close_intake() {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!(
+                "worker {}: cannot stop the socket's intake ({e}); draining for at most {:?}",
+                counters.index,
+                DRAIN_MAX
+            );
+            false
+        }
+    };
     // Drain. A zero-timeout call processes whatever the kernel has already completed; one
     // short wait afterwards catches completions still in flight (io_uring posts them
     // asynchronously) before the socket is closed.
+    let deadline = Instant::now() + DRAIN_MAX;
     let mut quiet_rounds = 0;
+    let mut drained = 0usize;
     while quiet_rounds < 2 {
+        if Instant::now() >= deadline {
+            log::warn!(
+                "worker {}: drain stopped after {:?} ({drained} datagrams); the rest is left",
+                counters.index,
+                DRAIN_MAX
+            );
+            break;
+        }
         let timeout = if quiet_rounds == 0 {
             Duration::ZERO
         } else {
-            Duration::from_millis(20)
+            DRAIN_SETTLE
         };
         match receiver.recv_batch(timeout, |d| pipeline.datagram(d)) {
             Ok(0) => quiet_rounds += 1,
-            Ok(_) => quiet_rounds = 0,
+            // With the intake closed what arrives was queued before: keep going. Without it,
+            // new datagrams keep coming; the deadline ends it.
+            Ok(n) => {
+                drained += n;
+                if closed {
+                    quiet_rounds = 0;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 errors.note(&counters, &e);
@@ -461,6 +516,8 @@ pub fn run(receiver: &mut Receiver, pipeline: &mut Pipeline, stop: &AtomicBool) 
         }
         pipeline.end_batch(receiver.kernel_drops());
     }
+    receiver.refresh_drops();
+    pipeline.end_batch(receiver.kernel_drops());
     pipeline.finish();
     counters.running.store(false, Ordering::Relaxed);
 }

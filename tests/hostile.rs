@@ -1,0 +1,288 @@
+//! Hostile exporters against the real binary (issue 13): traffic from many loopback source
+//! addresses (the kernel lets a socket bind any 127.0.0.0/8 address, so each test's "spoofed"
+//! sources are real sockets), asserting the counters on /status and /metrics and that the
+//! daemon recovers. Every wait polls a condition against a deadline; nothing here depends on how
+//! fast the machine is.
+
+use std::error::Error;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use goflow::ops::Status;
+use goflow_codec::encode::{V5Builder, V5Header, sample_flow_v4};
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+const BIN: &str = env!("CARGO_BIN_EXE_goflow");
+/// Upper bound for any wait.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A daemon this test started; killed by its own PID when the test ends.
+struct Daemon {
+    child: Child,
+    port: u16,
+    api: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> Result<u16, Box<dyn Error>> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn free_tcp_port() -> Result<u16, Box<dyn Error>> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts `goflow run` with the null backend, one mmsg worker (so every source reaches the one
+/// decoder whose bounds the test sets) and `limits` (YAML flow mapping body) under
+/// `frontends.netflow.config.limits`.
+fn start(limits: &str) -> Result<Daemon, Box<dyn Error>> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("goflow.log");
+    let port = free_udp_port()?;
+    let api = format!("127.0.0.1:{}", free_tcp_port()?);
+    let config = format!(
+        "backends:\n  out: {{type: null}}\n\
+         frontends:\n  netflow:\n    config: {{bindaddr: 127.0.0.1, bindport: {port}, receiver: mmsg, workers: 1, limits: {{{limits}}}}}\n    backend: out\n\
+         api: {api}\nstate_dir: {state}\n",
+        state = dir.path().join("state").display(),
+    );
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, config)?;
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .env_remove("GOFLOW_CONFIG")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let mut d = Daemon {
+        child,
+        port,
+        api,
+        log,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = d.log_text();
+        if text.contains("ops API on") && text.contains("listening on udp") {
+            return Ok(d);
+        }
+        if d.child.try_wait()?.is_some() || Instant::now() > deadline {
+            return Err(format!("goflow did not start: {text}").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Daemon {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn target(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    fn get(&self, path: &str) -> Result<(u16, String), Box<dyn Error>> {
+        Ok(goflow::ops::client::get(&self.api, path)?)
+    }
+
+    fn status(&self) -> Result<Status, Box<dyn Error>> {
+        let (code, body) = self.get("/status")?;
+        if code != 200 {
+            return Err(format!("/status: {code} {body}").into());
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Polls /status until `done` holds (the workers publish about once a second).
+    fn wait_status(
+        &self,
+        what: &str,
+        done: impl Fn(&Status) -> bool,
+    ) -> Result<Status, Box<dyn Error>> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let st = self.status()?;
+            if done(&st) {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("timed out waiting for {what}: {:?}", st.totals).into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM (to this child's PID only).
+    fn sigterm(&self) -> TestResult {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !kill.success() {
+            return Err("kill -TERM failed".into());
+        }
+        Ok(())
+    }
+
+    fn wait_exit(&mut self, deadline: Instant) -> Result<Option<ExitStatus>, Box<dyn Error>> {
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A one-record v5 datagram with engine id `engine` and flow sequence `seq`.
+fn v5(engine: u8, seq: u32) -> Vec<u8> {
+    let mut b = V5Builder::new(V5Header {
+        sys_uptime_ms: 3_600_000,
+        unix_secs: 1_700_000_000,
+        flow_sequence: seq,
+        engine_id: engine,
+        ..V5Header::default()
+    });
+    let _ = b.push(&sample_flow_v4(seq));
+    let mut out = Vec::new();
+    b.finish(&mut out);
+    out
+}
+
+/// The `i`-th spoofed source: 127.1.x.y (never 127.0.0.1, the test's own address).
+fn source(i: u32) -> SocketAddr {
+    let [_, _, x, y] = i.to_be_bytes();
+    SocketAddr::from((Ipv4Addr::new(127, 1 + (i >> 16) as u8, x, y), 0))
+}
+
+/// Sends `datagram(i)` once from each of `n` loopback sources.
+fn spray(to: SocketAddr, n: u32, datagram: impl Fn(u32) -> Vec<u8>) -> TestResult {
+    for i in 0..n {
+        let s = UdpSocket::bind(source(i))?;
+        s.send_to(&datagram(i), to)?;
+    }
+    Ok(())
+}
+
+/// Point 1: the exporter table is bounded (the rest decoded, counted as untracked), idle
+/// exporters and their sequence streams are forgotten (counted), and a new exporter is tracked
+/// again once they are gone.
+#[test]
+fn exporter_state_is_bounded_counted_and_expires() -> TestResult {
+    let d = start("exporters: 100, exporter_idle: 2")?;
+    // 300 sources x 2 engine ids: 600 datagrams, 600 records.
+    spray(d.target(), 300, |i| v5(0, i))?;
+    spray(d.target(), 300, |i| v5(1, i))?;
+    let st = d.wait_status("600 datagrams", |s| s.totals.datagrams >= 600)?;
+    assert_eq!(
+        st.totals.records, 600,
+        "every record decoded, tracked or not"
+    );
+    let s = &st.totals.state;
+    assert_eq!(s.exporters_max, 100);
+    // Expiry may already have started (2 s idle); what is tracked never exceeds the bound.
+    assert!(s.exporters <= 100, "{s:?}");
+    assert_eq!(s.exporters_untracked_datagrams, 400, "{s:?}");
+    assert!(s.sequence_streams <= 200, "{s:?}");
+    let (_, metrics) = d.get("/metrics")?;
+    assert!(
+        metrics.contains("goflow_decoder_untracked_datagrams_total 400"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("goflow_decoder_exporters_max 100"),
+        "{metrics}"
+    );
+
+    // Idle for 2 s: all forgotten, streams too.
+    let st = d.wait_status("idle expiry", |s| s.totals.state.exporters_expired >= 100)?;
+    assert_eq!(st.totals.state.exporters_expired, 100);
+    assert_eq!(st.totals.state.exporters, 0);
+    assert_eq!(st.totals.state.sequence_streams, 0);
+    assert!(st.exporters.is_empty(), "{:?}", st.exporters);
+
+    // Room again: a new exporter is tracked, with its own sequence accounting.
+    let s = UdpSocket::bind("127.2.0.1:0")?;
+    s.send_to(&v5(0, 0), d.target())?;
+    s.send_to(&v5(0, 3), d.target())?; // flows 1 and 2 missing
+    let st = d.wait_status("the new exporter", |s| {
+        s.exporters
+            .iter()
+            .any(|e| e.address == "127.2.0.1" && e.datagrams == 2)
+    })?;
+    let e = st
+        .exporters
+        .iter()
+        .find(|e| e.address == "127.2.0.1")
+        .ok_or("no exporter")?;
+    assert_eq!((e.records, e.sequence_missing, e.errors), (2, 2, 0));
+    assert_eq!(st.totals.state.exporters_untracked_datagrams, 400);
+    Ok(())
+}
+
+/// Point 4: SIGTERM stops receiving at once although an exporter keeps sending (one datagram
+/// every 2 ms): the daemon exits while the sender is still running, having decoded what it
+/// received.
+#[test]
+fn sigterm_exits_while_traffic_continues() -> TestResult {
+    let mut d = start("")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let to = d.target();
+    let sender = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        let sent = Arc::clone(&sent);
+        move || -> std::io::Result<()> {
+            let s = UdpSocket::bind("127.3.0.1:0")?;
+            // Bounded: at most 60 s of traffic even if the test fails to stop it.
+            let end = Instant::now() + Duration::from_secs(60);
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                s.send_to(&v5(0, seq), to)?;
+                seq += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(())
+        }
+    });
+    d.wait_status("traffic", |s| s.totals.records >= 50)?;
+    d.sigterm()?;
+    // The sender runs on; the daemon must not wait for it to stop.
+    let exited = d.wait_exit(Instant::now() + DEADLINE)?;
+    let still_sending = !sender.is_finished();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.join();
+    let status = exited.ok_or_else(|| format!("no exit under traffic: {}", d.log_text()))?;
+    assert!(status.success(), "{status:?}: {}", d.log_text());
+    assert!(still_sending, "the sender stopped before the daemon exited");
+    let log = d.log_text();
+    assert!(log.contains("stopped: datagrams"), "{log}");
+    assert!(
+        !log.contains("drain stopped after"),
+        "the intake was closed: {log}"
+    );
+    Ok(())
+}
