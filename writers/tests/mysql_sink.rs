@@ -724,3 +724,36 @@ fn warnings_or_a_row_mismatch_fail_the_load_and_store_nothing() {
     sink.flush().expect("flush");
     assert_eq!(db.count(), 30);
 }
+
+/// SQL_SSLMODE against a server without TLS (the test MariaDB has `have_ssl = DISABLED`):
+/// `prefer` falls back to plain TCP and writes; `require` is a fatal error that names the key.
+#[test]
+fn sslmode_prefer_falls_back_and_require_refuses_a_server_without_tls() {
+    let Some(server) = server("sslmode_prefer_falls_back_and_require_refuses_a_server_without_tls")
+    else {
+        return;
+    };
+    let table = random_table("tls");
+    let mut db = Db::connect(&server, &table);
+    if db.one("SELECT @@have_ssl").as_deref() == Some("YES") {
+        println!("skipping the no-TLS cases: this server offers TLS");
+        return;
+    }
+    let (chunks, (rows, bytes, pkts)) = v5_chunks(2, 1, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut cfg = config(&server, &table, None);
+    cfg.sslmode = mysql::SslMode::Prefer;
+    let mut sink = MysqlSink::new(cfg.clone());
+    for c in &chunks {
+        sink.write(c).expect("write");
+    }
+    sink.flush().expect("prefer: plain TCP");
+    db.assert_totals(rows, bytes, pkts);
+    assert_eq!(status_of(&mut sink, "tls").as_deref(), Some("false"));
+
+    cfg.sslmode = mysql::SslMode::Require;
+    let mut sink = MysqlSink::new(cfg);
+    sink.write(&chunks[0]).expect("write");
+    let err = sink.flush().expect_err("require without TLS");
+    assert!(!err.is_retriable(), "{err}");
+    assert!(err.to_string().contains("SQL_SSLMODE is require"), "{err}");
+}

@@ -601,7 +601,9 @@ impl From<mysql_async::Error> for LoadError {
     }
 }
 
-/// One flush: the LOAD of `pieces` (`rows` rows) and the positions, in one transaction.
+/// One flush: the LOAD of `pieces` (`rows` rows) and the positions, in one transaction. Any
+/// failure after `START TRANSACTION` rolls it back (a later `START TRANSACTION` would otherwise
+/// commit what a failed flush left open).
 async fn load_transaction(
     conn: &mut Conn,
     load_sql: &str,
@@ -611,19 +613,30 @@ async fn load_transaction(
     positions: &[(String, u64)],
 ) -> Result<(), LoadError> {
     conn.query_drop("START TRANSACTION").await?;
+    let result = load_and_commit(conn, load_sql, pieces, rows, table, positions).await;
+    if result.is_err() {
+        rollback(conn).await;
+    }
+    result
+}
+
+async fn load_and_commit(
+    conn: &mut Conn,
+    load_sql: &str,
+    pieces: Vec<Bytes>,
+    rows: u64,
+    table: &str,
+    positions: &[(String, u64)],
+) -> Result<(), LoadError> {
     if !pieces.is_empty() {
         conn.set_infile_handler(async move {
             Ok(futures_util::stream::iter(pieces.into_iter().map(Ok)).boxed())
         });
-        if let Err(e) = conn.query_drop(load_sql).await {
-            rollback(conn).await;
-            return Err(e.into());
-        }
+        conn.query_drop(load_sql).await?;
         let affected = conn.affected_rows();
         let warnings = conn.get_warnings();
         if warnings > 0 || affected != rows {
             let shown = show_warnings(conn).await;
-            rollback(conn).await;
             let mut msg =
                 format!("the server stored {affected} of {rows} rows with {warnings} warnings");
             if !shown.is_empty() {
@@ -641,10 +654,7 @@ async fn load_transaction(
             params.push(name.as_str().into());
             params.push((*next).into());
         }
-        if let Err(e) = conn.exec_drop(sql, params).await {
-            rollback(conn).await;
-            return Err(e.into());
-        }
+        conn.exec_drop(sql, params).await?;
     }
     conn.query_drop("COMMIT").await?;
     Ok(())

@@ -1,0 +1,74 @@
+//! `mysql_load_dump CAPTURE OUT TABLE`: decodes every NetFlow/IPFIX datagram of a pcap (as
+//! `goflow decode` does: one decoder, source address as exporter, capture time as receive time)
+//! and writes the records as LOAD DATA text lines with goflow's own MySQL row encoder to OUT,
+//! and the LOAD DATA LOCAL INFILE statement goflow uses for TABLE (reading OUT) to OUT.sql.
+//! perf/mysql.sh runs OUT.sql with the mariadb client to measure the server's ceiling for
+//! exactly the rows goflow writes. Prints `rows bytes` on stdout.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bytes::BytesMut;
+use goflow_codec::{Decoder, DecoderConfig};
+use goflow_writers::mysql;
+use goflow_writers::sink::RowEncoder;
+
+/// Bytes buffered before a write to OUT.
+const WRITE_BYTES: usize = 4 << 20;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mysql_load_dump: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [capture, out_path, table] = args.as_slice() else {
+        anyhow::bail!("usage: mysql_load_dump CAPTURE.pcap OUT.tsv TABLE");
+    };
+    let bytes = std::fs::read(capture).with_context(|| format!("reading {capture}"))?;
+    let mut out =
+        BufWriter::new(File::create(out_path).with_context(|| format!("creating {out_path}"))?);
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let mut enc = mysql::encoder();
+    let mut buf = BytesMut::with_capacity(WRITE_BYTES + mysql::encode::ROW_LEN_MAX * 64);
+    let (mut rows, mut written) = (0u64, 0u64);
+    let mut io_err = None;
+    goflow::pcap::for_each_udp(&bytes, |ts_us, udp| {
+        if !goflow::pcap::is_netflow(udp.payload) {
+            return;
+        }
+        let _ = decoder.decode(udp.src.ip(), ts_us, udp.payload, |rec| {
+            enc.encode(rec, &mut buf);
+            rows += 1;
+        });
+        if buf.len() >= WRITE_BYTES && io_err.is_none() {
+            written += buf.len() as u64;
+            io_err = out.write_all(&buf).err();
+            buf.clear();
+        }
+    })?;
+    written += buf.len() as u64;
+    if let Some(e) = io_err {
+        return Err(e).with_context(|| format!("writing {out_path}"));
+    }
+    out.write_all(&buf)
+        .and_then(|()| out.flush())
+        .with_context(|| format!("writing {out_path}"))?;
+    let load = mysql::ddl::load_statement(table, &mysql::ddl::Layout::default()).replacen(
+        "'goflow'",
+        &mysql::ddl::quote_str(out_path),
+        1,
+    );
+    std::fs::write(format!("{out_path}.sql"), format!("{load};\n"))
+        .with_context(|| format!("writing {out_path}.sql"))?;
+    println!("{rows} {written}");
+    Ok(())
+}
