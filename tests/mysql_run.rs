@@ -280,3 +280,61 @@ fn old_collector_config_runs_against_mariadb() -> TestResult {
     drop(guard);
     Ok(())
 }
+
+/// Bad credentials: the daemon starts, says at once what is wrong and which keys to fix, and
+/// stays up (receiving; the backend keeps retrying).
+#[test]
+fn bad_credentials_are_named_at_start_and_the_daemon_stays_up() -> TestResult {
+    let Some(my) = My::from_env() else {
+        println!(
+            "skipping bad_credentials_are_named_at_start_and_the_daemon_stays_up: \
+             GOFLOW_TEST_MYSQL (host:port) is not set"
+        );
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let table = format!("goflow_run_badcreds_{}", std::process::id());
+    let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = format!(
+        "backends:\n  rdssql:\n    type: mysql\n    config:\n      SQL_SERVER: {}\n      \
+         SQL_PORT: {}\n      SQL_USERNAME: goflow_no_such_user\n      SQL_DB: {}\n      \
+         SQL_TABLE: {table}\nfrontends:\n  netflow:\n    config: {{bindaddr: 127.0.0.1, \
+         bindport: {port}}}\n    backend: rdssql\napi: off\n",
+        my.host, my.port, my.db
+    );
+    let cfg_path = dir.path().join("config.yml");
+    std::fs::write(&cfg_path, config)?;
+    let log = dir.path().join("goflow.log");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg_path)
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env("SQL_PASSWORD", "wrong")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log)?)
+        .spawn()?;
+    let mut guard = Cleanup {
+        child,
+        my: &my,
+        table,
+    };
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = log_text();
+        if text.contains("listening on udp") && text.contains("SQL_USERNAME") {
+            assert!(text.contains("1045") || text.contains("1698"), "{text}");
+            assert!(text.contains("SQL_PASSWORD"), "{text}");
+            break;
+        }
+        if Instant::now() > deadline || guard.child.try_wait()?.is_some() {
+            return Err(format!("no clear error while running: {text}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(guard.child.try_wait()?.is_none(), "still running");
+    assert!(!log_text().contains("panicked"), "{}", log_text());
+    Ok(())
+}

@@ -832,8 +832,14 @@ fn classify(e: &mysql_async::Error, what: &str, cfg: &MysqlConfig) -> SinkError 
     match e {
         Error::Server(s) => {
             let hint = match s.code {
+                1045 | 1698 if cfg.password.is_none() => format!(
+                    "; check SQL_USERNAME ({}); no password was given: SQL_PASSWORD is not set \
+                     (neither in the environment nor in the file)",
+                    cfg.user
+                ),
                 1045 | 1698 => format!(
-                    "; check SQL_USERNAME ({}) and the password (SQL_PASSWORD)",
+                    "; check SQL_USERNAME ({}) and the password (SQL_PASSWORD; the environment \
+                     variable wins over the file's key)",
                     cfg.user
                 ),
                 1044 => format!(
@@ -880,6 +886,10 @@ fn classify(e: &mysql_async::Error, what: &str, cfg: &MysqlConfig) -> SinkError 
 }
 
 impl Sink for MysqlSink {
+    fn connect(&mut self) -> Result<(), SinkError> {
+        MysqlSink::connect(self)
+    }
+
     fn write(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
         self.positions.record(chunk);
         if !chunk.rows.is_empty() {
