@@ -100,3 +100,32 @@ fn config_and_usage_errors_exit_2() -> TestResult {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     Ok(())
 }
+
+/// Issue 19: into a pipe, bench writes plain lines (no carriage returns) and ends with its own
+/// CPU time; the JSON summary carries it too.
+#[test]
+fn bench_into_a_pipe_writes_plain_lines_and_its_cpu() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let sink = UdpSocket::bind("127.0.0.1:0")?;
+    let target = sink.local_addr()?.to_string();
+    let out = goflow(
+        dir.path(),
+        &[
+            "bench", "--target", &target, "--rate", "2000", "--flows", "400",
+        ],
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("bench: sent 400 flows in ") && last.contains("generator CPU "),
+        "{last}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert!(v["cpu_seconds"].as_f64().is_some_and(|c| c >= 0.0), "{v}");
+    assert!(v["cpu_percent"].as_f64().is_some(), "{v}");
+    assert_eq!(v["flows"], 400);
+    Ok(())
+}

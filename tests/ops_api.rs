@@ -406,7 +406,9 @@ fn traffic_is_reported(receiver: &str) -> TestResult {
     assert_eq!(hist(&raw, "datagram_records")?.since_start.count, DATAGRAMS);
     let out = goflow(&["stats", "--watch", "1", "--count", "2", "--api", &d.api])?;
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).matches("\x1b[2J").count(), 2);
+    // Into a pipe: one plain block per refresh, no escape sequences (issue 19).
+    assert!(!text(&out.stdout).contains('\x1b'), "{}", text(&out.stdout));
+    assert_eq!(text(&out.stdout).matches("--- stats at ").count(), 2);
     Ok(())
 }
 

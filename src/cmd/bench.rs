@@ -7,7 +7,12 @@
 //! collector's stored totals can be checked exactly) and each exporter's sequence range.
 //!
 //! Pacing keeps an absolute schedule (flow n is due at n / rate seconds after the start), so
-//! errors do not accumulate; a batch covers at most about a millisecond of the schedule.
+//! errors do not accumulate; a batch covers at most about a millisecond of the schedule. The
+//! generator waits for a batch's deadline by sleeping (`clock_nanosleep` on CLOCK_MONOTONIC to
+//! an absolute time, with the thread's timer slack at 1 µs) and spins at most the last
+//! [`SPIN_LAST`]: on a 2-core machine it must not compete with the collector it measures. A late
+//! wake-up only makes one batch late; the next deadline is still where the schedule says. The
+//! summary reports the generator's own CPU time (CLOCK_PROCESS_CPUTIME_ID).
 
 mod exporter;
 mod flowgen;
@@ -35,8 +40,17 @@ const DEFAULT_DURATION_SECS: f64 = 10.0;
 const BATCH_MAX_DATAGRAMS: usize = 64;
 /// A paced batch covers at most this much of the schedule.
 const BATCH_SPAN_SECS: f64 = 0.001;
-/// Progress line refresh interval.
+/// Progress line refresh interval (on a terminal).
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+/// Progress line interval when stderr is not a terminal (a pipe, a log file): plain lines.
+const PROGRESS_INTERVAL_PLAIN: Duration = Duration::from_secs(5);
+/// The pacer sleeps until this long before a deadline and spins the rest.
+const SPIN_LAST: Duration = Duration::from_micros(5);
+/// Longest single sleep (so SIGINT/SIGTERM stop a slow run promptly).
+const SLEEP_SLICE: Duration = Duration::from_millis(100);
+/// Timer slack asked for the pacing thread: the kernel's default (50 µs) would make every
+/// wake-up up to that much late.
+const TIMER_SLACK_NS: u64 = 1_000;
 /// First source port of the exporters written to a pcap.
 const PCAP_SOURCE_PORT: u16 = 40_000;
 /// 127.0.0.1 .. 127.0.0.254.
@@ -218,8 +232,24 @@ impl Pacer {
 #[derive(Debug)]
 struct Clock {
     start: Instant,
+    /// CLOCK_MONOTONIC at `start` (what `Instant` reads on Linux), in nanoseconds: the base of
+    /// the absolute sleep deadlines.
+    start_mono_ns: u128,
     start_unix_us: i64,
+    /// The process's CPU time at the start (CLOCK_PROCESS_CPUTIME_ID), nanoseconds.
+    start_cpu_ns: u128,
     virtual_time: bool,
+}
+
+fn timespec_ns(t: rustix::time::Timespec) -> u128 {
+    (t.tv_sec.max(0) as u128) * 1_000_000_000 + t.tv_nsec.max(0) as u128
+}
+
+/// The process's CPU time so far (user + system, all threads), nanoseconds.
+fn process_cpu_ns() -> u128 {
+    timespec_ns(rustix::time::clock_gettime(
+        rustix::time::ClockId::ProcessCPUTime,
+    ))
 }
 
 impl Clock {
@@ -227,11 +257,38 @@ impl Clock {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        if !virtual_time {
+            // Best effort: with the default slack every wake-up may be 50 µs late.
+            let _ =
+                rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(TIMER_SLACK_NS));
+        }
+        let start = Instant::now();
+        let mono = timespec_ns(rustix::time::clock_gettime(
+            rustix::time::ClockId::Monotonic,
+        ));
         Clock {
-            start: Instant::now(),
+            start,
+            start_mono_ns: mono,
             start_unix_us: i64::try_from(now.as_micros()).unwrap_or(0),
+            start_cpu_ns: process_cpu_ns(),
             virtual_time,
         }
+    }
+
+    /// CPU seconds this process used since the start.
+    fn cpu_secs(&self) -> f64 {
+        process_cpu_ns().saturating_sub(self.start_cpu_ns) as f64 / 1e9
+    }
+
+    /// Sleeps until `secs` after the start on CLOCK_MONOTONIC (absolute, so no drift).
+    fn sleep_until(&self, secs: f64) {
+        let at = self.start_mono_ns + (secs.max(0.0) * 1e9) as u128;
+        let ts = rustix::time::Timespec {
+            tv_sec: i64::try_from(at / 1_000_000_000).unwrap_or(i64::MAX),
+            tv_nsec: (at % 1_000_000_000) as _,
+        };
+        // EINTR (a signal) just returns early: the caller loops and checks the stop flag.
+        let _ = rustix::thread::clock_nanosleep_absolute(rustix::thread::ClockId::Monotonic, &ts);
     }
 
     fn wall_secs(&self) -> f64 {
@@ -261,19 +318,21 @@ impl Clock {
         self.start_unix_us + (secs * 1e6) as i64
     }
 
-    /// Waits until `secs` after the start (or `stop`): sleeps most of the way in slices of at
-    /// most 100 ms, spins the last millisecond.
+    /// Waits until `secs` after the start (or `stop`): sleeps to [`SPIN_LAST`] before the
+    /// deadline (in slices of at most [`SLEEP_SLICE`]), spins the rest.
     fn wait_until(&self, secs: f64, stop: &AtomicBool) {
         if self.virtual_time {
             return;
         }
+        let spin = SPIN_LAST.as_secs_f64();
         loop {
-            let left = secs - self.wall_secs();
+            let now = self.wall_secs();
+            let left = secs - now;
             if left <= 0.0 || stop.load(Ordering::Relaxed) {
                 return;
             }
-            if left > 0.002 {
-                std::thread::sleep(Duration::from_secs_f64((left - 0.001).min(0.1)));
+            if left > spin {
+                self.sleep_until((secs - spin).min(now + SLEEP_SLICE.as_secs_f64()));
             } else {
                 std::hint::spin_loop();
             }
@@ -281,51 +340,92 @@ impl Clock {
     }
 }
 
-/// The one-line progress display on stderr.
+/// The progress display on stderr: on a terminal one line rewritten in place (`\r`) twice a
+/// second; into a pipe or a file one plain line every [`PROGRESS_INTERVAL_PLAIN`], so a log
+/// holds readable lines and no carriage returns.
 #[derive(Debug)]
 struct Progress {
     last: Instant,
     last_flows: u64,
     shown: bool,
+    tty: bool,
 }
 
 impl Progress {
     fn new() -> Self {
+        use std::io::IsTerminal as _;
+        Progress::with_tty(std::io::stderr().is_terminal())
+    }
+
+    fn with_tty(tty: bool) -> Self {
         Progress {
             last: Instant::now(),
             last_flows: 0,
             shown: false,
+            tty,
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        if self.tty {
+            PROGRESS_INTERVAL
+        } else {
+            PROGRESS_INTERVAL_PLAIN
         }
     }
 
     fn tick(&mut self, clock: &Clock, t: &Totals) {
-        if self.last.elapsed() >= PROGRESS_INTERVAL {
+        if self.last.elapsed() >= self.interval() {
             self.show(clock, t);
         }
     }
 
-    fn show(&mut self, clock: &Clock, t: &Totals) {
-        let dt = self.last.elapsed().as_secs_f64();
-        let rate = (t.flows - self.last_flows) as f64 / dt;
-        eprint!(
-            "\r{:7.1} s  {:>12} flows  {:>11.0} flows/s  {:>10} datagrams   ",
+    fn line(&self, clock: &Clock, t: &Totals) -> String {
+        let dt = self.last.elapsed().as_secs_f64().max(1e-9);
+        let rate = t.flows.saturating_sub(self.last_flows) as f64 / dt;
+        format!(
+            "{:7.1} s  {:>12} flows  {:>11.0} flows/s  {:>10} datagrams",
             clock.wall_secs(),
             t.flows,
             rate,
             t.datagrams
-        );
+        )
+    }
+
+    fn show(&mut self, clock: &Clock, t: &Totals) {
+        let line = self.line(clock, t);
+        if self.tty {
+            eprint!("\r{line}   ");
+        } else {
+            eprintln!("bench: {}", line.trim_start());
+        }
         self.last = Instant::now();
         self.last_flows = t.flows;
         self.shown = true;
     }
 
-    /// The final figures, then a newline, if the line was ever shown.
+    /// The final figures (on a terminal: then a newline, if the line was ever shown).
     fn done(&mut self, clock: &Clock, t: &Totals) {
-        if self.shown {
+        if self.tty && self.shown {
             self.show(clock, t);
             eprintln!();
         }
+        let cpu = clock.cpu_secs();
+        let wall = clock.wall_secs().max(1e-9);
+        eprintln!(
+            "bench: sent {} {} in {} {} in {wall:.3} s; generator CPU {cpu:.3} s ({:.1}% of one core)",
+            t.flows,
+            plural(t.flows, "flow", "flows"),
+            t.datagrams,
+            plural(t.datagrams, "datagram", "datagrams"),
+            100.0 * cpu / wall
+        );
     }
+}
+
+/// `one` for 1, else `many`.
+fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
 }
 
 pub fn run(opt: &BenchOpt) -> anyhow::Result<ExitCode> {
@@ -464,6 +564,7 @@ fn generate(
         opt.proto.as_str(),
         &totals,
         seconds,
+        clock.cpu_secs(),
         per_exporter,
     ))
 }
@@ -478,6 +579,9 @@ struct Summary {
     flows_per_sec: f64,
     sum_bytes: u64,
     sum_packets: u64,
+    /// The generator's own CPU time (user + system) and its share of one core over `seconds`.
+    cpu_seconds: f64,
+    cpu_percent: f64,
     exporters: Vec<ExporterSummary>,
 }
 
@@ -495,8 +599,16 @@ struct ExporterSummary {
 }
 
 impl Summary {
-    fn new(proto: &'static str, t: &Totals, seconds: f64, exporters: Vec<ExporterSummary>) -> Self {
+    fn new(
+        proto: &'static str,
+        t: &Totals,
+        seconds: f64,
+        cpu_seconds: f64,
+        exporters: Vec<ExporterSummary>,
+    ) -> Self {
         Summary {
+            cpu_seconds: (cpu_seconds * 1e6).round() / 1e6,
+            cpu_percent: (1000.0 * cpu_seconds / seconds).round() / 10.0,
             proto,
             flows: t.flows,
             datagrams: t.datagrams,
@@ -645,5 +757,11 @@ fn replay(
             last_sequence: first.map(|_| *last),
         })
         .collect();
-    Ok(Summary::new("pcap", &totals, seconds, per_exporter))
+    Ok(Summary::new(
+        "pcap",
+        &totals,
+        seconds,
+        clock.cpu_secs(),
+        per_exporter,
+    ))
 }

@@ -1,6 +1,8 @@
 //! `goflow stats`: asks the running daemon's ops API for /stats and prints every histogram as a
 //! percentile table (last minute and since start) with a bar chart of its distribution;
-//! `--watch SECS` redraws until Ctrl-C, `--json` prints the raw JSON.
+//! `--watch SECS` redraws until Ctrl-C, `--json` prints the raw JSON. On a terminal a redraw
+//! clears the screen first; into a pipe or a file (or with `NO_COLOR` set, or `TERM=dumb`) each
+//! refresh is one plain block under a `--- stats at ... ---` line, without escape sequences.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,12 +51,50 @@ pub fn run(cli: &Cli, opt: &StatsOpt) -> anyhow::Result<ExitCode> {
             emit(&text)?;
             return Ok(ExitCode::SUCCESS);
         };
-        // Clear the screen and home the cursor, then draw.
-        emit(&format!("\x1b[2J\x1b[H{text}"))?;
+        emit(&watch_frame(&text, drawn, screen_control()))?;
         drawn += 1;
         if opt.count.is_some_and(|n| drawn >= n) {
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(Duration::from_secs(secs));
+    }
+}
+
+/// Whether `--watch` may clear the screen: stdout is a terminal, `NO_COLOR` is unset (or empty)
+/// and `TERM` is not `dumb`.
+fn screen_control() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
+/// One `--watch` refresh: clear and home, then the text (a terminal); or a separator line with
+/// the time and the text (anything else).
+fn watch_frame(text: &str, drawn: u64, clear: bool) -> String {
+    if clear {
+        return format!("\x1b[2J\x1b[H{text}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(0));
+    let mut at = Vec::new();
+    goflow_writers::json::write_rfc3339(now, &mut at);
+    let at = String::from_utf8_lossy(&at);
+    let sep = if drawn == 0 { "" } else { "\n" };
+    format!("{sep}--- stats at {at} ---\n{text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_frames_have_no_escapes() {
+        let f = watch_frame("a\nb\n", 1, false);
+        assert!(!f.contains('\x1b'), "{f:?}");
+        assert!(f.starts_with("\n--- stats at "), "{f:?}");
+        assert!(f.ends_with("---\na\nb\n"), "{f:?}");
+        assert!(watch_frame("x", 0, true).starts_with("\x1b[2J\x1b[H"));
     }
 }
