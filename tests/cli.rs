@@ -129,3 +129,118 @@ fn bench_into_a_pipe_writes_plain_lines_and_its_cpu() -> TestResult {
     assert_eq!(v["flows"], 400);
     Ok(())
 }
+
+/// A daemon this test started (killed by its PID when the test ends), its log and API address.
+struct Daemon {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(dir: &Path, cfg: &str) -> Result<Daemon, Box<dyn Error>> {
+        let log = dir.join("daemon.log");
+        let child = Command::new(BIN)
+            .args(["--config", cfg, "run"])
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let mut d = Daemon { child, log };
+        d.wait_log("listening on udp")?;
+        Ok(d)
+    }
+
+    /// Waits for `needle` in the daemon's log (the log line is the signal that it happened).
+    fn wait_log(&mut self, needle: &str) -> Result<String, Box<dyn Error>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let t = std::fs::read_to_string(&self.log)?;
+            if t.contains(needle) {
+                return Ok(t);
+            }
+            if let Some(s) = self.child.try_wait()? {
+                return Err(format!("daemon exited ({s}): {t}").into());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("no {needle:?} in: {t}").into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn records(api: &str) -> Result<u64, Box<dyn Error>> {
+        let (_, body) = goflow::ops::client::get(api, "/status")?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        Ok(v.pointer("/totals/records")
+            .and_then(|r| r.as_u64())
+            .unwrap_or(0))
+    }
+}
+
+fn free_tcp_port() -> Result<u16, Box<dyn Error>> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Issue 20.5: `--api` takes the URL the daemon logs, HOST:PORT and a bare port.
+/// Issue 20.4: `bench --config` sends to the config's listen address (0.0.0.0 = loopback).
+#[test]
+fn api_forms_and_bench_follows_the_config() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let udp = free_udp_port()?;
+    let port = free_tcp_port()?;
+    let api = format!("127.0.0.1:{port}");
+    let cfg = config(dir.path(), udp, &api)?;
+    // Listen on every address: bench must turn 0.0.0.0 into loopback.
+    let text0 = std::fs::read_to_string(&cfg)?.replace("bindaddr: 127.0.0.1", "bindaddr: 0.0.0.0");
+    std::fs::write(&cfg, text0)?;
+    let mut d = Daemon::start(dir.path(), &cfg)?;
+    let log = d.wait_log("ops API on http://")?;
+    let url = log
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .ok_or("no URL in the log")?
+        .to_owned();
+    for form in [url.as_str(), api.as_str(), &port.to_string()] {
+        let out = goflow(dir.path(), &["status", "--api", form])?;
+        assert!(out.status.success(), "--api {form}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("records"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    let out = goflow(dir.path(), &["status", "--api", "127.0.0.1"])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no port"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = goflow(
+        dir.path(),
+        &["--config", &cfg, "bench", "--flows", "60", "--rate", "0"],
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while Daemon::records(&api)? < 60 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flows never arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(Daemon::records(&api)?, 60);
+    drop(d);
+    Ok(())
+}

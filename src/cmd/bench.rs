@@ -56,8 +56,11 @@ const PCAP_SOURCE_PORT: u16 = 40_000;
 /// 127.0.0.1 .. 127.0.0.254.
 const EXPORTERS_MAX: u16 = 254;
 
+/// Where bench sends without `--target` or a config file.
+const DEFAULT_TARGET: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2055);
+
 /// Options of `goflow bench`.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct BenchOpt {
     /// Flows per second to send (0 = as fast as possible).
     #[arg(long, default_value_t = 10_000.0, value_parser = parse_rate, value_name = "FLOWS_PER_SEC")]
@@ -67,8 +70,14 @@ pub struct BenchOpt {
     #[arg(long, value_enum, default_value_t = Proto::V9)]
     pub proto: Proto,
 
-    /// Collector address.
-    #[arg(long, default_value = "127.0.0.1:2055", value_parser = parse_target, value_name = "HOST:PORT")]
+    /// Collector address (default: the listen address of the configuration goflow would run
+    /// with, `--config`/`$GOFLOW_CONFIG`/`./config.yml`, with 0.0.0.0 or :: meaning loopback;
+    /// without a config file 127.0.0.1:2055).
+    #[arg(long = "target", value_parser = parse_target, value_name = "HOST:PORT")]
+    pub target_arg: Option<SocketAddr>,
+
+    /// Where datagrams go: `--target`, else from the configuration (resolved by [`run`]).
+    #[arg(skip = DEFAULT_TARGET)]
     pub target: SocketAddr,
 
     /// Run this long (default 10 s unless --flows is given).
@@ -110,7 +119,8 @@ impl Default for BenchOpt {
         BenchOpt {
             rate: 10_000.0,
             proto: Proto::V9,
-            target: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2055),
+            target_arg: None,
+            target: DEFAULT_TARGET,
             duration: None,
             flows: None,
             exporters: 1,
@@ -428,7 +438,35 @@ fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
     if n == 1 { one } else { many }
 }
 
-pub fn run(opt: &BenchOpt) -> anyhow::Result<ExitCode> {
+/// The address the daemon would listen on with `config` (see [`crate::config::load`]), with
+/// an unspecified address (0.0.0.0, ::) turned into loopback of the same family.
+pub fn config_target(config: Option<&std::path::Path>) -> anyhow::Result<SocketAddr> {
+    let cfg = crate::config::load(config)?;
+    let mut bind = cfg.receiver.bind;
+    if bind.ip().is_unspecified() {
+        bind.set_ip(match bind {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    Ok(bind)
+}
+
+pub fn run(cli: &crate::cli::Cli, opt: &BenchOpt) -> anyhow::Result<ExitCode> {
+    let mut opt = opt.clone();
+    opt.target = match opt.target_arg {
+        Some(t) => t,
+        None => {
+            let t = config_target(cli.config.as_deref())?;
+            if cli.config.is_some()
+                || std::path::Path::new(crate::config::DEFAULT_CONFIG_PATH).exists()
+            {
+                log::info!("bench: sending to {t} (the configuration's listen address)");
+            }
+            t
+        }
+    };
+    let opt = &opt;
     let limits = Limits {
         flows: opt.flows,
         seconds: match (opt.duration, opt.flows) {

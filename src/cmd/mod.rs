@@ -16,7 +16,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => run::run(&cli, &run::RunOpt::default()),
         Some(Command::Run(ref opt)) => run::run(&cli, opt),
         Some(Command::Decode(ref opt)) => decode::run(opt),
-        Some(Command::Bench(ref opt)) => bench::run(opt),
+        Some(Command::Bench(ref opt)) => bench::run(&cli, opt),
         Some(Command::Status(ref opt)) => status::run(&cli, opt),
         Some(Command::Stats(ref opt)) => stats::run(&cli, opt),
     }

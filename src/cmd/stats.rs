@@ -17,7 +17,8 @@ use crate::ops::{StatsReport, render};
 /// Options of `goflow stats`.
 #[derive(Debug, Default, clap::Args)]
 pub struct StatsOpt {
-    /// Address of the daemon's ops API (default: `api:` of the config, else 127.0.0.1:8880).
+    /// The daemon's ops API: a URL (as the daemon logs it), HOST:PORT or a port (default:
+    /// `api:` of the config, else 127.0.0.1:8880).
     #[arg(long, value_name = "ADDR")]
     pub api: Option<String>,
     /// Print the raw JSON of /stats.

@@ -13,7 +13,8 @@ use crate::ops::{Status, render};
 /// Options of `goflow status`.
 #[derive(Debug, Default, clap::Args)]
 pub struct StatusOpt {
-    /// Address of the daemon's ops API (default: `api:` of the config, else 127.0.0.1:8880).
+    /// The daemon's ops API: a URL (as the daemon logs it), HOST:PORT or a port (default:
+    /// `api:` of the config, else 127.0.0.1:8880).
     #[arg(long, value_name = "ADDR")]
     pub api: Option<String>,
     /// Print the raw JSON of /status.

@@ -101,7 +101,7 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String), ClientError> {
 /// `api:` key when that one is readable.
 pub fn resolve_api(api: Option<&str>, config: Option<&Path>) -> anyhow::Result<String> {
     if let Some(a) = api {
-        return Ok(a.to_owned());
+        return normalize_api(a);
     }
     match crate::config::load(config) {
         Ok(cfg) => match cfg.api {
@@ -126,6 +126,40 @@ pub fn resolve_api(api: Option<&str>, config: Option<&Path>) -> anyhow::Result<S
     }
 }
 
+/// `--api` as the daemon prints it or as typed: a URL (`http://127.0.0.1:18880/`), a
+/// `host:port` or a bare port (on 127.0.0.1); returns `host:port`.
+pub fn normalize_api(a: &str) -> anyhow::Result<String> {
+    let t = a.trim();
+    let t = t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("HTTP://"))
+        .unwrap_or(t);
+    if t.starts_with("https://") {
+        anyhow::bail!(
+            "--api {a}: the ops API speaks plain HTTP; use http://HOST:PORT or HOST:PORT"
+        );
+    }
+    // Drop a path (`/`, `/status`).
+    let t = t.split('/').next().unwrap_or_default();
+    if t.is_empty() {
+        anyhow::bail!("--api {a}: expected a URL, HOST:PORT or a port");
+    }
+    if let Ok(port) = t.parse::<u16>() {
+        return Ok(format!("127.0.0.1:{port}"));
+    }
+    let has_port = match t.rsplit_once(':') {
+        // `[::1]:8880` or `host:8880`; a bare IPv6 address has more colons and no brackets.
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (host.starts_with('[') || !host.contains(':'))
+        }
+        None => false,
+    };
+    if !has_port {
+        anyhow::bail!("--api {a}: no port (expected a URL, HOST:PORT or a port)");
+    }
+    Ok(t.to_owned())
+}
+
 /// `api:` from a config file's text, if it has one. Only that key is read: the client does not
 /// need the rest of the configuration to be valid.
 pub fn api_from_yaml(text: &str) -> Option<String> {
@@ -139,6 +173,29 @@ pub fn api_from_yaml(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_forms() {
+        for (given, want) in [
+            ("http://127.0.0.1:18880/", "127.0.0.1:18880"),
+            ("http://127.0.0.1:18880/status", "127.0.0.1:18880"),
+            ("127.0.0.1:18880", "127.0.0.1:18880"),
+            ("18880", "127.0.0.1:18880"),
+            ("localhost:8880", "localhost:8880"),
+            ("http://[::1]:8880/", "[::1]:8880"),
+        ] {
+            assert_eq!(normalize_api(given).ok().as_deref(), Some(want), "{given}");
+        }
+        for bad in [
+            "",
+            "http://",
+            "127.0.0.1",
+            "https://127.0.0.1:8880",
+            "host:port",
+        ] {
+            assert!(normalize_api(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn responses_parse() {
