@@ -2,6 +2,9 @@
 //! flow record. Inputs are a pcap written here from `codec::encode` v5 packets (expected values
 //! are the flows that went in) and a real Cisco v5 capture (expected values from tshark).
 
+// The expected JSON objects have ~45 keys: more than serde_json's json! recurses by default.
+#![recursion_limit = "256"]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -107,7 +110,7 @@ fn decodes_encoded_v5_packets_to_json_lines() {
             "last_switched": rfc3339(fl.last_unix_ms as i64 * 1000),
             "exporter": exporter.ip().to_string(),
             "observation_domain": 7,
-            "sampling_rate": rate,
+            "sampling_rate": (*rate).max(1),
             "src_ip": fl.src_ip.to_string(),
             "dst_ip": fl.dst_ip.to_string(),
             "next_hop": fl.next_hop.to_string(),
@@ -126,6 +129,29 @@ fn decodes_encoded_v5_packets_to_json_lines() {
             "dst_mask": fl.dst_mask,
             "direction": null,
             "ip_version": 4,
+            // v5 has no sampling source but its header: 0 there means unknown (stored as 1).
+            "sampling_source": if *rate == 0 { "unknown" } else { "v5_header" },
+            // v5 carries ICMP type and code in the destination port.
+            "icmp_type": (fl.protocol == 1).then_some(fl.dst_port >> 8),
+            "icmp_code": (fl.protocol == 1).then_some(fl.dst_port & 0xff),
+            "out_bytes": null,
+            "out_pkts": null,
+            "fw_event": null,
+            "vlan": null,
+            "post_vlan": null,
+            "src_mac": null,
+            "dst_mac": null,
+            "mpls_label": null,
+            "bgp_next_hop": null,
+            "post_nat_src_ip": null,
+            "post_nat_dst_ip": null,
+            "post_nat_src_port": null,
+            "post_nat_dst_port": null,
+            "ingress_vrf": null,
+            "egress_vrf": null,
+            "flow_end_reason": null,
+            "forwarding_status": null,
+            "etype": 0x0800,
         });
         assert_eq!(j, &want);
     }
@@ -198,7 +224,8 @@ fn akvorado_nfv5_matches_tshark() {
         "last_switched": "2023-04-04T16:44:24.000000Z",
         "exporter": "10.19.144.41",
         "observation_domain": 3,
-        "sampling_rate": 0,
+        // tshark: SamplingInterval 0 (unknown), stored as 1.
+        "sampling_rate": 1,
         "src_ip": "173.194.4.8",
         "dst_ip": "202.160.21.5",
         "next_hop": "61.6.255.150",
@@ -217,6 +244,27 @@ fn akvorado_nfv5_matches_tshark() {
         "dst_mask": 27,
         "direction": null,
         "ip_version": 4,
+        "sampling_source": "unknown",
+        "icmp_type": null,
+        "icmp_code": null,
+        "out_bytes": null,
+        "out_pkts": null,
+        "fw_event": null,
+        "vlan": null,
+        "post_vlan": null,
+        "src_mac": null,
+        "dst_mac": null,
+        "mpls_label": null,
+        "bgp_next_hop": null,
+        "post_nat_src_ip": null,
+        "post_nat_dst_ip": null,
+        "post_nat_src_port": null,
+        "post_nat_dst_port": null,
+        "ingress_vrf": null,
+        "egress_vrf": null,
+        "flow_end_reason": null,
+        "forwarding_status": null,
+        "etype": 0x0800,
     });
     assert_eq!(lines[1], want);
 }

@@ -320,7 +320,14 @@ fn every_column_matches_goflow_decode() -> TestResult {
     }
     let want = decoded_rows(&pcap)?;
     assert!(want.len() > 3000, "{} decoded records", want.len());
-    assert!(want.iter().any(|r| r.last() == Some(&Some("6".into()))));
+    let ip_version = COLUMNS
+        .iter()
+        .position(|c| c.name == "ip_version")
+        .unwrap_or(0);
+    assert!(
+        want.iter()
+            .any(|r| r.get(ip_version) == Some(&Some("6".into())))
+    );
 
     let config = format!(
         "backends:\n  pg:\n    type: postgres\n    config:\n      SQL_SERVER: {host}\n      \

@@ -98,8 +98,10 @@ fn start(o: &Opts<'_>) -> Result<Option<Daemon>, Box<dyn Error>> {
     let log = dir.path().join("goflow.log");
     let port = free_udp_port()?;
     let api = if o.api { Some(free_tcp_port()?) } else { None };
+    // queue_bytes: the SIGTERM test holds 24 000 full-schema JSON lines (about 1 kB each) in
+    // the queue until shutdown.
     let config = format!(
-        "backends:\n  out: {{type: file, config: {{path: {out}, flush_ms: {ms}, flush_rows: {rows}}}}}\n\
+        "backends:\n  out: {{type: file, config: {{path: {out}, flush_ms: {ms}, flush_rows: {rows}, queue_bytes: 67108864}}}}\n\
          frontends:\n  netflow:\n    config: {{bindaddr: 127.0.0.1, bindport: {port}, receiver: {rx}, workers: {w}}}\n    backend: out\n\
          api: {api}\n",
         out = out.display(),

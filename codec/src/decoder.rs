@@ -200,6 +200,8 @@ pub struct TemplateInfo {
     pub id: u16,
     pub kind: TemplateKind,
     pub fields: Vec<FieldSpec>,
+    /// Element ids carried more than once (the last occurrence is read).
+    pub repeated_ies: Vec<u16>,
     pub learned_us: UnixMicros,
     pub refreshed_us: UnixMicros,
     /// Seconds since the last refresh, at the `now` given to [`Decoder::templates`].
@@ -810,6 +812,7 @@ fn template_info(k: &TemplateKey, t: &Template, now: UnixMicros) -> TemplateInfo
         id: k.id,
         kind: t.kind,
         fields: t.fields().to_vec(),
+        repeated_ies: t.repeated_ies().to_vec(),
         learned_us: t.learned_us,
         refreshed_us: t.refreshed_us,
         age_secs: u64::try_from(now.saturating_sub(t.refreshed_us) / 1_000_000).unwrap_or(0),
@@ -1043,7 +1046,7 @@ mod tests {
     use super::*;
     use crate::encode::{
         FieldSpec, IPFIX_TYPICAL_V4_TEMPLATE, IpfixBuilder, IpfixHeader, TYPICAL_V4_TEMPLATE,
-        V5Builder, V5Header, V9Builder, V9Header, sample_flow_v4,
+        V5Builder, V5Header, V9Builder, V9Header, sample_flow_v4, sample_flow_v6,
     };
 
     const E: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
@@ -1266,5 +1269,242 @@ mod tests {
         };
         assert!(same(0, 2));
         assert!(!same(2, 3));
+    }
+
+    /// Decodes `p` and returns what `f` reads from every record.
+    fn read_all<T>(d: &mut Decoder, p: &[u8], f: impl Fn(&FlowRecord<'_>) -> T) -> Vec<T> {
+        let mut out = Vec::new();
+        let r = d.decode(E, T0, p, |r| out.push(f(r)));
+        assert!(r.is_ok(), "{r:?}");
+        out
+    }
+
+    #[test]
+    fn mixed_family_template_picks_the_family_per_record() {
+        use std::net::Ipv6Addr;
+        // IOS-XR "any" monitor: both address families and both next hops in one template;
+        // per record one family is filled, the other is zeros.
+        let fields = [
+            FieldSpec::new(8, 4),
+            FieldSpec::new(12, 4),
+            FieldSpec::new(27, 16),
+            FieldSpec::new(28, 16),
+            FieldSpec::new(15, 4),
+            FieldSpec::new(62, 16),
+            FieldSpec::new(9, 1),
+            FieldSpec::new(29, 1),
+            FieldSpec::new(1, 8),
+        ];
+        let with_version: Vec<FieldSpec> = fields
+            .iter()
+            .copied()
+            .chain([FieldSpec::new(60, 1)])
+            .collect();
+        let v4 = sample_flow_v4(1);
+        let v6 = sample_flow_v6(2);
+        let mut v4_zero_src = v4;
+        v4_zero_src.src_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED); // DHCP discover: 0.0.0.0 -> x
+        let p = ipfix(0, |b| {
+            b.template(400, &fields).is_ok()
+                && b.template(401, &with_version).is_ok()
+                && [v4, v6, v4_zero_src]
+                    .iter()
+                    .all(|fl| b.data(400, &fields, fl).is_ok())
+                && [v4, v6]
+                    .iter()
+                    .all(|fl| b.data(401, &with_version, fl).is_ok())
+        });
+        let mut d = Decoder::default();
+        let got = read_all(&mut d, &p, |r| {
+            (
+                r.src_ip(),
+                r.dst_ip(),
+                r.next_hop(),
+                r.src_mask(),
+                r.ip_version(),
+                r.src_ip_bytes().map(<[u8]>::len),
+            )
+        });
+        let want = |fl: &crate::encode::Flow| {
+            (
+                Some(fl.src_ip),
+                Some(fl.dst_ip),
+                Some(fl.next_hop),
+                Some(fl.src_mask),
+                Some(if fl.src_ip.is_ipv4() { 4 } else { 6 }),
+                Some(if fl.src_ip.is_ipv4() { 4 } else { 16 }),
+            )
+        };
+        assert_eq!(
+            got,
+            vec![
+                want(&v4),
+                want(&v6),
+                want(&v4_zero_src),
+                want(&v4),
+                want(&v6)
+            ]
+        );
+        // A record whose ipVersion says 6 reads the IPv6 slots even if IPv4 ones are set.
+        let mut odd = v6;
+        odd.src_ip = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        let p = ipfix(5, |b| b.data(401, &with_version, &odd).is_ok());
+        let got = read_all(&mut d, &p, |r| (r.src_ip(), r.ip_version(), r.etype()));
+        assert_eq!(
+            got,
+            vec![(
+                Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+                Some(6),
+                Some(0x86dd)
+            )]
+        );
+    }
+
+    #[test]
+    fn repeated_element_reads_the_last_occurrence_and_is_listed() {
+        // Huawei VXLAN: the outer header's addresses, ports and protocol (zeros here), then
+        // the inner flow's.
+        let fields = [
+            FieldSpec::new(8, 4),
+            FieldSpec::new(12, 4),
+            FieldSpec::new(7, 2),
+            FieldSpec::new(4, 1),
+            FieldSpec::new(1, 4),
+            FieldSpec::new(8, 4),
+            FieldSpec::new(12, 4),
+            FieldSpec::new(7, 2),
+            FieldSpec::new(4, 1),
+        ];
+        let p = v9(1, |b| {
+            b.template(300, &fields).is_ok()
+                && b.options_data(
+                    300,
+                    &fields,
+                    &[0, 0, 0, 0, 1234, 0x0a00_0001, 0x0a00_0002, 5555, 17],
+                )
+                .is_ok()
+        });
+        let mut d = Decoder::default();
+        let got = read_all(&mut d, &p, |r| {
+            (
+                r.src_ip(),
+                r.dst_ip(),
+                r.src_port(),
+                r.protocol(),
+                r.in_bytes(),
+            )
+        });
+        assert_eq!(
+            got,
+            vec![(
+                Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
+                Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
+                Some(5555),
+                Some(17),
+                Some(1234)
+            )]
+        );
+        let list = d.templates(T0);
+        assert_eq!(list.len(), 1);
+        assert_eq!(
+            list.first().map(|t| t.repeated_ies.clone()),
+            Some(vec![8, 12, 7, 4])
+        );
+    }
+
+    #[test]
+    fn operator_fields_from_v9_and_ipfix() {
+        let fields = [
+            FieldSpec::new(8, 4),
+            FieldSpec::new(12, 4),
+            FieldSpec::new(4, 1),
+            FieldSpec::new(1, 8),
+            FieldSpec::new(32, 2),
+            FieldSpec::new(58, 2),
+            FieldSpec::new(59, 2),
+            FieldSpec::new(56, 6),
+            FieldSpec::new(80, 6),
+            FieldSpec::new(70, 3),
+            FieldSpec::new(18, 4),
+            FieldSpec::new(225, 4),
+            FieldSpec::new(226, 4),
+            FieldSpec::new(227, 2),
+            FieldSpec::new(228, 2),
+            FieldSpec::new(234, 4),
+            FieldSpec::new(235, 4),
+            FieldSpec::new(136, 1),
+            FieldSpec::new(89, 1),
+        ];
+        let mut fl = sample_flow_v4(3);
+        fl.protocol = 1;
+        fl.icmp_type = 3;
+        fl.icmp_code = 13;
+        fl.vlan = 100;
+        fl.post_vlan = 200;
+        fl.src_mac = [0x00, 0x1b, 0x21, 0xaa, 0xbb, 0xcc];
+        fl.dst_mac = [0x02, 0, 0, 0, 0, 0x01];
+        fl.mpls_label = 0xabcde;
+        fl.bgp_next_hop = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+        fl.post_nat_src_ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+        fl.post_nat_dst_ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 8));
+        fl.post_nat_src_port = 40_000;
+        fl.post_nat_dst_port = 8443;
+        fl.ingress_vrf = 11;
+        fl.egress_vrf = 12;
+        fl.flow_end_reason = 2;
+        fl.forwarding_status = 0x40;
+        let read = |r: &FlowRecord<'_>| {
+            (
+                (r.icmp_type(), r.icmp_code(), r.vlan(), r.post_vlan()),
+                (r.src_mac(), r.dst_mac(), r.mpls_label(), r.bgp_next_hop()),
+                (r.post_nat_src_ip(), r.post_nat_dst_ip()),
+                (r.post_nat_src_port(), r.post_nat_dst_port()),
+                (r.ingress_vrf(), r.egress_vrf()),
+                (r.flow_end_reason(), r.forwarding_status(), r.etype()),
+            )
+        };
+        let want = (
+            (Some(3), Some(13), Some(100), Some(200)),
+            (
+                Some(fl.src_mac),
+                Some(fl.dst_mac),
+                Some(0xabcde),
+                Some(fl.bgp_next_hop),
+            ),
+            (Some(fl.post_nat_src_ip), Some(fl.post_nat_dst_ip)),
+            (Some(40_000), Some(8443)),
+            (Some(11), Some(12)),
+            (Some(2), Some(0x40), Some(0x0800)),
+        );
+        let p9 = v9(1, |b| {
+            b.template(310, &fields).is_ok() && b.data(310, &fields, &fl).is_ok()
+        });
+        let pf = ipfix(0, |b| {
+            b.template(310, &fields).is_ok() && b.data(310, &fields, &fl).is_ok()
+        });
+        let mut d = Decoder::default();
+        assert_eq!(read_all(&mut d, &p9, read), vec![want]);
+        assert_eq!(read_all(&mut d, &pf, read), vec![want]);
+        // No ICMP element: ICMP flows carry type and code in the destination port.
+        let mut b5 = V5Builder::new(V5Header {
+            unix_secs: SECS,
+            ..V5Header::default()
+        });
+        let mut icmp = sample_flow_v4(0);
+        icmp.protocol = 1;
+        icmp.dst_port = 0x0800; // echo request
+        assert!(b5.push(&icmp).is_ok());
+        let mut p5 = Vec::new();
+        b5.finish(&mut p5);
+        let got = read_all(&mut d, &p5, |r| {
+            (
+                r.icmp_type(),
+                r.icmp_code(),
+                r.vlan(),
+                r.src_mac(),
+                r.etype(),
+            )
+        });
+        assert_eq!(got, vec![(Some(8), Some(0), None, None, Some(0x0800))]);
     }
 }

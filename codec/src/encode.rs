@@ -244,6 +244,41 @@ pub struct Flow {
     /// Bytes of filler written for every variable-length field (IPFIX) and every field goflow
     /// does not know (those get zeros of the template's length instead when fixed-length).
     pub var_len: u16,
+    /// bgpNextHopIPv4/IPv6Address (18/63).
+    pub bgp_next_hop: IpAddr,
+    /// sourceMacAddress / postSourceMacAddress (56/81).
+    pub src_mac: [u8; 6],
+    /// destinationMacAddress / postDestinationMacAddress (80/57).
+    pub dst_mac: [u8; 6],
+    /// vlanId / dot1qVlanId (58/243).
+    pub vlan: u16,
+    /// postVlanId / postDot1qVlanId (59/254).
+    pub post_vlan: u16,
+    /// Top MPLS label (70), written as one bottom-of-stack entry.
+    pub mpls_label: u32,
+    /// postNATSource/DestinationIPv4/IPv6Address (225/281, 226/282).
+    pub post_nat_src_ip: IpAddr,
+    pub post_nat_dst_ip: IpAddr,
+    /// postNAPTSource/DestinationTransportPort (227/228).
+    pub post_nat_src_port: u16,
+    pub post_nat_dst_port: u16,
+    /// ingressVRFID / egressVRFID (234/235).
+    pub ingress_vrf: u32,
+    pub egress_vrf: u32,
+    /// flowEndReason (136).
+    pub flow_end_reason: u8,
+    /// forwardingStatus (89).
+    pub forwarding_status: u8,
+    /// ICMP type and code (32/139 as type * 256 + code, 176-179 separately).
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Responder counters: responderOctets/Packets (232/299), OUT_BYTES/OUT_PKTS (23/24).
+    pub out_bytes: u64,
+    pub out_pkts: u64,
+    /// firewallEvent / NSEL NF_F_FW_EVENT (233/40005).
+    pub fw_event: u8,
+    /// connectionId / NSEL NF_F_CONN_ID (148).
+    pub connection_id: u64,
 }
 
 impl Default for Flow {
@@ -275,6 +310,26 @@ impl Default for Flow {
             sampler_id: 0,
             sampling_interval: 0,
             var_len: 0,
+            bgp_next_hop: zero,
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            vlan: 0,
+            post_vlan: 0,
+            mpls_label: 0,
+            post_nat_src_ip: zero,
+            post_nat_dst_ip: zero,
+            post_nat_src_port: 0,
+            post_nat_dst_port: 0,
+            ingress_vrf: 0,
+            egress_vrf: 0,
+            flow_end_reason: 0,
+            forwarding_status: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            out_bytes: 0,
+            out_pkts: 0,
+            fw_event: 0,
+            connection_id: 0,
         }
     }
 }
@@ -321,15 +376,21 @@ fn put_uint_any(dst: &mut [u8], v: u64) {
     }
 }
 
-/// Writes an address into `dst`: exact for 4-byte v4 and 16-byte v6 fields, an IPv4-mapped
-/// address for a v4 address in a 16-byte field, zeros otherwise.
+/// Writes an address into `dst`: exact for 4-byte v4 and 16-byte v6 fields, zeros for the
+/// other family (as exporters with both families in one template fill the unused one).
 #[inline]
 fn put_addr(dst: &mut [u8], a: IpAddr) {
     match (a, dst.len()) {
         (IpAddr::V4(v4), 4) => dst.copy_from_slice(&v4.octets()),
         (IpAddr::V6(v6), 16) => dst.copy_from_slice(&v6.octets()),
-        (IpAddr::V4(v4), 16) => dst.copy_from_slice(&v4.to_ipv6_mapped().octets()),
         _ => dst.fill(0),
+    }
+}
+
+/// Writes a MAC address into a 6-byte field, zeros otherwise.
+fn put_mac(dst: &mut [u8], mac: [u8; 6]) {
+    if let Ok(d) = <&mut [u8; 6]>::try_from(dst) {
+        *d = mac;
     }
 }
 
@@ -367,8 +428,50 @@ fn put_field(out: &mut [u8], flow: &Flow, spec: &FieldSpec, export_secs: u32) {
         15 | 62 => put_addr(out, flow.next_hop),
         16 => uint(out, flow.src_as.into()),
         17 => uint(out, flow.dst_as.into()),
+        18 | 63 => put_addr(out, flow.bgp_next_hop),
         21 => uint(out, flow.last_uptime_ms.into()),
         22 => uint(out, flow.first_uptime_ms.into()),
+        23 | 232 => uint(out, flow.out_bytes),
+        24 | 299 => uint(out, flow.out_pkts),
+        231 => uint(out, flow.bytes),
+        298 => uint(out, flow.packets),
+        32 | 139 => uint(
+            out,
+            u64::from(flow.icmp_type) << 8 | u64::from(flow.icmp_code),
+        ),
+        176 | 178 => uint(out, flow.icmp_type.into()),
+        177 | 179 => uint(out, flow.icmp_code.into()),
+        56 | 81 => put_mac(out, flow.src_mac),
+        80 | 57 => put_mac(out, flow.dst_mac),
+        58 | 243 => uint(out, flow.vlan.into()),
+        59 | 254 => uint(out, flow.post_vlan.into()),
+        70 => {
+            // One label stack entry: label (20 bits), EXP 0, bottom of stack; TTL omitted.
+            let entry = u64::from(flow.mpls_label & 0xf_ffff) << 4 | 1;
+            if let Some(head) = out.get_mut(..3) {
+                put_uint(head, entry);
+            }
+            out.get_mut(3..).into_iter().for_each(|t| t.fill(0));
+        }
+        89 => uint(out, flow.forwarding_status.into()),
+        136 => uint(out, flow.flow_end_reason.into()),
+        148 => uint(out, flow.connection_id),
+        225 | 281 => put_addr(out, flow.post_nat_src_ip),
+        226 | 282 => put_addr(out, flow.post_nat_dst_ip),
+        227 => uint(out, flow.post_nat_src_port.into()),
+        228 => uint(out, flow.post_nat_dst_port.into()),
+        233 | 40005 => uint(out, flow.fw_event.into()),
+        234 => uint(out, flow.ingress_vrf.into()),
+        235 => uint(out, flow.egress_vrf.into()),
+        256 => uint(
+            out,
+            if flow.src_ip.is_ipv4() {
+                0x0800
+            } else {
+                0x86dd
+            },
+        ),
+        323 => uint(out, flow.last_unix_ms),
         34 | 50 => uint(out, flow.sampling_interval.into()),
         48 | 302 => uint(out, flow.sampler_id.into()),
         60 => uint(out, if flow.src_ip.is_ipv4() { 4 } else { 6 }),
@@ -483,7 +586,7 @@ impl Put<'_> {
     fn v6(&mut self, a: IpAddr) {
         self.bytes(match a {
             IpAddr::V6(v6) => v6.octets(),
-            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V4(_) => [0; 16],
         });
     }
 }

@@ -29,7 +29,7 @@ pub use decoder::{
     DatagramOutcome, Decoder, DecoderConfig, DecoderStats, ExporterSnapshot, TemplateInfo,
 };
 pub use error::DecodeError;
-pub use record::{FlowRecord, PacketContext, Plan, Slot, TimeKind};
+pub use record::{AddrMode, FlowRecord, PacketContext, Plan, Slot, TimeKind};
 pub use sampling::{Sampling, SamplingSource};
 
 /// Microseconds since 1970-01-01T00:00:00Z: the one time unit above the wire formats.

@@ -6,7 +6,8 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SamplingSource {
-    /// No rate known; the rate is 0.
+    /// No rate known; the rate is stored as 1 (so `SUM(in_bytes * sampling_rate)` counts the
+    /// traffic as unsampled rather than as zero).
     #[default]
     Unknown,
     /// The NetFlow v5 header's sampling_interval field.
@@ -17,6 +18,8 @@ pub enum SamplingSource {
     Sampler,
     /// Options data without a sampler id: the exporter's (domain's) default rate.
     Exporter,
+    /// The `sampling:` setting of the collector's config for an exporter that announced none.
+    Config,
 }
 
 impl SamplingSource {
@@ -28,15 +31,26 @@ impl SamplingSource {
             SamplingSource::Record => "record",
             SamplingSource::Sampler => "sampler",
             SamplingSource::Exporter => "exporter",
+            SamplingSource::Config => "config",
         }
     }
 }
 
-/// A record's sampling rate (1 in `rate` packets; 0 = unknown) and its source.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A record's sampling rate (1 in `rate` packets; never 0: 1 when unknown) and its source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sampling {
     pub rate: u32,
     pub source: SamplingSource,
+}
+
+impl Default for Sampling {
+    /// Unknown: rate 1.
+    fn default() -> Self {
+        Sampling {
+            rate: 1,
+            source: SamplingSource::Unknown,
+        }
+    }
 }
 
 /// Sampler ids one (exporter, domain) may announce; more are ignored (bounded memory).

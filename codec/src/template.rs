@@ -105,6 +105,9 @@ pub struct Template {
     plan: Plan,
     options: OptionsPlan,
     variable: bool,
+    /// Element ids that appear more than once among the template's (non-scope) fields; the
+    /// last occurrence is the one read (see [`crate::fields`]).
+    repeated: Box<[u16]>,
     /// The fewest bytes a record can take (fixed: its length; variable: fixed parts plus one
     /// length byte per variable field). Never 0.
     min_len: u16,
@@ -166,12 +169,14 @@ impl Template {
             plan: Plan::EMPTY,
             options: OptionsPlan::default(),
             variable,
+            repeated: Box::default(),
             min_len,
             learned_us: now,
             refreshed_us: now,
             restored: false,
             dirty: false,
         };
+        t.repeated = repeated_ies(&t.fields, if def.ipfix { 0 } else { def.scope_count });
         if !variable {
             let mut b = PlanBuilder::default();
             let mut o = OptionsPlan::default();
@@ -214,6 +219,11 @@ impl Template {
 
     pub fn is_variable(&self) -> bool {
         self.variable
+    }
+
+    /// Element ids the template carries more than once (empty for most templates).
+    pub fn repeated_ies(&self) -> &[u16] {
+        &self.repeated
     }
 
     /// The fewest bytes a record takes (never 0).
@@ -272,6 +282,24 @@ impl Template {
             && self.fields.len() == usize::from(def.field_count)
             && self.fields.iter().copied().eq(def.fields())
     }
+}
+
+/// The ids (enterprise elements skipped) that occur more than once after the first `skip`
+/// fields (v9 options scope fields are not elements), in order of their first repeat.
+fn repeated_ies(fields: &[FieldSpec], skip: u16) -> Box<[u16]> {
+    let fields = fields.get(usize::from(skip)..).unwrap_or_default();
+    let mut out: Vec<u16> = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        if f.enterprise == 0
+            && !out.contains(&f.id)
+            && fields[..i]
+                .iter()
+                .any(|g| g.id == f.id && g.enterprise == 0)
+        {
+            out.push(f.id);
+        }
+    }
+    out.into_boxed_slice()
 }
 
 /// Cache key: never the source port.

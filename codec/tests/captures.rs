@@ -100,7 +100,9 @@ impl Got {
             packets: x.packets,
             first_us: x.first_us,
             last_us: x.last_us,
-            sampling_rate: x.sampling_rate,
+            // tshark shows no rate as 0; goflow stores 1 (source "unknown") so that
+            // SUM(in_bytes * sampling_rate) counts unsampled exporters.
+            sampling_rate: x.sampling_rate.max(1),
         }
     }
 }
@@ -1004,7 +1006,8 @@ const V9_DATA_AND_TEMPLATES_IN_ONE_PACKET: &[Expect] = &[
     ),
 ];
 
-/// nat.pcap (tshark -V: 9 flow records).
+/// nat.pcap (tshark -V: 9 flow records; first/last are each record's observationTimeMilliseconds
+/// (323), the NAT event time).
 const V9_NAT: &[Expect] = &[
     e(
         Some("172.16.100.198"),
@@ -1014,8 +1017,8 @@ const V9_NAT: &[Expect] = &[
         Some(17),
         None,
         None,
-        1749049741000000,
-        1749049741000000,
+        1749049740450000,
+        1749049740450000,
         0,
     ),
     e(
@@ -1026,8 +1029,8 @@ const V9_NAT: &[Expect] = &[
         Some(6),
         None,
         None,
-        1749049741000000,
-        1749049741000000,
+        1749049740458000,
+        1749049740458000,
         0,
     ),
     e(
@@ -1038,8 +1041,8 @@ const V9_NAT: &[Expect] = &[
         Some(6),
         None,
         None,
-        1749049741000000,
-        1749049741000000,
+        1749049740545000,
+        1749049740545000,
         0,
     ),
     e(
@@ -1050,8 +1053,8 @@ const V9_NAT: &[Expect] = &[
         Some(17),
         None,
         None,
-        1749049741000000,
-        1749049741000000,
+        1749049740598000,
+        1749049740598000,
         0,
     ),
     e(
@@ -1062,8 +1065,8 @@ const V9_NAT: &[Expect] = &[
         Some(17),
         None,
         None,
-        1749049741000000,
-        1749049741000000,
+        1749049740894000,
+        1749049740894000,
         0,
     ),
     e(
@@ -1074,8 +1077,8 @@ const V9_NAT: &[Expect] = &[
         Some(17),
         None,
         None,
-        1749049741000000,
-        1749049741000000,
+        1749049740894000,
+        1749049740894000,
         0,
     ),
     e(
@@ -1086,8 +1089,8 @@ const V9_NAT: &[Expect] = &[
         Some(6),
         None,
         None,
-        1749049741000000,
-        1749049741000000,
+        1749049740899000,
+        1749049740899000,
         0,
     ),
     e(
@@ -1098,8 +1101,8 @@ const V9_NAT: &[Expect] = &[
         Some(6),
         None,
         None,
-        1749049741000000,
-        1749049741000000,
+        1749049741130000,
+        1749049741130000,
         0,
     ),
     e(
@@ -1110,8 +1113,8 @@ const V9_NAT: &[Expect] = &[
         Some(17),
         None,
         None,
-        1749049741000000,
-        1749049741000000,
+        1749049741235000,
+        1749049741235000,
         0,
     ),
 ];

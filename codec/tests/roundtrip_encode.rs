@@ -171,7 +171,7 @@ fn v9_two_templates_several_sets_one_packet() {
         .iter()
         .chain(&v6)
         .chain(&v4[..1])
-        .map(|fl| expected(fl, 9, 7, 0))
+        .map(|fl| expected(fl, 9, 7, 1))
         .collect();
     assert_eq!(got, want);
 
@@ -182,7 +182,7 @@ fn v9_two_templates_several_sets_one_packet() {
     b.finish(&mut pkt);
     let (o, got) = decode(&mut dec, &pkt);
     assert_eq!(o.records, 1);
-    assert_eq!(got, vec![expected(&v6[1], 9, 7, 0)]);
+    assert_eq!(got, vec![expected(&v6[1], 9, 7, 1)]);
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn v9_unpadded_sets_decode_too() {
     let mut pkt = Vec::new();
     b.finish(&mut pkt);
     let (_, got) = decode(&mut Decoder::default(), &pkt);
-    assert_eq!(got, vec![expected(&fl, 9, 7, 0)]);
+    assert_eq!(got, vec![expected(&fl, 9, 7, 1)]);
 }
 
 #[test]
@@ -247,9 +247,9 @@ fn ipfix_v4_and_v6_with_absolute_times() {
     assert_eq!(
         got,
         vec![
-            expected(&v4, 10, 42, 0),
-            expected(&v6, 10, 42, 0),
-            expected(&v4, 10, 42, 0)
+            expected(&v4, 10, 42, 1),
+            expected(&v6, 10, 42, 1),
+            expected(&v4, 10, 42, 1)
         ]
     );
 }
@@ -282,9 +282,9 @@ fn ipfix_variable_length_and_enterprise_fields_are_skipped() {
         assert_eq!(
             got,
             vec![
-                expected(&short, 10, 42, 0),
-                expected(&big, 10, 42, 0),
-                expected(&empty, 10, 42, 0)
+                expected(&short, 10, 42, 1),
+                expected(&big, 10, 42, 1),
+                expected(&empty, 10, 42, 1)
             ],
             "long form {long}"
         );
@@ -359,7 +359,7 @@ fn ipfix_withdrawal_removes_the_template() {
     b.finish(&mut pkt);
     let (o, got) = decode(&mut dec, &pkt);
     assert_eq!((o.records, o.records_without_template), (1, 1));
-    assert_eq!(got, vec![expected(&fl, 10, 42, 0)]);
+    assert_eq!(got, vec![expected(&fl, 10, 42, 1)]);
 
     // Withdraw all: nothing decodes.
     b.header.sequence = 3;

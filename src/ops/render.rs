@@ -291,7 +291,7 @@ pub fn render_status(st: &Status, now_us: i64) -> String {
                     v.join(",")
                 }
             };
-            let sampling = if e.sampling_rate == 0 {
+            let sampling = if e.sampling_rate == 0 || e.sampling_source == "unknown" {
                 "unknown".to_owned()
             } else {
                 format!("1:{} {}", e.sampling_rate, e.sampling_source)

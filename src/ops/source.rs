@@ -96,7 +96,9 @@ pub fn templates_report<'a>(
             .or_insert(t);
     }
     let mut by: BTreeMap<(IpAddr, u32), Vec<TemplateInfo>> = BTreeMap::new();
+    let mut with_repeated_ies = 0u64;
     for t in latest.into_values() {
+        with_repeated_ies += u64::from(!t.repeated_ies.is_empty());
         by.entry((t.exporter, t.domain))
             .or_default()
             .push(TemplateInfo {
@@ -112,6 +114,7 @@ pub fn templates_report<'a>(
                         name: None,
                     })
                     .collect(),
+                repeated_ies: t.repeated_ies.clone(),
                 age_secs: u64::try_from(now_us.saturating_sub(t.refreshed_us) / 1_000_000)
                     .unwrap_or(0),
                 restored: t.restored,
@@ -133,7 +136,10 @@ pub fn templates_report<'a>(
             }),
         }
     }
-    TemplatesReport { exporters }
+    TemplatesReport {
+        exporters,
+        with_repeated_ies,
+    }
 }
 
 /// The IANA name (RFC 7012 / the IPFIX registry; NetFlow v9 shares ids 1-127) of the
@@ -268,6 +274,7 @@ mod tests {
                 len: 4,
                 enterprise: 0,
             }],
+            repeated_ies: if id == 300 { vec![8] } else { Vec::new() },
             learned_us: 0,
             refreshed_us: 0,
             age_secs: 3,
@@ -299,6 +306,8 @@ mod tests {
                 .all(|t| !t.restored)
         );
         assert_eq!(r.exporters.len(), 2);
+        assert_eq!(r.with_repeated_ies, 1);
+        assert_eq!(r.exporters[0].domains[1].templates[1].repeated_ies, vec![8]);
         let e = &r.exporters[0];
         assert_eq!(e.address, "10.0.0.1");
         let ids: Vec<(u32, Vec<u16>)> = e

@@ -233,6 +233,9 @@ pub struct ExporterStatus {
 #[serde(default)]
 pub struct TemplatesReport {
     pub exporters: Vec<ExporterTemplates>,
+    /// Templates that carry an information element more than once (Huawei tunnel/VXLAN
+    /// templates: outer and inner header); the last occurrence is the one stored.
+    pub with_repeated_ies: u64,
 }
 
 /// One exporter's templates, by domain.
@@ -259,6 +262,9 @@ pub struct TemplateInfo {
     pub options: bool,
     /// Field specifiers in wire order.
     pub fields: Vec<TemplateField>,
+    /// Element ids the template carries more than once (the last occurrence is stored).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repeated_ies: Vec<u16>,
     /// Seconds since the template was last announced.
     pub age_secs: u64,
     /// Loaded from state_dir at start and not announced again since.

@@ -133,6 +133,13 @@ impl JsonLines {
                     line.len += 29;
                 }
             }
+            Value::Mac(m) => put_mac_quoted(line, m),
+            Value::Str(text) => {
+                // Labels from a closed set of plain words: nothing to escape.
+                line.put(b"\"");
+                line.put(text.as_bytes());
+                line.put(b"\"");
+            }
         }
     }
 
@@ -183,6 +190,20 @@ impl JsonLines {
         w[20..28].copy_from_slice(&frac.to_le_bytes());
         w[28] = b'"';
     }
+}
+
+/// A MAC address as `"aa:bb:cc:dd:ee:ff"` (19 bytes with the quotes).
+#[inline]
+fn put_mac_quoted(line: &mut Line<'_>, m: [u8; 6]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b':'; 19];
+    out[0] = b'"';
+    out[18] = b'"';
+    for (i, b) in m.iter().enumerate() {
+        out[1 + 3 * i] = HEX[usize::from(b >> 4)];
+        out[2 + 3 * i] = HEX[usize::from(b & 0xf)];
+    }
+    line.put_block(&out, 19);
 }
 
 /// Two decimal digits of `v % 100` as a little-endian 16-bit word, widened.

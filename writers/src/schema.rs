@@ -1,6 +1,10 @@
 //! THE flow schema: one table of columns. DDL (PostgreSQL, MySQL) and every encoder (binary
 //! COPY, JSON lines, ...) derive from [`COLUMNS`]; column names follow the old Go collector where
-//! it had them (`last_switched`, `src_ip`, `in_bytes`, ...).
+//! it had them (`last_switched`, `src_ip`, `in_bytes`, ...), and goflow2's otherwise (`etype`).
+//!
+//! New columns go at the end: an existing table is extended with `ADD COLUMN` at start.
+//! `sampling_rate` is never 0 (1 when no rate is known); `sampling_source` says where it came
+//! from (`unknown`, `v5_header`, `record`, `sampler`, `exporter`, `config`).
 
 use std::net::IpAddr;
 
@@ -18,6 +22,10 @@ pub enum ColumnType {
     U16,
     U32,
     U64,
+    /// A MAC address (6 bytes).
+    Mac,
+    /// A short label from a closed set (e.g. `sampling_source`).
+    Text,
 }
 
 impl ColumnType {
@@ -32,6 +40,8 @@ impl ColumnType {
             ColumnType::U16 => "integer",
             ColumnType::U32 => "bigint",
             ColumnType::U64 => "bigint",
+            ColumnType::Mac => "macaddr",
+            ColumnType::Text => "text",
         }
     }
 
@@ -44,6 +54,8 @@ impl ColumnType {
             ColumnType::U16 => "SMALLINT UNSIGNED",
             ColumnType::U32 => "INT UNSIGNED",
             ColumnType::U64 => "BIGINT UNSIGNED",
+            ColumnType::Mac => "CHAR(17)",
+            ColumnType::Text => "VARCHAR(16)",
         }
     }
 }
@@ -55,12 +67,26 @@ pub enum Value {
     Uint(u64),
     Ip(IpAddr),
     Time(UnixMicros),
+    /// A MAC address (JSON and MySQL: `aa:bb:cc:dd:ee:ff`).
+    Mac([u8; 6]),
+    /// A label from a closed set of plain ASCII words (never needs escaping).
+    Str(&'static str),
 }
 
 impl Value {
     #[inline(always)]
     pub(crate) fn opt<T: Into<u64>>(v: Option<T>) -> Value {
         v.map_or(Value::Null, |v| Value::Uint(v.into()))
+    }
+
+    #[inline(always)]
+    pub(crate) fn ip(v: Option<IpAddr>) -> Value {
+        v.map_or(Value::Null, Value::Ip)
+    }
+
+    #[inline(always)]
+    pub(crate) fn mac(v: Option<[u8; 6]>) -> Value {
+        v.map_or(Value::Null, Value::Mac)
     }
 }
 
@@ -122,6 +148,27 @@ macro_rules! flow_columns {
             dst_mask: U8, true, |r| Value::opt(r.dst_mask());
             direction: U8, true, |r| Value::opt(r.direction());
             ip_version: U8, true, |r| Value::opt(r.ip_version());
+            sampling_source: Text, true, |r| Value::Str(r.sampling_source().as_str());
+            out_bytes: U64, true, |r| Value::opt(r.out_bytes());
+            out_pkts: U64, true, |r| Value::opt(r.out_pkts());
+            fw_event: U8, true, |r| Value::opt(r.fw_event());
+            icmp_type: U8, true, |r| Value::opt(r.icmp_type());
+            icmp_code: U8, true, |r| Value::opt(r.icmp_code());
+            vlan: U16, true, |r| Value::opt(r.vlan());
+            post_vlan: U16, true, |r| Value::opt(r.post_vlan());
+            src_mac: Mac, true, |r| Value::mac(r.src_mac());
+            dst_mac: Mac, true, |r| Value::mac(r.dst_mac());
+            mpls_label: U32, true, |r| Value::opt(r.mpls_label());
+            bgp_next_hop: Ip, true, |r| Value::ip(r.bgp_next_hop());
+            post_nat_src_ip: Ip, true, |r| Value::ip(r.post_nat_src_ip());
+            post_nat_dst_ip: Ip, true, |r| Value::ip(r.post_nat_dst_ip());
+            post_nat_src_port: U16, true, |r| Value::opt(r.post_nat_src_port());
+            post_nat_dst_port: U16, true, |r| Value::opt(r.post_nat_dst_port());
+            ingress_vrf: U32, true, |r| Value::opt(r.ingress_vrf());
+            egress_vrf: U32, true, |r| Value::opt(r.egress_vrf());
+            flow_end_reason: U8, true, |r| Value::opt(r.flow_end_reason());
+            forwarding_status: U8, true, |r| Value::opt(r.forwarding_status());
+            etype: U16, true, |r| Value::opt(r.etype());
         }
     };
 }

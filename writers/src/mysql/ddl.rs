@@ -254,7 +254,11 @@ fn width_of(ty: ColumnType) -> u32 {
         ColumnType::U8 => 1,
         ColumnType::U16 => 2,
         ColumnType::U32 => 4,
-        ColumnType::U64 | ColumnType::Time | ColumnType::Ip => 8,
+        ColumnType::U64
+        | ColumnType::Time
+        | ColumnType::Ip
+        | ColumnType::Mac
+        | ColumnType::Text => 8,
     }
 }
 
@@ -325,6 +329,18 @@ pub fn plan_columns(
                 }
                 _ => return Err(incompatible(e, col.ty.mysql_type())),
             },
+            // Text columns (`aa:bb:cc:dd:ee:ff`, short labels): any text type wide enough.
+            ColumnType::Mac | ColumnType::Text => {
+                let need = if col.ty == ColumnType::Mac { 17 } else { 16 };
+                match e.data_type.as_str() {
+                    "char" | "varchar" if e.max_len.unwrap_or(0) >= need && null_ok => None,
+                    "char" | "varchar" => Some(modify(col.ty.mysql_type())),
+                    "tinytext" | "text" | "mediumtext" | "longtext" => {
+                        (!null_ok).then(|| modify(&e.data_type.to_ascii_uppercase()))
+                    }
+                    _ => return Err(incompatible(e, col.ty.mysql_type())),
+                }
+            }
             ColumnType::U8 | ColumnType::U16 | ColumnType::U32 | ColumnType::U64 => {
                 let Some(w) = e.int_width() else {
                     return Err(incompatible(e, col.ty.mysql_type()));
@@ -862,9 +878,17 @@ mod tests {
                     ColumnType::U16 => ("smallint", "smallint(5) unsigned"),
                     ColumnType::U32 => ("int", "int(10) unsigned"),
                     ColumnType::U64 => ("bigint", "bigint(20) unsigned"),
+                    ColumnType::Mac => ("char", "char(17)"),
+                    ColumnType::Text => ("varchar", "varchar(16)"),
+                };
+                let max_len = match c.ty {
+                    ColumnType::Mac => Some(17),
+                    ColumnType::Text => Some(16),
+                    _ => (dt == "varbinary").then_some(16),
                 };
                 ExistingColumn {
                     precision: Some(6),
+                    max_len,
                     ..col(c.name, dt, ct, c.nullable)
                 }
             })

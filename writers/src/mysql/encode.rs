@@ -54,6 +54,8 @@ const fn row_len_max() -> usize {
             ColumnType::U16 => 5,
             ColumnType::U32 => 10,
             ColumnType::U64 => 20,
+            ColumnType::Mac => 17,
+            ColumnType::Text => 16,
         };
         i += 1;
     }
@@ -133,7 +135,11 @@ impl MysqlRowEncoder {
                     ColumnType::U8 => u64::from(u8::MAX),
                     ColumnType::U16 => u64::from(u16::MAX),
                     ColumnType::U32 => u64::from(u32::MAX),
-                    ColumnType::U64 | ColumnType::Time | ColumnType::Ip => u64::MAX,
+                    ColumnType::U64
+                    | ColumnType::Time
+                    | ColumnType::Ip
+                    | ColumnType::Mac
+                    | ColumnType::Text => u64::MAX,
                 };
                 let v = if v > max {
                     self.clamped_counters += 1;
@@ -147,6 +153,17 @@ impl MysqlRowEncoder {
             Value::Ip(IpAddr::V4(v4)) => put_escaped(&v4.octets(), out),
             Value::Ip(IpAddr::V6(v6)) => put_escaped(&v6.octets(), out),
             Value::Time(t) => self.put_time(t, out),
+            // `aa:bb:cc:dd:ee:ff` and the schema's plain-word labels: nothing to escape.
+            Value::Mac(m) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut b = [b':'; 17];
+                for (i, x) in m.iter().enumerate() {
+                    b[3 * i] = HEX[usize::from(x >> 4)];
+                    b[3 * i + 1] = HEX[usize::from(x & 0xf)];
+                }
+                out.put_slice(&b);
+            }
+            Value::Str(text) => out.put_slice(text.as_bytes().get(..16).unwrap_or(text.as_bytes())),
         }
         out.put_u8(b'\t');
     }

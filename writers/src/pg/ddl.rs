@@ -147,6 +147,8 @@ fn type_accepts(ty: ColumnType, oid: u32) -> bool {
         ColumnType::U8 => &[Type::INT2],
         ColumnType::U16 => &[Type::INT4],
         ColumnType::U32 | ColumnType::U64 => &[Type::INT8],
+        ColumnType::Mac => &[Type::MACADDR],
+        ColumnType::Text => &[Type::TEXT, Type::VARCHAR],
     };
     ok.iter().any(|t| t.oid() == oid)
 }
@@ -467,7 +469,7 @@ mod tests {
         assert!(
             sql.starts_with("COPY \"t\" (\"time_received\",\"first_switched\",\"last_switched\",")
         );
-        assert!(sql.ends_with("\"ip_version\") FROM STDIN (FORMAT binary)"));
+        assert!(sql.ends_with("\"etype\") FROM STDIN (FORMAT binary)"));
     }
 
     #[test]

@@ -44,6 +44,9 @@ const PG_TIMESTAMP_END: i64 = 9_223_371_331_200_000_000;
 const PGSQL_AF_INET: u8 = 2;
 const PGSQL_AF_INET6: u8 = 3;
 
+/// The longest [`Value::Str`] a text column holds (the schema's labels are short words).
+const TEXT_LEN_MAX: usize = 16;
+
 /// Field count of every row.
 const FIELD_COUNT: i16 = COLUMNS.len() as i16;
 const _: () = assert!(COLUMNS.len() <= i16::MAX as usize);
@@ -61,6 +64,8 @@ const fn row_len_max() -> usize {
             ColumnType::U8 => 2,
             ColumnType::U16 => 4,
             ColumnType::U32 | ColumnType::U64 => 8,
+            ColumnType::Mac => 6,
+            ColumnType::Text => TEXT_LEN_MAX,
         };
         i += 1;
     }
@@ -144,6 +149,9 @@ impl PgRowEncoder {
             Value::Uint(v) => self.put_uint(ty, v, w),
             Value::Ip(ip) => put_inet(ip, w),
             Value::Time(t) => self.put_time(t, w),
+            // macaddr's binary form is its 6 bytes.
+            Value::Mac(m) => w.put_field(m),
+            Value::Str(text) => w.put_text(text),
         }
     }
 
@@ -158,8 +166,13 @@ impl PgRowEncoder {
                 let v = self.clamp(v, i32::MAX as u64) as i32;
                 w.put_field(v.to_be_bytes());
             }
-            // U32, U64 and (never, by the schema) a number in a time or address column: bigint.
-            ColumnType::U32 | ColumnType::U64 | ColumnType::Time | ColumnType::Ip => {
+            // U32, U64 and (never, by the schema) a number in another column: bigint.
+            ColumnType::U32
+            | ColumnType::U64
+            | ColumnType::Time
+            | ColumnType::Ip
+            | ColumnType::Mac
+            | ColumnType::Text => {
                 let v = self.clamp(v, i64::MAX as u64) as i64;
                 w.put_field(v.to_be_bytes());
             }
@@ -202,6 +215,18 @@ impl RowWriter<'_> {
         if let Some(dst) = self.buf.get_mut(self.at..self.at + N) {
             dst.copy_from_slice(&bytes);
             self.at += N;
+        }
+    }
+
+    /// A text field (binary form: the bytes), cut at [`TEXT_LEN_MAX`] so the row fits.
+    #[inline(always)]
+    fn put_text(&mut self, text: &str) {
+        let b = text.as_bytes();
+        let b = b.get(..TEXT_LEN_MAX).unwrap_or(b);
+        self.put((b.len() as i32).to_be_bytes());
+        if let Some(dst) = self.buf.get_mut(self.at..self.at + b.len()) {
+            dst.copy_from_slice(b);
+            self.at += b.len();
         }
     }
 
@@ -341,9 +366,10 @@ mod tests {
         for name in ["src_ip", "src_port", "in_bytes", "ip_version", "direction"] {
             assert_eq!(field(&f, name), None, "{name}");
         }
-        // Unknown sampling is 0, not NULL.
-        assert_eq!(field(&f, "sampling_rate"), Some(&[0u8; 8][..]));
-        assert_eq!(out.len(), f.len() * 4 + 2 + 3 * 8 + 8 + 8 + 8);
+        // Unknown sampling is 1 (so SUM(in_bytes * sampling_rate) counts it), not NULL.
+        assert_eq!(field(&f, "sampling_rate"), Some(&1i64.to_be_bytes()[..]));
+        assert_eq!(field(&f, "sampling_source"), Some(&b"unknown"[..]));
+        assert_eq!(out.len(), f.len() * 4 + 2 + 3 * 8 + 8 + 8 + 8 + 7);
     }
 
     #[test]
@@ -528,6 +554,26 @@ mod tests {
             dst_mask: Slot::new(25, 1),
             direction: Slot::new(26, 1),
             ip_version: Slot::new(27, 1),
+            out_bytes: Slot::new(0, 8),
+            out_pkts: Slot::new(8, 8),
+            fw_event: Slot::new(0, 1),
+            icmp_type: Slot::new(0, 1),
+            icmp_code: Slot::new(1, 1),
+            vlan: Slot::new(0, 2),
+            post_vlan: Slot::new(2, 2),
+            src_mac: Slot::new(0, 6),
+            dst_mac: Slot::new(6, 6),
+            mpls_label: Slot::new(0, 3),
+            bgp_next_hop: Slot::new(0, 16),
+            post_nat_src_ip: Slot::new(0, 16),
+            post_nat_dst_ip: Slot::new(16, 16),
+            post_nat_src_port: Slot::new(0, 2),
+            post_nat_dst_port: Slot::new(2, 2),
+            ingress_vrf: Slot::new(0, 4),
+            egress_vrf: Slot::new(4, 4),
+            flow_end_reason: Slot::new(0, 1),
+            forwarding_status: Slot::new(1, 1),
+            etype: Slot::new(0, 2),
             ..Plan::EMPTY
         };
         let bytes = [1u8; 48];
@@ -536,6 +582,7 @@ mod tests {
         let mut out = BytesMut::new();
         encoder().encode_row(&rec, &mut out);
         assert!(fields(&out).iter().all(Option::is_some));
-        assert_eq!(out.len(), ROW_LEN_MAX);
+        // Every field at its widest but the text label ("unknown", 7 of TEXT_LEN_MAX bytes).
+        assert_eq!(out.len() + TEXT_LEN_MAX - 7, ROW_LEN_MAX);
     }
 }

@@ -232,6 +232,13 @@ pub fn expected_text(rec: &goflow_codec::FlowRecord<'_>) -> Vec<Option<String>> 
             Value::Uint(v) => Some(v.to_string()),
             Value::Ip(ip) => Some(ip.to_string()),
             Value::Time(t) => Some(t.to_string()),
+            Value::Mac(m) => Some(
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            ),
+            Value::Str(s) => Some(s.to_owned()),
         })
         .collect()
 }

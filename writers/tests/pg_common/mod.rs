@@ -214,6 +214,13 @@ pub fn expected_text(rec: &FlowRecord<'_>) -> Vec<Option<String>> {
             Value::Uint(v) => Some(v.min(i64::MAX as u64).to_string()),
             Value::Ip(ip) => Some(ip.to_string()),
             Value::Time(t) => Some(t.to_string()),
+            Value::Mac(m) => Some(
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            ),
+            Value::Str(s) => Some(s.to_owned()),
         })
         .collect()
 }
