@@ -816,7 +816,7 @@ mod tests {
             ),
             "{sql}"
         );
-        assert!(sql.ends_with("`ip_version`)"));
+        assert!(sql.ends_with("`etype`)"));
         assert!(!sql.contains(") SET "));
     }
 

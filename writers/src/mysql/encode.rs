@@ -376,8 +376,9 @@ mod tests {
         assert_eq!(field(&f, "time_received"), b"2023-11-14 22:13:20.123457");
         assert_eq!(field(&f, "exporter"), b"\xc0\\0\x02\x01", "0x00 escaped");
         assert_eq!(field(&f, "observation_domain"), b"7");
-        // Unknown sampling is 0, not NULL.
-        assert_eq!(field(&f, "sampling_rate"), b"0");
+        // Unknown sampling is 1 (so SUM(in_bytes * sampling_rate) counts it), not NULL.
+        assert_eq!(field(&f, "sampling_rate"), b"1");
+        assert_eq!(field(&f, "sampling_source"), b"unknown");
         for name in ["src_ip", "src_port", "in_bytes", "ip_version", "direction"] {
             assert_eq!(field(&f, name), b"\\N", "{name}");
         }
@@ -444,6 +445,7 @@ mod tests {
             match (c.read)(&rec) {
                 Value::Null => want.extend_from_slice(b"\\N"),
                 Value::Uint(v) => want.extend_from_slice(v.to_string().as_bytes()),
+                Value::Str(text) => want.extend_from_slice(text.as_bytes()),
                 other => panic!("{}: {other:?}", c.name),
             }
             want.push(b'\t');
