@@ -225,3 +225,45 @@ fn templates_and_sampling_survive_a_restart() -> TestResult {
     assert_eq!(st["totals"]["drops"]["no_template"], 0, "{st}");
     Ok(())
 }
+
+#[test]
+fn data_sent_before_its_template_is_stored_once_the_template_arrives() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let state = tmp.path().join("state");
+    let out = tmp.path().join("flows.jsonl");
+    let exporter = UdpSocket::bind("127.0.0.1:0")?;
+    let mut d = start(tmp.path(), &state, &out, 1)?;
+    // Data only, twice, then the template (with one more record).
+    for (seq, i) in [(0, 10), (1, 11)] {
+        let mut b = V9Builder::new(header(seq));
+        b.data(256, TYPICAL_V4_TEMPLATE, &sample_flow_v4(i))?;
+        let mut pkt = Vec::new();
+        b.finish(&mut pkt);
+        exporter.send_to(&pkt, ("127.0.0.1", d.port))?;
+    }
+    wait_for(&mut d, "two sets held", |d| {
+        Ok(get_json(&d.api, "/status")?["totals"]["held"]["sets"] == 2)
+    })?;
+    assert!(rows(&out).is_empty());
+    let mut b = V9Builder::new(header(2));
+    b.template(256, TYPICAL_V4_TEMPLATE)?;
+    b.data(256, TYPICAL_V4_TEMPLATE, &sample_flow_v4(12))?;
+    let mut pkt = Vec::new();
+    b.finish(&mut pkt);
+    exporter.send_to(&pkt, ("127.0.0.1", d.port))?;
+    wait_for(&mut d, "three rows", |_| Ok(rows(&out).len() == 3))?;
+    let mut got: Vec<u64> = rows(&out)
+        .iter()
+        .filter_map(|r| r["in_bytes"].as_u64())
+        .collect();
+    got.sort_unstable();
+    let want: Vec<u64> = [10, 11, 12].iter().map(|&i| sample_flow_v4(i).bytes).collect();
+    assert_eq!(got, want);
+    wait_for(&mut d, "held released", |d| {
+        let st = get_json(&d.api, "/status")?;
+        Ok(st["totals"]["held"]["released_records"] == 2 && st["totals"]["held"]["sets"] == 0)
+    })?;
+    let st = get_json(&d.api, "/status")?;
+    assert_eq!(st["totals"]["drops"]["no_template"], 0, "{st}");
+    Ok(())
+}

@@ -24,7 +24,10 @@ use crate::template::{
 use crate::v5;
 use crate::v9::{self, Sets, TemplateItem, V9Templates};
 
+mod held;
 pub mod saved;
+
+pub use held::{HELD_BYTES, HELD_BYTES_PER_TEMPLATE, HELD_MAX_AGE_SECS};
 
 /// Default bound on the exporters one decoder keeps per-exporter state for (ops snapshot,
 /// sequence streams, sampler tables); datagrams of further exporters still decode, they are just
@@ -109,8 +112,17 @@ pub struct DatagramOutcome {
 pub struct DecoderStats {
     pub datagrams: u64,
     pub records: u64,
-    /// Data sets without a known template (see [`DatagramOutcome::records_without_template`]).
+    /// Data sets without a known template (see [`DatagramOutcome::records_without_template`]):
+    /// the sets that could not be held, and held sets that expired or made room (held ones are
+    /// counted when they leave unheld, not when they arrive).
     pub records_without_template: u64,
+    /// Data sets held for their template (see `decoder/held.rs`).
+    pub sets_held: u64,
+    /// Records of held sets decoded once their template arrived.
+    pub held_released_records: u64,
+    /// Held sets dropped for age, and to make room for newer ones.
+    pub held_expired_sets: u64,
+    pub held_dropped_sets: u64,
     /// Template records refused (limits, zero-length fields, no fields, bad ids).
     pub templates_rejected: u64,
     /// Templates withdrawn (IPFIX).
@@ -219,6 +231,8 @@ struct Progress {
     /// Whether the exporter has (or may get) per-exporter state: streams and sampler tables
     /// are only created for tracked exporters, so they are bounded and expire with it.
     tracked: bool,
+    /// Decoding a held set: a set whose template is unknown is not held again.
+    releasing: bool,
     sequence: SequenceDelta,
 }
 
@@ -231,6 +245,8 @@ pub struct Decoder {
     templates: TemplateCache,
     domains: FxHashMap<(IpAddr, u32), DomainState>,
     exporters: FxHashMap<IpAddr, ExporterState>,
+    /// Data sets waiting for their template.
+    held: held::Held,
     /// Bumped whenever what [`Decoder::save`] returns changes other than by refresh times (a
     /// template learned, replaced or withdrawn, sampling or init time changed).
     generation: u64,
@@ -265,6 +281,7 @@ impl Decoder {
             domains: FxHashMap::default(),
             exporters: FxHashMap::default(),
             generation: 0,
+            held: held::Held::default(),
             changed: Vec::new(),
             forgotten: Vec::new(),
         }
@@ -428,12 +445,21 @@ impl Decoder {
     where
         F: FnMut(&FlowRecord<'_>),
     {
-        self.decode_with(
+        let mut o = self.decode_with(
             exporter,
             received_us,
             datagram,
             &mut |bytes, plan, ctx, s| on_record(&FlowRecord::new(bytes, plan, ctx, s)),
-        )
+        );
+        while let Some((key, ctx, bytes)) = self.take_released() {
+            let n = self.decode_released(key, &ctx, &bytes, &mut |b, plan, c, s| {
+                on_record(&FlowRecord::new(b, plan, c, s))
+            });
+            if let Ok(o) = o.as_mut() {
+                o.records += n;
+            }
+        }
+        o
     }
 
     /// Like [`Decoder::decode`], but appends the records to `out`, their plans and packet
@@ -449,24 +475,29 @@ impl Decoder {
     ) -> Result<DatagramOutcome, DecodeError> {
         let mut last_plan: Option<&'b Plan> = None;
         let mut last_ctx: Option<&'b PacketContext> = None;
-        self.decode_with(
-            exporter,
-            received_us,
-            datagram,
-            &mut |bytes, plan, ctx, s| {
-                let p: &'b Plan = match last_plan {
-                    Some(p) if p == plan => p,
-                    _ => arena.alloc(*plan),
-                };
-                let c: &'b PacketContext = match last_ctx {
-                    Some(c) if c == ctx => c,
-                    _ => arena.alloc(*ctx),
-                };
-                last_plan = Some(p);
-                last_ctx = Some(c);
-                out.push(FlowRecord::new(bytes, p, c, s));
-            },
-        )
+        let mut emit = |bytes: &'b [u8], plan: &Plan, ctx: &PacketContext, s: Sampling| {
+            let p: &'b Plan = match last_plan {
+                Some(p) if p == plan => p,
+                _ => arena.alloc(*plan),
+            };
+            let c: &'b PacketContext = match last_ctx {
+                Some(c) if c == ctx => c,
+                _ => arena.alloc(*ctx),
+            };
+            last_plan = Some(p);
+            last_ctx = Some(c);
+            out.push(FlowRecord::new(bytes, p, c, s));
+        };
+        let mut o = self.decode_with(exporter, received_us, datagram, &mut emit);
+        while let Some((key, ctx, bytes)) = self.take_released() {
+            // Held bytes move into the arena, so their views live as long as the batch's.
+            let bytes: &'b [u8] = arena.alloc_slice_copy(&bytes);
+            let n = self.decode_released(key, &ctx, bytes, &mut emit);
+            if let Ok(o) = o.as_mut() {
+                o.records += n;
+            }
+        }
+        o
     }
 
     fn decode_with<'d>(
@@ -728,6 +759,14 @@ impl Decoder {
                     if learned != crate::template::Learned::Refreshed {
                         self.generation += 1;
                     }
+                    let key = TemplateKey {
+                        exporter,
+                        domain,
+                        id: def.id,
+                    };
+                    if !self.held.release.contains(&key) && self.held.holds(&key) {
+                        self.held.release.push(key);
+                    }
                 }
                 Err(_) => self.stats.templates_rejected += 1,
             },
@@ -763,10 +802,13 @@ impl Decoder {
             domain: ctx.observation_domain,
             id,
         };
-        let Some(t) = self.templates.get(&key, ctx.received_us) else {
-            p.outcome.records_without_template += 1;
+        if self.templates.get(&key, ctx.received_us).is_none() {
+            if p.releasing || !self.hold(key, body, ctx) {
+                p.outcome.records_without_template += 1;
+            }
             return None;
-        };
+        }
+        let t = self.templates.get(&key, ctx.received_us)?;
         let (n, tail) = match t.kind {
             TemplateKind::Data => {
                 let table = self
@@ -1098,10 +1140,12 @@ mod tests {
         let t = v9(1, |b| b.template(256, TYPICAL_V4_TEMPLATE).is_ok());
         assert_eq!(count(&mut d, T0, &t), Ok((0, 0)));
         assert_eq!(count(&mut d, T0 + 60_000_000, &v9_data(2, 3)), Ok((3, 0)));
-        assert_eq!(count(&mut d, T0 + 60_000_001, &v9_data(3, 3)), Ok((0, 1)));
+        // Expired: the data set is held for the template (not counted as lost yet) ...
+        assert_eq!(count(&mut d, T0 + 60_000_001, &v9_data(3, 3)), Ok((0, 0)));
         assert_eq!(d.template_cache().expired(), 1);
-        // Re-announced: usable again, and the refresh moves the deadline.
-        assert_eq!(count(&mut d, T0 + 100_000_000, &t), Ok((0, 0)));
+        assert_eq!(d.held().1, 1);
+        // ... and decoded when it is re-announced; the refresh moves the deadline.
+        assert_eq!(count(&mut d, T0 + 100_000_000, &t), Ok((3, 0)));
         assert_eq!(count(&mut d, T0 + 150_000_000, &v9_data(4, 1)), Ok((1, 0)));
         assert_eq!(d.expire_templates(T0 + 161_000_000), 1);
     }

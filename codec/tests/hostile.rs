@@ -368,11 +368,17 @@ fn data_without_template_is_counted() {
     let mut d = Decoder::default();
     let p = v9_with_sets(&[(256, &[0; 64]), (999, &[0; 8])]);
     let o = decode_visiting(&mut d, EXPORTER, NOW, &p).map(|(o, _)| o);
+    // Held for their templates (issue 17), counted as lost once they expire unheld.
     assert_eq!(
         o.map(|o| (o.records, o.records_without_template)),
-        Ok((0, 2))
+        Ok((0, 0))
     );
+    assert_eq!(d.stats().sets_held, 2);
+    let late =
+        NOW + i64::try_from(goflow_codec::decoder::HELD_MAX_AGE_SECS).unwrap_or(0) * 1_000_000 + 1;
+    assert_eq!(d.expire_held(late), 2);
     assert_eq!(d.stats().records_without_template, 2);
+    assert_eq!(d.stats().held_expired_sets, 2);
 }
 
 #[test]

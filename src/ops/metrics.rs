@@ -286,6 +286,21 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         "Templates loaded from state_dir at start and not announced again since.",
         &[(&[], t.templates_restored)],
     );
+    w.gauge(
+        "goflow_decoder_held_bytes",
+        "Bytes of data sets held for a template not yet known.",
+        &[(&[], t.held.bytes)],
+    );
+    w.counter(
+        "goflow_decoder_held_released_records_total",
+        "Records of held data sets decoded once their template arrived.",
+        &[(&[], t.held.released_records)],
+    );
+    w.counter(
+        "goflow_decoder_held_expired_sets_total",
+        "Held data sets dropped unheld (by age, or to make room).",
+        &[(&[], t.held.expired_sets + t.held.dropped_sets)],
+    );
 
     // Backends: the label values are the configured names and types (a closed set).
     let b = &status.backends;

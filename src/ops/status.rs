@@ -118,9 +118,26 @@ pub struct Totals {
     pub templates: u64,
     /// Templates loaded from state_dir at start and not announced again since.
     pub templates_restored: u64,
+    /// Data sets held for a template not yet known (see codec/src/decoder/held.rs).
+    pub held: HeldTotals,
     pub drops: Drops,
     /// What exporters made the workers remember, against the configured bounds.
     pub state: StateTotals,
+}
+
+/// Data that arrived before its template, over all workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HeldTotals {
+    /// Sets and bytes held right now.
+    pub sets: u64,
+    pub bytes: u64,
+    /// Sets held so far; records decoded once their template came; sets dropped unheld
+    /// (expired by age, or pushed out to make room; both also count in drops.no_template).
+    pub sets_held: u64,
+    pub released_records: u64,
+    pub expired_sets: u64,
+    pub dropped_sets: u64,
 }
 
 /// Per-exporter state held by the workers (summed over them), its bounds and what the bounds

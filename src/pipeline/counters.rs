@@ -50,6 +50,9 @@ pub struct WorkerCounters {
     pub decode_bad_template: AtomicU64,
     /// Template records the decoder refused (limits, bad fields).
     pub templates_rejected: AtomicU64,
+    /// Data sets (and their bytes) held for their template right now (from the last snapshot).
+    pub held_sets: AtomicU64,
+    pub held_bytes: AtomicU64,
     /// Receive calls that failed (logged, rate-limited; the loop goes on).
     pub recv_errors: AtomicU64,
     /// Sequence units missing, summed over this worker's exporters (from the last snapshot).

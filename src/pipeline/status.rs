@@ -107,6 +107,24 @@ impl OpsSource for Shared {
                 sequence_missing: t.sequence_missing,
                 templates,
                 templates_restored,
+                held: {
+                    let guards: Vec<_> = self
+                        .workers
+                        .iter()
+                        .map(|w| super::counters::lock(&w.snapshot))
+                        .collect();
+                    let sum = |f: fn(&goflow_codec::DecoderStats) -> u64| {
+                        guards.iter().map(|g| f(&g.decoder)).sum::<u64>()
+                    };
+                    crate::ops::status::HeldTotals {
+                        sets: get(|w| &w.held_sets),
+                        bytes: get(|w| &w.held_bytes),
+                        sets_held: sum(|d| d.sets_held),
+                        released_records: sum(|d| d.held_released_records),
+                        expired_sets: sum(|d| d.held_expired_sets),
+                        dropped_sets: sum(|d| d.held_dropped_sets),
+                    }
+                },
                 drops,
                 state: StateTotals {
                     exporters: get(|w| &w.exporters),

@@ -307,6 +307,7 @@ impl Pipeline {
         let now_us = unix_micros();
         if now.saturating_duration_since(self.last_expiry) >= self.expiry_interval() {
             self.decoder.expire_templates(now_us);
+            self.decoder.expire_held(now_us);
             self.decoder.expire_idle(now_us);
             self.last_expiry = now;
         }
@@ -321,6 +322,9 @@ impl Pipeline {
             .store(self.decoder.exporter_count() as u64, Ordering::Relaxed);
         c.sequence_streams
             .store(self.decoder.stream_count() as u64, Ordering::Relaxed);
+        let (held_bytes, held_sets) = self.decoder.held();
+        c.held_bytes.store(held_bytes as u64, Ordering::Relaxed);
+        c.held_sets.store(held_sets as u64, Ordering::Relaxed);
         counters::store_decoder_stats(c, self.decoder.stats());
         let decoder = self.decoder.stats().clone();
         let any = !self.decoder.template_cache().is_empty();
