@@ -257,7 +257,10 @@ fn data_sent_before_its_template_is_stored_once_the_template_arrives() -> TestRe
         .filter_map(|r| r["in_bytes"].as_u64())
         .collect();
     got.sort_unstable();
-    let want: Vec<u64> = [10, 11, 12].iter().map(|&i| sample_flow_v4(i).bytes).collect();
+    let want: Vec<u64> = [10, 11, 12]
+        .iter()
+        .map(|&i| sample_flow_v4(i).bytes)
+        .collect();
     assert_eq!(got, want);
     wait_for(&mut d, "held released", |d| {
         let st = get_json(&d.api, "/status")?;

@@ -125,6 +125,8 @@ pub fn run(opt: &DecodeOpt) -> anyhow::Result<ExitCode> {
             _ => {}
         }
     }
+    // Data sets still held for a template that never came: lost for want of one.
+    totals.records_without_template += decoder.expire_held(i64::MAX) as u64;
     print_summary(&totals, &decoder);
     Ok(if totals.unreadable_files > 0 {
         ExitCode::FAILURE
