@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use goflow_codec::DecoderConfig;
-use goflow_writers::backend::{Backend, BackendOptions, FlushHook, FlushReport};
+use goflow_writers::backend::{Backend, BackendOptions, ConnectState, FlushHook, FlushReport};
 use goflow_writers::file::{FileIo, FileSink, JsonEncoder, NullEncoder, NullSink};
 use goflow_writers::sink::{RowEncoder, Sink};
 use goflow_writers::spool::SpoolConfig;
@@ -30,6 +30,9 @@ use goflow_codec::decoder::saved::SavedState;
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the main thread looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(50);
+/// How long start-up waits for the backends' first connect attempts (PostgreSQL's own connect
+/// timeout is 10 s).
+const CONNECT_WAIT: Duration = Duration::from_secs(12);
 /// How long a backend keeps retrying at shutdown before it counts the rest as dropped.
 const BACKEND_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -388,6 +391,9 @@ impl Daemon {
                 }
             }
         }
+        // Every backend's first connect attempt (and table setup) is over before the ops API
+        // answers or systemd hears READY: /healthz is honest from its first answer.
+        daemon.wait_backends();
         if let Some(api) = daemon.cfg.api {
             let source: Arc<dyn crate::ops::OpsSource> = daemon.shared.clone();
             match crate::ops::serve(&api.to_string(), source) {
@@ -400,6 +406,28 @@ impl Daemon {
         }
         daemon.log_start(&kinds);
         Ok(daemon)
+    }
+
+    /// Waits (up to [`CONNECT_WAIT`]) for each backend's first connect attempt and logs where
+    /// each stands. A backend that cannot connect does not stop the daemon: its lanes logged
+    /// why (with what to fix) and keep retrying; /healthz says unhealthy meanwhile.
+    fn wait_backends(&self) {
+        let deadline = Instant::now() + CONNECT_WAIT;
+        for b in &self.backends {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let state = b.stats().wait_connected(left);
+            let name = &b.stats().name;
+            match state {
+                ConnectState::Connected => log::debug!("backend {name}: ready"),
+                ConnectState::Failed => log::warn!(
+                    "backend {name} cannot write yet (see the error above); receiving anyway, \
+                     /healthz reports it until it connects"
+                ),
+                ConnectState::Connecting => log::warn!(
+                    "backend {name}: still connecting after {CONNECT_WAIT:?}; receiving anyway"
+                ),
+            }
+        }
     }
 
     fn log_start(&self, kinds: &[ReceiverKind]) {

@@ -28,7 +28,7 @@
 //! successful flush (duration, age of the rows at commit) to whoever keeps histograms.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -149,6 +149,28 @@ pub struct BackendDetail {
     pub status: Vec<(&'static str, String)>,
 }
 
+/// Where a backend stands with its server: every lane connects (and sets up its table) when it
+/// starts, before any row arrives ([`Sink::connect`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectState {
+    /// Some lane has not finished its first connect attempt yet.
+    Connecting,
+    /// Every lane's last attempt (connect or flush) succeeded.
+    Connected,
+    /// Some lane's last attempt failed (see `BackendDetail::last_error`); it keeps retrying.
+    Failed,
+}
+
+impl ConnectState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectState::Connecting => "connecting",
+            ConnectState::Connected => "connected",
+            ConnectState::Failed => "failed",
+        }
+    }
+}
+
 /// What the ops API shows about one backend. Counters only grow.
 #[derive(Debug)]
 pub struct BackendStats {
@@ -186,6 +208,9 @@ pub struct BackendStats {
     pub detail: Mutex<BackendDetail>,
     /// The disk spool's counters, when the backend spools.
     pub spool: Option<Arc<SpoolStats>>,
+    /// Lanes that have not finished their first connect attempt, and its condition variable
+    /// (see [`BackendStats::wait_connected`]).
+    first_connect: (Mutex<usize>, Condvar),
 }
 
 impl BackendStats {
@@ -209,7 +234,40 @@ impl BackendStats {
             last_flush_duration_us: AtomicU64::new(0),
             detail: Mutex::new(BackendDetail::default()),
             spool: None,
+            first_connect: (Mutex::new(0), Condvar::new()),
         }
+    }
+
+    /// Connecting until every lane made its first connect attempt; then failed while any
+    /// lane's last attempt failed, else connected. What `/healthz` and `run` report from the
+    /// first second, before any row arrives.
+    pub fn connect_state(&self) -> ConnectState {
+        if *lock(&self.first_connect.0) > 0 {
+            ConnectState::Connecting
+        } else if self.healthy.load(Ordering::Relaxed) {
+            ConnectState::Connected
+        } else {
+            ConnectState::Failed
+        }
+    }
+
+    /// Waits until every lane has made its first connect attempt (or `timeout` passes) and
+    /// returns the state then.
+    pub fn wait_connected(&self, timeout: Duration) -> ConnectState {
+        let (m, cv) = &self.first_connect;
+        let guard = lock(m);
+        let _guard = cv
+            .wait_timeout_while(guard, timeout, |left| *left > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(_guard);
+        self.connect_state()
+    }
+
+    fn first_connect_done(&self) {
+        let (m, cv) = &self.first_connect;
+        let mut left = lock(m);
+        *left = left.saturating_sub(1);
+        cv.notify_all();
     }
 
     /// Rows dropped for any reason (the spool's refusals included).
@@ -495,6 +553,7 @@ impl Backend {
         let mut stats = BackendStats::new(&opts);
         stats.spool = spool.as_ref().map(|s| Arc::clone(s.stats()));
         let stats = Arc::new(stats);
+        *lock(&stats.first_connect.0) = lanes;
         let (tx, rx) = crossbeam_channel::unbounded();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let shared = Arc::new(LaneShared {
@@ -689,6 +748,8 @@ impl Writer {
     }
 
     fn run(mut self) {
+        self.connect(true);
+        self.stats.first_connect_done();
         self.refresh_status(Instant::now());
         loop {
             let wait = self
@@ -814,11 +875,68 @@ impl Writer {
         }
     }
 
+    /// Connects the sink (at start, and at each retry while the lane is failing with nothing
+    /// to write, so the backend's state follows the server even without traffic). A failure
+    /// is logged with the sink's own words (what to fix) and retried with backoff.
+    fn connect(&mut self, first: bool) -> bool {
+        match self.sink.connect() {
+            Ok(()) => {
+                if self.failing {
+                    self.set_failing(false);
+                    self.backoff = RETRY_BACKOFF_MIN;
+                    log::info!("backend {}: connected again", self.label);
+                    self.last_error_log = None;
+                    self.errors_not_logged = 0;
+                }
+                true
+            }
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.set_failing(true);
+                {
+                    let mut d = lock(&self.stats.detail);
+                    d.last_error = Some(e.to_string());
+                    d.last_error_us = now_us();
+                }
+                let now = Instant::now();
+                let delay = if e.is_retriable() {
+                    let d = self.backoff;
+                    self.backoff = (self.backoff * 2).min(RETRY_BACKOFF_MAX);
+                    d
+                } else {
+                    RETRY_BACKOFF_MAX
+                };
+                self.retry_at = Some(now + delay);
+                let when = if first { "at start" } else { "again" };
+                if e.is_retriable() {
+                    self.log_error(
+                        now,
+                        format_args!(
+                            "cannot connect {when}: {e} (rows are queued, up to queue_bytes, \
+                             and retried; next attempt in {delay:?})"
+                        ),
+                    );
+                } else {
+                    self.log_error(
+                        now,
+                        format_args!(
+                            "cannot connect {when}: {e} (rows sent to this backend are dropped \
+                             until this is fixed; next attempt in {delay:?})"
+                        ),
+                    );
+                }
+                false
+            }
+        }
+    }
+
     fn tick(&mut self, now: Instant) {
         match self.retry_at {
             Some(at) if now >= at => {
                 self.retry_at = None;
-                if !self.pending.is_empty() {
+                if self.pending.is_empty() && self.failing && !self.stopping {
+                    self.connect(false);
+                } else if !self.pending.is_empty() {
                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     if self.resolve() && self.write_pending() {
                         self.flush();
@@ -1141,6 +1259,10 @@ impl Writer {
         };
         let deadline = Instant::now() + timeout;
         loop {
+            // Nothing (left) to store: no retry to wait for (a fatal error dropped its rows).
+            if self.pending.is_empty() {
+                break;
+            }
             if let Some(at) = self.retry_at.take() {
                 let now = Instant::now();
                 if at > deadline {
@@ -1265,6 +1387,74 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// A sink whose connect fails (retriable) this many times, then succeeds.
+    struct Unreachable {
+        fail_connects: Arc<AtomicUsize>,
+        connects: Arc<AtomicUsize>,
+    }
+
+    impl Sink for Unreachable {
+        fn write(&mut self, _chunk: &Chunk) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn connect(&mut self) -> Result<(), SinkError> {
+            self.connects.fetch_add(1, Ordering::SeqCst);
+            if self
+                .fail_connects
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(SinkError::retriable("connection refused"));
+            }
+            Ok(())
+        }
+    }
+
+    /// Regression (issue 20.1): a backend that cannot connect was healthy until rows arrived.
+    /// Now each lane connects at start; the state is failed before any row, and it recovers
+    /// without traffic once a retry connects.
+    #[test]
+    fn connects_at_start_and_recovers_without_rows() {
+        let fail = Arc::new(AtomicUsize::new(2));
+        let connects = Arc::new(AtomicUsize::new(0));
+        let sink = Unreachable {
+            fail_connects: Arc::clone(&fail),
+            connects: Arc::clone(&connects),
+        };
+        let backend = Backend::spawn(Box::new(sink), opts(10, 60_000)).expect("spawn");
+        let stats = Arc::clone(backend.stats());
+        assert_eq!(
+            stats.wait_connected(Duration::from_secs(10)),
+            ConnectState::Failed
+        );
+        assert!(!stats.healthy.load(Ordering::Relaxed));
+        assert!(
+            stats
+                .detail()
+                .last_error
+                .is_some_and(|e| e.contains("connection refused"))
+        );
+        wait_for("a retry that connects", || {
+            stats.connect_state() == ConnectState::Connected
+        });
+        assert_eq!(connects.load(Ordering::SeqCst), 3);
+        assert_eq!(stats.errors.load(Ordering::Relaxed), 2);
+        backend.shutdown();
+    }
+
+    #[test]
+    fn a_sink_without_connect_is_connected_at_once() {
+        let backend = Backend::spawn(Box::new(Probe::default()), opts(10, 60_000)).expect("spawn");
+        assert_eq!(
+            backend.stats().wait_connected(Duration::from_secs(10)),
+            ConnectState::Connected
+        );
+        backend.shutdown();
     }
 
     #[test]

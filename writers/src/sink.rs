@@ -128,6 +128,14 @@ pub trait Sink: Send + 'static {
     fn flush(&mut self) -> Result<(), SinkError>;
     /// Drops whatever the current flush holds (after an error, before a retry).
     fn abort(&mut self) {}
+    /// Connects now, and sets up what writing needs (a table), instead of at the first write:
+    /// the backend calls it when a lane starts and again, with backoff, while the lane cannot
+    /// connect, so a server that cannot be used is reported before any row arrives. A sink
+    /// that needs no connection (a file opened before) keeps the default. A no-op while
+    /// connected.
+    fn connect(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Backend-specific status fields for the ops API (e.g. table size), as JSON.
     fn status(&mut self) -> Vec<(&'static str, String)> {
         Vec::new()

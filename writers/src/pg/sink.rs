@@ -324,19 +324,27 @@ impl PgSink {
             Ok(Ok(connected)) => connected,
             Ok(Err(ConnectError::Setup(msg))) => {
                 lock(&self.stats).connect_failures += 1;
+                let hint = connect_hint(&self.cfg, None, &msg);
                 return Err(SinkError::fatal(format!(
-                    "postgres: connect to {server}: {msg}"
+                    "postgres: connect to {server}: {msg}{hint}"
                 )));
             }
             Ok(Err(ConnectError::Db(e))) => {
                 lock(&self.stats).connect_failures += 1;
-                return Err(classify(&e, &format!("connect to {server}")));
+                let err = classify(&e, &format!("connect to {server}"));
+                let hint = connect_hint(&self.cfg, e.code().map(|c| c.code()), &err.to_string());
+                return Err(if err.is_retriable() {
+                    SinkError::retriable(format!("{err}{hint}"))
+                } else {
+                    SinkError::fatal(format!("{err}{hint}"))
+                });
             }
             Err(_) => {
                 lock(&self.stats).connect_failures += 1;
                 return Err(SinkError::retriable(format!(
-                    "postgres: connect to {server}: timed out after {} s",
-                    CONNECT_TIMEOUT.as_secs()
+                    "postgres: connect to {server}: timed out after {} s{}",
+                    CONNECT_TIMEOUT.as_secs(),
+                    connect_hint(&self.cfg, None, "timed out")
                 )));
             }
         };
@@ -796,6 +804,10 @@ impl Sink for PgSink {
         self.flush_inner().map_err(|e| self.note(e))
     }
 
+    fn connect(&mut self) -> Result<(), SinkError> {
+        PgSink::connect(self)
+    }
+
     fn abort(&mut self) {
         // Dropping the sink half sends CopyFail: the server discards this COPY's rows and the
         // session stays usable; the transaction is rolled back at the next BEGIN (or query).
@@ -1002,6 +1014,71 @@ fn classify(e: &tokio_postgres::Error, what: &str) -> SinkError {
     }
 }
 
+/// What to fix after a failed connect, as `"; hint: ..."` (empty when nothing specific is
+/// known): the role, the database, the password (and whether SQL_PASSWORD was set at all), the
+/// server's address, pg_hba.conf, TLS.
+fn connect_hint(cfg: &PgConfig, code: Option<&str>, text: &str) -> String {
+    let has_password = cfg.password.is_some();
+    let t = text.to_ascii_lowercase();
+    let hint = match code {
+        Some("28000") if t.contains("pg_hba") => format!(
+            "the server's pg_hba.conf has no entry for user {} on database {} from this host \
+             (add one, or connect as another user or with another SQL_SSLMODE)",
+            cfg.user, cfg.dbname
+        ),
+        Some("28000") if t.contains("role") => format!(
+            "the role {} does not exist on the server: create it (CREATE ROLE {} LOGIN \
+             PASSWORD '...') or set SQL_USERNAME to an existing one",
+            cfg.user, cfg.user
+        ),
+        Some("3D000") => format!(
+            "the database {} does not exist: create it (CREATE DATABASE {} OWNER {}) or set \
+             SQL_DB to an existing one",
+            cfg.dbname, cfg.dbname, cfg.user
+        ),
+        Some("28P01") if has_password => format!(
+            "the server refused the password for {}: check SQL_PASSWORD (the environment \
+             variable wins over the file's key)",
+            cfg.user
+        ),
+        Some("28P01") => format!(
+            "the server wants a password for {} and none was given: SQL_PASSWORD is not set \
+             (neither in the environment nor in the file)",
+            cfg.user
+        ),
+        Some("42501") => format!(
+            "the role {} lacks a privilege it needs (CONNECT on database {}, CREATE on the \
+             table's schema, or INSERT on table {})",
+            cfg.user, cfg.dbname, cfg.table
+        ),
+        _ if t.contains("password missing") => format!(
+            "the server asks for a password for {} and none was given: SQL_PASSWORD is not set",
+            cfg.user
+        ),
+        _ if t.contains("does not support tls") => "the server offers no TLS: set \
+            SQL_SSLMODE: prefer (or disable), or enable ssl on the server"
+            .to_owned(),
+        _ if t.contains("tls") || t.contains("certificate") => "TLS failed: check \
+            SQL_SSLMODE and, for verify-full, SQL_SSLROOTCERT and the server's host name"
+            .to_owned(),
+        _ if t.contains("connection refused") => format!(
+            "nothing accepts connections at {}:{}: is PostgreSQL running there (its \
+             listen_addresses and port), and are SQL_SERVER/SQL_PORT right?",
+            cfg.host, cfg.port
+        ),
+        _ if t.contains("timed out") => format!(
+            "no answer from {}:{}: a firewall, a wrong address (SQL_SERVER), or the server is \
+             down",
+            cfg.host, cfg.port
+        ),
+        _ if t.contains("failed to lookup") || t.contains("name or service not known") => {
+            format!("the host name {} does not resolve (SQL_SERVER)", cfg.host)
+        }
+        _ => return String::new(),
+    };
+    format!("; hint: {hint}")
+}
+
 /// The server's message with its code, detail, hint and context, or the client error chain.
 fn error_text(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
@@ -1046,6 +1123,40 @@ fn json_time(us: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_hints_say_what_to_fix() {
+        let cfg = PgConfig {
+            user: "flows".into(),
+            dbname: "netflow".into(),
+            ..PgConfig::default()
+        };
+        let h = connect_hint(
+            &cfg,
+            Some("28000"),
+            "FATAL 28000: role \"flows\" does not exist",
+        );
+        assert!(h.contains("CREATE ROLE flows LOGIN"), "{h}");
+        let h = connect_hint(&cfg, Some("3D000"), "database \"netflow\" does not exist");
+        assert!(h.contains("CREATE DATABASE netflow OWNER flows"), "{h}");
+        let h = connect_hint(&cfg, Some("28P01"), "password authentication failed");
+        assert!(h.contains("SQL_PASSWORD is not set"), "{h}");
+        let with_pw = PgConfig {
+            password: Some("x".into()),
+            ..cfg.clone()
+        };
+        let h = connect_hint(&with_pw, Some("28P01"), "password authentication failed");
+        assert!(h.contains("check SQL_PASSWORD"), "{h}");
+        let h = connect_hint(&cfg, None, "invalid configuration: password missing");
+        assert!(h.contains("SQL_PASSWORD is not set"), "{h}");
+        let h = connect_hint(&cfg, Some("28000"), "no pg_hba.conf entry for host");
+        assert!(h.contains("pg_hba.conf"), "{h}");
+        let h = connect_hint(&cfg, None, "error connecting to server: Connection refused");
+        assert!(h.contains("127.0.0.1:5432"), "{h}");
+        let h = connect_hint(&cfg, None, "server does not support TLS");
+        assert!(h.contains("SQL_SSLMODE: prefer"), "{h}");
+        assert_eq!(connect_hint(&cfg, Some("22P02"), "bad input"), "");
+    }
 
     #[test]
     fn sqlstates() {
