@@ -151,7 +151,7 @@ fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<
             sql,
             socket,
             connections,
-        } => mysql_plan(&b.name, sql, socket.clone(), *connections, max_age_days),
+        } => mysql_plan(sql, socket.clone(), *connections, max_age_days),
         #[cfg(not(feature = "mysql"))]
         BackendKind::Mysql { .. } => bail!(
             "backend {}: backend type {} is not available in this build",
@@ -185,12 +185,10 @@ fn pg_plan(sql: &SqlConfig, connections: usize, max_age_days: Option<u32>) -> Pl
 }
 
 /// The MySQL / MariaDB backend (goflow_writers::mysql): one sink per connection, sharing
-/// their status. The sinks connect lazily; a check connection at start (on its own thread, so
-/// a server that is down does not hold up receiving) logs at once whether the server takes
-/// LOAD DATA LOCAL, and names the key to fix when it does not.
+/// their status. Each lane connects when it starts (`Sink::connect`): the server's version,
+/// local_infile and the table are checked then, and a failure names the key to fix.
 #[cfg(feature = "mysql")]
 fn mysql_plan(
-    name: &str,
     sql: &SqlConfig,
     socket: Option<std::path::PathBuf>,
     connections: usize,
@@ -208,20 +206,6 @@ fn mysql_plan(
         sslmode: sql.sslmode.clone(),
         max_age_days,
     };
-    let check_cfg = cfg.clone();
-    let backend = name.to_owned();
-    let spawned = thread::Builder::new()
-        .name("goflow-mysql-check".into())
-        .spawn(move || match mysql::sink::check(&check_cfg) {
-            Ok(server) => log::info!("backend {backend}: MySQL/MariaDB {server} is reachable"),
-            Err(e) if e.is_retriable() => {
-                log::warn!("backend {backend}: {e} (retrying in the background)")
-            }
-            Err(e) => log::error!("backend {backend}: {e}"),
-        });
-    if let Err(e) = spawned {
-        log::warn!("backend {name}: cannot start the connection check: {e}");
-    }
     Plan {
         encoder: Arc::new(|| Box::new(mysql::encoder()) as Box<dyn RowEncoder>),
         sinks: MysqlSink::lanes(cfg, connections)

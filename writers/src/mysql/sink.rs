@@ -886,6 +886,10 @@ fn classify(e: &mysql_async::Error, what: &str, cfg: &MysqlConfig) -> SinkError 
 }
 
 impl Sink for MysqlSink {
+    fn connect(&mut self) -> Result<(), SinkError> {
+        MysqlSink::connect(self)
+    }
+
     fn write(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
         self.positions.record(chunk);
         if !chunk.rows.is_empty() {
