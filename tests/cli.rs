@@ -244,3 +244,67 @@ fn api_forms_and_bench_follows_the_config() -> TestResult {
     drop(d);
     Ok(())
 }
+
+/// Issue 20.2: `run --check` checks what `run` would trip over, one line per item, exit 3.
+#[test]
+fn check_finds_what_would_fail_at_start() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let udp = UdpSocket::bind("127.0.0.1:0")?;
+    let api = TcpListener::bind("127.0.0.1:0")?;
+    let cfg = dir.path().join("check.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "backends:\n  out:\n    type: file\n    config:\n      path: {}\n  db:\n    type: postgres\n    \
+             config:\n      SQL_SERVER: 127.0.0.1\n      SQL_USERNAME: goflow_check_no_role\n      SQL_DB: test\n  spare:\n    type: null\n\
+             frontends:\n  netflow:\n    backend: [out, db]\n    config:\n      bindaddr: 127.0.0.1\n      \
+             bindport: {}\napi: {}\nstate_dir: {}\n",
+            dir.path().join("missing/flows.jsonl").display(),
+            udp.local_addr()?.port(),
+            api.local_addr()?,
+            dir.path().join("state").display()
+        ),
+    )?;
+    let out = goflow(
+        dir.path(),
+        &["--config", &cfg.display().to_string(), "run", "--check"],
+    )?;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{}", text(&out.stderr));
+    for needle in [
+        "ok    state_dir ",
+        "FAIL  listen udp 127.0.0.1:",
+        "already in use",
+        "FAIL  ops API 127.0.0.1:",
+        "`api: off`",
+        "FAIL  backend out (file): cannot create",
+        "does not exist (create it",
+        "FAIL  backend db (postgres): postgres: connect to goflow_check_no_role@",
+        "CREATE ROLE goflow_check_no_role",
+        "note  backend spare is defined but no frontend names it",
+        "4 checks failed",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} in {stdout}");
+    }
+
+    // The same with everything fixed: exit 0, every line ok.
+    drop(udp);
+    drop(api);
+    std::fs::create_dir(dir.path().join("missing"))?;
+    let fixed = std::fs::read_to_string(&cfg)?
+        .replace("goflow_check_no_role", "postgres")
+        .replace("  spare:\n    type: null\n", "");
+    std::fs::write(&cfg, fixed)?;
+    let out = goflow(
+        dir.path(),
+        &["--config", &cfg.display().to_string(), "run", "--check"],
+    )?;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("ok    backend db (postgres): "), "{stdout}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    // Nothing was created for the file backend.
+    assert!(!dir.path().join("missing/flows.jsonl").exists());
+    Ok(())
+}

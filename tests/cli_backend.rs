@@ -51,6 +51,17 @@ fn wait_for_log(log: &Path, needle: &str, d: &mut Daemon) -> Result<String, Box<
 
 #[test]
 fn a_missing_role_is_reported_at_start_and_the_lost_rows_at_the_end() -> TestResult {
+    missing_role(false)
+}
+
+/// The same with the disk spool on (the default): the rows are not lost but held, and the last
+/// lines say where.
+#[test]
+fn a_missing_role_with_a_spool_says_where_the_rows_are() -> TestResult {
+    missing_role(true)
+}
+
+fn missing_role(spool: bool) -> TestResult {
     let dir = tempfile::tempdir()?;
     let udp = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
     let api = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -61,12 +72,13 @@ fn a_missing_role_is_reported_at_start_and_the_lost_rows_at_the_end() -> TestRes
         format!(
             "backends:\n  db:\n    type: postgres\n    config:\n      SQL_SERVER: {}\n      \
              SQL_PORT: {}\n      SQL_USERNAME: {role}\n      SQL_DB: {}\n      \
-             SQL_TABLE: cli_no_role\n      connections: 1\n\
+             SQL_TABLE: cli_no_role\n      connections: 1\n      spool_bytes: {}\n\
              frontends:\n  netflow:\n    backend: db\n    config:\n      bindaddr: 127.0.0.1\n      \
              bindport: {udp}\n      workers: 1\napi: {api}\nstate_dir: {}\n",
             env_or("PGHOST", "127.0.0.1"),
             env_or("PGPORT", "5432"),
             env_or("PGDATABASE", "test"),
+            if spool { 1 << 30 } else { 0 },
             dir.path().join("state").display()
         ),
     )?;
@@ -132,6 +144,19 @@ fn a_missing_role_is_reported_at_start_and_the_lost_rows_at_the_end() -> TestRes
     assert!(kill.success());
     let status = d.0.wait()?;
     let text = std::fs::read_to_string(&log)?;
+    if spool {
+        assert_eq!(status.code(), Some(0), "{text}");
+        assert!(!text.contains("ROWS LOST"), "{text}");
+        let line = text
+            .lines()
+            .rfind(|l| l.contains("ROWS NOT WRITTEN YET"))
+            .ok_or_else(|| format!("no ROWS NOT WRITTEN YET line: {text}"))?;
+        assert!(
+            line.contains("backend db (postgres) wrote 0 rows and holds 100 rows in its spool"),
+            "{line}"
+        );
+        return Ok(());
+    }
     assert_eq!(status.code(), Some(1), "{text}");
     let last = text
         .lines()

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 pub mod bench;
+pub mod check;
 pub mod decode;
 pub mod run;
 pub mod stats;

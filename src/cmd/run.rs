@@ -39,7 +39,9 @@ const BACKEND_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Options of `goflow run`.
 #[derive(Debug, Default, clap::Args)]
 pub struct RunOpt {
-    /// Check the configuration, print what would run, and exit (exit code 2 on errors).
+    /// Check everything that can be checked without receiving (config, state_dir, ports, each
+    /// backend reached with its credentials), one line per item; exit 2 on a config error, 3
+    /// when any check fails.
     #[arg(long)]
     pub check: bool,
 }
@@ -48,7 +50,7 @@ pub fn run(cli: &crate::cli::Cli, opt: &RunOpt) -> anyhow::Result<ExitCode> {
     let cfg = config::load(cli.config.as_deref())?;
     if opt.check {
         print_plan(&cfg);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(super::check::run(&cfg));
     }
     Daemon::start(cfg).map_err(crate::exit::start)?.wait()
 }
@@ -102,14 +104,14 @@ fn connections_note(kind: &BackendKind) -> String {
 
 /// A backend ready to start: how workers encode for it and the sinks that ship it (one per
 /// lane).
-struct Plan {
-    encoder: EncoderFactory,
-    sinks: Vec<Box<dyn Sink>>,
+pub(crate) struct Plan {
+    pub(crate) encoder: EncoderFactory,
+    pub(crate) sinks: Vec<Box<dyn Sink>>,
 }
 
 /// Builds the encoder and sink of one configured backend. Types that are not built fail here,
 /// at start (never while parsing the config).
-fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<Plan> {
+pub(crate) fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<Plan> {
     let json: EncoderFactory = Arc::new(|| Box::new(JsonEncoder::default()) as Box<dyn RowEncoder>);
     Ok(match &b.kind {
         BackendKind::File {
@@ -463,8 +465,14 @@ impl Daemon {
         for l in &losses {
             log::error!("{l}");
         }
-        if losses.is_empty() {
+        let held = held_lines(&self.shared.backends);
+        for l in &held {
+            log::warn!("{l}");
+        }
+        if losses.is_empty() && held.is_empty() {
             log::info!("no rows lost: every row received was written to every backend");
+        } else if losses.is_empty() {
+            log::info!("no rows lost (the rows not written yet are in the spool)");
         }
         if failed || !losses.is_empty() {
             return Ok(crate::exit::exit(crate::exit::RUNTIME));
@@ -504,11 +512,18 @@ fn loss_lines(backends: &[Arc<goflow_writers::backend::BackendStats>]) -> Vec<St
     for b in backends {
         let failed = b.rows_dropped_failed.load(Ordering::Relaxed);
         let full = b.rows_dropped_queue_full.load(Ordering::Relaxed);
-        if failed + full == 0 {
+        if b.rows_dropped() == 0 {
             continue;
         }
         let written = b.rows_written.load(Ordering::Relaxed);
+        let spool_dropped = b.spool.as_ref().map_or(0, |s| s.rows_dropped());
         let mut why = Vec::new();
+        if spool_dropped > 0 {
+            why.push(format!(
+                "{spool_dropped} {} its spool refused (full, or a write error)",
+                rows(spool_dropped)
+            ));
+        }
         if failed > 0 {
             let err = b
                 .detail()
@@ -530,9 +545,37 @@ fn loss_lines(backends: &[Arc<goflow_writers::backend::BackendStats>]) -> Vec<St
              dropped and are not stored anywhere",
             b.name,
             b.kind,
-            failed + full,
-            rows(failed + full),
+            b.rows_dropped(),
+            rows(b.rows_dropped()),
             why.join("; ")
+        ));
+    }
+    lines
+}
+
+/// One line per backend whose spool still holds rows at exit: not lost, not written yet.
+fn held_lines(backends: &[Arc<goflow_writers::backend::BackendStats>]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for b in backends {
+        let Some(sp) = &b.spool else { continue };
+        let held = sp
+            .rows_spooled
+            .load(Ordering::Relaxed)
+            .saturating_sub(sp.rows_replayed.load(Ordering::Relaxed));
+        if held == 0 {
+            continue;
+        }
+        lines.push(format!(
+            "ROWS NOT WRITTEN YET: backend {} ({}) wrote {} {} and holds {held} {} in its spool \
+             (state_dir spool/{}, {} bytes on disk): they are written when the backend works again \
+             (at the next start)",
+            b.name,
+            b.kind,
+            b.rows_written.load(Ordering::Relaxed),
+            rows(b.rows_written.load(Ordering::Relaxed)),
+            rows(held),
+            b.name,
+            sp.bytes.load(Ordering::Relaxed)
         ));
     }
     lines
