@@ -111,6 +111,12 @@ struct RawConfig {
     /// Housekeeping.
     #[serde(default)]
     utilities: Option<RawUtilities>,
+    /// Sampling rates for exporters that announce none: `{"192.0.2.1": 1000, default: 1}`.
+    /// Keys are exporter addresses or `default`; a record takes the configured rate only when
+    /// its exporter said nothing (v5 header 0, no options data), with `sampling_source`
+    /// `config`.
+    #[serde(default)]
+    sampling: Option<BTreeMap<String, Num>>,
 }
 
 /// One backend: `type` picks the kind, `config` holds that kind's keys (may be empty or absent).
@@ -839,7 +845,8 @@ fn resolve(
     let netflow = raw.frontends.netflow;
     let listen = netflow.config.unwrap_or_default();
     let receiver = resolve_listen(&listen, ctx)?;
-    let decoder = resolve_limits(listen.limits.as_ref(), ctx)?;
+    let mut decoder = resolve_limits(listen.limits.as_ref(), ctx)?;
+    decoder.sampling = resolve_sampling(raw.sampling.as_ref(), ctx)?;
 
     let names = match netflow.backend {
         OneOrMany::One(n) => vec![n],
@@ -934,6 +941,30 @@ fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+/// The `sampling:` map: exporter addresses and `default`, each a rate of 1..=2^32-1.
+fn resolve_sampling(
+    raw: Option<&BTreeMap<String, Num>>,
+    ctx: &Ctx<'_>,
+) -> Result<goflow_codec::SamplingConfig, ConfigError> {
+    let mut out = goflow_codec::SamplingConfig::default();
+    for (key, v) in raw.into_iter().flatten() {
+        let path = ["sampling", key.as_str()];
+        let rate = ctx.num(&path, Some(Num(v.0)), 1, 1, u64::from(u32::MAX))? as u32;
+        if key == "default" {
+            out.default = Some(rate);
+            continue;
+        }
+        let ip: std::net::IpAddr = key.parse().map_err(|_| {
+            ctx.err(
+                &path,
+                "is neither an exporter address (e.g. \"192.0.2.1\") nor `default`",
+            )
+        })?;
+        out.exporters.insert(ip, rate);
+    }
+    Ok(out)
 }
 
 fn resolve_limits(
@@ -1681,6 +1712,34 @@ mod tests {
         let e = parse_err(&with("      SQL_SOCKET: /tmp/s\n"));
         assert!(
             e.contains("backends.pg.config.SQL_SOCKET") && e.contains("only used by mysql"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sampling_rates_per_exporter_and_default() {
+        let base = "backends:\n  out:\n    type: file\n    config:\n      path: x\n\
+                    frontends:\n  netflow:\n    backend: out\n";
+        let text = format!(
+            "{base}sampling:\n  \"192.0.2.1\": 1000\n  \"2001:db8::1\": \"64\"\n  default: 1\n"
+        );
+        let cfg = parse(&text, "test.yml", &no_env).map_err(|e| e.0);
+        let s = cfg.map(|c| c.decoder.sampling).unwrap_or_default();
+        assert_eq!(s.default, Some(1));
+        let ip = |t: &str| {
+            t.parse::<std::net::IpAddr>()
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        };
+        assert_eq!(s.exporters.get(&ip("192.0.2.1")), Some(&1000));
+        assert_eq!(s.exporters.get(&ip("2001:db8::1")), Some(&64));
+        let e = parse_err(&format!("{base}sampling:\n  router1: 100\n"));
+        assert!(
+            e.contains("sampling.router1") && e.contains("line 10"),
+            "{e}"
+        );
+        let e = parse_err(&format!("{base}sampling:\n  default: 0\n"));
+        assert!(
+            e.contains("sampling.default") && e.contains("out of range"),
             "{e}"
         );
     }

@@ -62,6 +62,33 @@ pub struct DecoderConfig {
     pub max_exporters: usize,
     /// Exporters silent for this long are forgotten by [`Decoder::expire_idle`].
     pub exporter_idle_secs: u64,
+    /// Sampling rates from the collector's config for exporters that announce none.
+    pub sampling: SamplingConfig,
+}
+
+/// The `sampling:` setting: a rate per exporter address and a default, used for a record only
+/// when the exporter announced no rate for it (v5 header 0, no options data, no in-record
+/// field); the record's source is then `config`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SamplingConfig {
+    pub default: Option<u32>,
+    pub exporters: std::collections::BTreeMap<IpAddr, u32>,
+}
+
+impl SamplingConfig {
+    /// The rate to use for `exporter`'s records of unknown sampling, if configured.
+    #[inline]
+    pub fn fallback(&self, exporter: IpAddr) -> Option<Sampling> {
+        let rate = if self.exporters.is_empty() {
+            self.default
+        } else {
+            self.exporters.get(&exporter).copied().or(self.default)
+        }?;
+        Some(Sampling {
+            rate: rate.max(1),
+            source: SamplingSource::Config,
+        })
+    }
 }
 
 impl Default for DecoderConfig {
@@ -75,6 +102,7 @@ impl Default for DecoderConfig {
             max_fields_total: 1 << 22,
             max_exporters: EXPORTERS_MAX,
             exporter_idle_secs: EXPORTER_IDLE_SECS,
+            sampling: SamplingConfig::default(),
         }
     }
 }
@@ -513,6 +541,20 @@ impl Decoder {
                 || self.exporters.len() < self.config.max_exporters,
             ..Progress::default()
         };
+        // Records of unknown sampling take the configured rate (one lookup per datagram).
+        let fallback = self.config.sampling.fallback(exporter);
+        let mut with_fallback = |b: &'d [u8], plan: &Plan, ctx: &PacketContext, s: Sampling| {
+            let s = match fallback {
+                Some(f) if s.source == SamplingSource::Unknown => f,
+                _ => s,
+            };
+            emit(b, plan, ctx, s)
+        };
+        let emit: &mut Emit<'_, 'd> = if fallback.is_some() {
+            &mut with_fallback
+        } else {
+            emit
+        };
         let result = match datagram {
             [0, 5, ..] => self.decode_v5(exporter, received_us, datagram, &mut p, emit),
             [0, 9, ..] => self.decode_v9(exporter, received_us, datagram, &mut p, emit),
@@ -942,6 +984,12 @@ fn options_records<'d>(t: &Template, body: &'d [u8], dom: &mut DomainState) -> (
             random_interval: read(plan.random_interval),
             packet_interval: read(plan.packet_interval),
             packet_space: read(plan.packet_space),
+            time_interval: read(plan.time_interval),
+            time_space: read(plan.time_space),
+            algorithm: read(plan.algorithm),
+            size: read(plan.size),
+            population: read(plan.population),
+            probability: read_float(rec, plan.probability),
         });
         if let Some(init) = read(plan.system_init) {
             dom.system_init_ms = Some(init);
@@ -950,6 +998,16 @@ fn options_records<'d>(t: &Template, body: &'d [u8], dom: &mut DomainState) -> (
         rest = tail;
     }
     (n, rest)
+}
+
+/// An IEEE float32 or float64 at `slot` (samplingProbability 311).
+fn read_float(rec: &[u8], slot: Slot) -> Option<f64> {
+    let bits = read_uint(rec, slot)?;
+    match slot.len {
+        4 => Some(f64::from(f32::from_bits(bits as u32))),
+        8 => Some(f64::from_bits(bits)),
+        _ => None,
+    }
 }
 
 /// Reads every accessor of `r` and folds the values into one number, so a caller that
@@ -1550,5 +1608,152 @@ mod tests {
             )
         });
         assert_eq!(got, vec![(Some(8), Some(0), None, None, Some(0x0800))]);
+    }
+
+    #[test]
+    fn rfc5477_options_with_and_without_305() {
+        // IOS-XR: options scoped by selectorId (302) with selectorAlgorithm 3 and 1 out of
+        // 256 (309/310); sampler 1 also sends samplingPacketInterval 1, sampler 2 does not.
+        let scope = [FieldSpec::new(302, 4)];
+        let with_305 = [
+            FieldSpec::new(304, 2),
+            FieldSpec::new(309, 4),
+            FieldSpec::new(310, 4),
+            FieldSpec::new(305, 4),
+        ];
+        let without = [
+            FieldSpec::new(304, 2),
+            FieldSpec::new(309, 4),
+            FieldSpec::new(310, 4),
+        ];
+        let all = |o: &[FieldSpec]| -> Vec<FieldSpec> { scope.iter().chain(o).copied().collect() };
+        let data_fields = [FieldSpec::new(8, 4), FieldSpec::new(302, 4)];
+        let mut d = Decoder::default();
+        let p = ipfix(0, |b| {
+            b.options_template(300, &scope, &with_305).is_ok()
+                && b.options_template(301, &scope, &without).is_ok()
+                && b.template(400, &data_fields).is_ok()
+                && b.options_data(300, &all(&with_305), &[1, 3, 1, 256, 1])
+                    .is_ok()
+                && b.options_data(301, &all(&without), &[2, 3, 1, 1000])
+                    .is_ok()
+        });
+        assert!(count(&mut d, T0, &p).is_ok());
+        let mut a = sample_flow_v4(0);
+        a.sampler_id = 1;
+        let mut b2 = a;
+        b2.sampler_id = 2;
+        let p = ipfix(3, |b| {
+            b.data(400, &data_fields, &a).is_ok() && b.data(400, &data_fields, &b2).is_ok()
+        });
+        let s = |rate| Sampling {
+            rate,
+            source: SamplingSource::Sampler,
+        };
+        assert_eq!(
+            read_all(&mut d, &p, |r| r.sampling()),
+            vec![s(256), s(1000)]
+        );
+        // One sampler announced and no id in the data records: that sampler's rate.
+        let mut d = Decoder::default();
+        let p = ipfix(0, |b| {
+            b.options_template(300, &scope, &with_305).is_ok()
+                && b.template(401, &data_fields[..1]).is_ok()
+                && b.options_data(300, &all(&with_305), &[1, 3, 1, 256, 1])
+                    .is_ok()
+                && b.data(401, &data_fields[..1], &a).is_ok()
+        });
+        assert_eq!(read_all(&mut d, &p, |r| r.sampling()), vec![s(256)]);
+    }
+
+    #[test]
+    fn configured_sampling_applies_only_where_the_exporter_says_nothing() {
+        let mut exporters = std::collections::BTreeMap::new();
+        exporters.insert(E, 1000);
+        let mut d = Decoder::new(DecoderConfig {
+            sampling: SamplingConfig {
+                default: Some(10),
+                exporters,
+            },
+            ..DecoderConfig::default()
+        });
+        let v5 = |interval| {
+            let mut b = V5Builder::new(V5Header {
+                unix_secs: SECS,
+                sampling_interval: interval,
+                ..V5Header::default()
+            });
+            assert!(b.push(&sample_flow_v4(0)).is_ok());
+            let mut out = Vec::new();
+            b.finish(&mut out);
+            out
+        };
+        let s = |rate, source| Sampling { rate, source };
+        assert_eq!(
+            read_all(&mut d, &v5(0), |r| r.sampling()),
+            vec![s(1000, SamplingSource::Config)]
+        );
+        assert_eq!(
+            read_all(&mut d, &v5(0x4000 | 64), |r| r.sampling()),
+            vec![s(64, SamplingSource::V5Header)]
+        );
+        // Another exporter: the default.
+        let mut got = Vec::new();
+        let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77));
+        assert!(
+            d.decode(other, T0, &v5(0), |r| got.push(r.sampling()))
+                .is_ok()
+        );
+        assert_eq!(got, vec![s(10, SamplingSource::Config)]);
+    }
+
+    #[test]
+    fn nsel_teardown_record() {
+        // Cisco ASA v9 flow teardown: no octetDeltaCount; initiator/responder counters,
+        // NF_F_FW_EVENT (233) = 2 (deleted), event time 323 and flow start 152.
+        let fields = [
+            FieldSpec::new(148, 4),
+            FieldSpec::new(8, 4),
+            FieldSpec::new(7, 2),
+            FieldSpec::new(12, 4),
+            FieldSpec::new(11, 2),
+            FieldSpec::new(4, 1),
+            FieldSpec::new(233, 1),
+            FieldSpec::new(323, 8),
+            FieldSpec::new(152, 8),
+            FieldSpec::new(231, 4),
+            FieldSpec::new(232, 4),
+            FieldSpec::new(298, 8),
+            FieldSpec::new(299, 8),
+        ];
+        let mut fl = sample_flow_v4(4);
+        fl.connection_id = 77;
+        fl.fw_event = 2;
+        fl.bytes = 5000;
+        fl.out_bytes = 120_000;
+        fl.packets = 40;
+        fl.out_pkts = 90;
+        let p = v9(1, |b| {
+            b.template(263, &fields).is_ok() && b.data(263, &fields, &fl).is_ok()
+        });
+        let mut d = Decoder::default();
+        let got = read_all(&mut d, &p, |r| {
+            (
+                (r.in_bytes(), r.out_bytes(), r.in_pkts(), r.out_pkts()),
+                (r.fw_event(), r.connection_id()),
+                (r.first_switched(), r.last_switched()),
+            )
+        });
+        assert_eq!(
+            got,
+            vec![(
+                (Some(5000), Some(120_000), Some(40), Some(90)),
+                (Some(2), Some(77)),
+                (
+                    fl.first_unix_ms as i64 * 1000,
+                    fl.last_unix_ms as i64 * 1000
+                ),
+            )]
+        );
     }
 }

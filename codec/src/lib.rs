@@ -26,7 +26,8 @@ pub mod v9;
 pub mod wire;
 
 pub use decoder::{
-    DatagramOutcome, Decoder, DecoderConfig, DecoderStats, ExporterSnapshot, TemplateInfo,
+    DatagramOutcome, Decoder, DecoderConfig, DecoderStats, ExporterSnapshot, SamplingConfig,
+    TemplateInfo,
 };
 pub use error::DecodeError;
 pub use record::{AddrMode, FlowRecord, PacketContext, Plan, Slot, TimeKind};

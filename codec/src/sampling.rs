@@ -57,7 +57,7 @@ impl Default for Sampling {
 pub const SAMPLERS_PER_DOMAIN_MAX: usize = 256;
 
 /// The sampling facts one options data record carried.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SamplerOption {
     /// samplerId 48 / selectorId 302, if the record names one.
     pub sampler_id: Option<u64>,
@@ -69,20 +69,66 @@ pub struct SamplerOption {
     pub packet_interval: Option<u64>,
     /// samplingPacketSpace 306.
     pub packet_space: Option<u64>,
+    /// samplingTimeInterval / samplingTimeSpace 307 / 308 (microseconds).
+    pub time_interval: Option<u64>,
+    pub time_space: Option<u64>,
+    /// selectorAlgorithm 304 (RFC 5477 section 8.2.1 / the IANA registry).
+    pub algorithm: Option<u64>,
+    /// samplingSize 309 and samplingPopulation 310: `size` out of every `population`.
+    pub size: Option<u64>,
+    pub population: Option<u64>,
+    /// samplingProbability 311.
+    pub probability: Option<f64>,
 }
 
+/// selectorAlgorithm values (IANA "Packet Sampling Selection Algorithms", RFC 5477 8.2.1).
+pub const ALGORITHM_SYSTEMATIC_COUNT: u64 = 1;
+pub const ALGORITHM_SYSTEMATIC_TIME: u64 = 2;
+pub const ALGORITHM_RANDOM_N_OUT_OF_N: u64 = 3;
+pub const ALGORITHM_UNIFORM_PROBABILISTIC: u64 = 4;
+
 impl SamplerOption {
-    /// The rate this record announces (1 in N), if any: 34, else 50, else
-    /// (305 + 306) / 305. Zero intervals announce nothing.
+    /// The rate this record announces (1 in N), if any. selectorAlgorithm (304) picks the
+    /// parameters that apply: 1 systematic count-based: (305 + 306) / 305; 2 systematic
+    /// time-based: (307 + 308) / 307; 3 random n-out-of-N: 310 / 309; 4 uniform probabilistic:
+    /// 1 / 311. Without 304 (or with another algorithm): 34, else 50, else 309/310 (IOS-XR
+    /// sends "1 out of 256" as 309/310 next to a 305 of 1), else 305/306, else 311. Zero or
+    /// missing parameters announce nothing.
     pub fn rate(&self) -> Option<u32> {
-        let nonzero = |v: Option<u64>| v.filter(|&v| v != 0);
+        let count = || ratio(self.packet_interval, self.packet_space);
+        let time = || ratio(self.time_interval, self.time_space);
+        let n_of_n = || {
+            let size = nonzero(self.size)?;
+            let population = nonzero(self.population)?;
+            Some(clamp_rate((population / size).max(1)))
+        };
+        let probability = || {
+            let p = self.probability.filter(|p| *p > 0.0 && *p <= 1.0)?;
+            Some(clamp_rate((1.0 / p).round() as u64))
+        };
+        match self.algorithm {
+            Some(ALGORITHM_SYSTEMATIC_COUNT) => return count().or_else(n_of_n),
+            Some(ALGORITHM_SYSTEMATIC_TIME) => return time().or_else(count),
+            Some(ALGORITHM_RANDOM_N_OUT_OF_N) => return n_of_n().or_else(count),
+            Some(ALGORITHM_UNIFORM_PROBABILISTIC) => return probability().or_else(n_of_n),
+            _ => {}
+        }
         if let Some(r) = nonzero(self.interval).or(nonzero(self.random_interval)) {
             return Some(clamp_rate(r));
         }
-        let interval = nonzero(self.packet_interval)?;
-        let space = self.packet_space.unwrap_or(0);
-        Some(clamp_rate(interval.saturating_add(space) / interval))
+        n_of_n().or_else(count).or_else(probability).or_else(time)
     }
+}
+
+fn nonzero(v: Option<u64>) -> Option<u64> {
+    v.filter(|&v| v != 0)
+}
+
+/// (interval + space) / interval: 1 selected, `space` skipped.
+fn ratio(interval: Option<u64>, space: Option<u64>) -> Option<u32> {
+    let interval = nonzero(interval)?;
+    let space = space.unwrap_or(0);
+    Some(clamp_rate(interval.saturating_add(space) / interval))
 }
 
 fn clamp_rate(r: u64) -> u32 {
@@ -133,14 +179,20 @@ impl SamplerTable {
         true
     }
 
-    /// The exporter's default rate (options data without a sampler id).
+    /// The exporter's default rate (options data without a sampler id); without one, the rate
+    /// of its only sampler when it announced exactly one (IOS-XR scopes its options by
+    /// selectorId but does not always put the id in data records).
     pub fn default_sampling(&self) -> Sampling {
-        match self.default {
-            Some(rate) => Sampling {
+        match (self.default, self.by_id.as_slice()) {
+            (Some(rate), _) => Sampling {
                 rate,
                 source: SamplingSource::Exporter,
             },
-            None => Sampling::default(),
+            (None, [(_, rate)]) => Sampling {
+                rate: *rate,
+                source: SamplingSource::Sampler,
+            },
+            _ => Sampling::default(),
         }
     }
 
@@ -151,7 +203,15 @@ impl SamplerTable {
                 rate,
                 source: SamplingSource::Sampler,
             },
-            None => self.default_sampling(),
+            // A record naming a sampler not announced: only a rate announced for the whole
+            // exporter applies, not some other sampler's.
+            None => match self.default {
+                Some(rate) => Sampling {
+                    rate,
+                    source: SamplingSource::Exporter,
+                },
+                None => Sampling::default(),
+            },
         }
     }
 
@@ -189,6 +249,7 @@ mod tests {
             random_interval: r,
             packet_interval: pi,
             packet_space: ps,
+            ..SamplerOption::default()
         };
         assert_eq!(o(Some(100), None, None, None).rate(), Some(100));
         assert_eq!(o(Some(0), Some(512), None, None).rate(), Some(512));
@@ -240,5 +301,72 @@ mod tests {
             });
         }
         assert_eq!(t.samplers().len(), SAMPLERS_PER_DOMAIN_MAX);
+    }
+
+    #[test]
+    fn rfc5477_selector_options() {
+        // IOS-XR: selectorId scope, algorithm 3 (random n-out-of-N), 1 out of 256, and a
+        // samplingPacketInterval of 1 that must not make it 1:1.
+        let xr = SamplerOption {
+            sampler_id: Some(1),
+            algorithm: Some(3),
+            size: Some(1),
+            population: Some(256),
+            packet_interval: Some(1),
+            ..SamplerOption::default()
+        };
+        assert_eq!(xr.rate(), Some(256));
+        // The same without 305, and without 304.
+        let no_305 = SamplerOption {
+            packet_interval: None,
+            ..xr
+        };
+        assert_eq!(no_305.rate(), Some(256));
+        let no_304 = SamplerOption {
+            algorithm: None,
+            ..xr
+        };
+        assert_eq!(no_304.rate(), Some(256));
+        // Algorithm 1 (systematic count): interval and space; 309/310 ignored.
+        let count = SamplerOption {
+            algorithm: Some(1),
+            packet_interval: Some(1),
+            packet_space: Some(99),
+            size: Some(1),
+            population: Some(7),
+            ..SamplerOption::default()
+        };
+        assert_eq!(count.rate(), Some(100));
+        // Algorithm 4 (uniform probabilistic): 1 / p.
+        let prob = SamplerOption {
+            algorithm: Some(4),
+            probability: Some(0.001),
+            ..SamplerOption::default()
+        };
+        assert_eq!(prob.rate(), Some(1000));
+        // Algorithm 2 (systematic time): 100 us on, 900 us off.
+        let time = SamplerOption {
+            algorithm: Some(2),
+            time_interval: Some(100),
+            time_space: Some(900),
+            ..SamplerOption::default()
+        };
+        assert_eq!(time.rate(), Some(10));
+        // Bad parameters announce nothing.
+        let bad = SamplerOption {
+            algorithm: Some(4),
+            probability: Some(1.5),
+            ..SamplerOption::default()
+        };
+        assert_eq!(bad.rate(), None);
+        assert_eq!(
+            SamplerOption {
+                size: Some(0),
+                population: Some(10),
+                ..SamplerOption::default()
+            }
+            .rate(),
+            None
+        );
     }
 }
