@@ -134,7 +134,7 @@ enum RawBackend {
     Postgres(Option<RawSqlBackend>),
     /// MySQL / MariaDB (not in this build).
     Mysql(Option<RawSqlBackend>),
-    /// Apache Kafka (not in this build).
+    /// Apache Kafka (cargo feature `kafka`, on by default).
     Kafka(Option<RawKafkaBackend>),
 }
 
@@ -365,6 +365,26 @@ struct RawKafkaBackend {
     SSL: Option<Flag>,
     /// Verify the server's certificate.
     SSL_VERIFY: Option<Flag>,
+    /// SASL mechanism: PLAIN (default), SCRAM-SHA-256 or SCRAM-SHA-512.
+    sasl_mechanism: Option<String>,
+    /// CA bundle (PEM) to verify the brokers' certificates with (default: the system's).
+    ssl_ca_file: Option<String>,
+    /// `protobuf` (goflow2's FlowMessage, default) or `json`.
+    format: Option<String>,
+    /// Message key: `exporter` (default), `flow` (5-tuple hash) or `none`.
+    key: Option<String>,
+    /// none, lz4 (default), zstd, snappy or gzip.
+    compression: Option<String>,
+    /// Flows per Kafka message (default 64; 1 = goflow2's one FlowMessage per message).
+    flows_per_message: Option<Num>,
+    /// librdkafka linger.ms (default 5).
+    linger_ms: Option<Num>,
+    /// librdkafka batch.size in bytes (default 1000000).
+    batch_bytes: Option<Num>,
+    /// Writer lanes sharing the one producer (default 1: an exporter's flows stay in order).
+    lanes: Option<Num>,
+    /// Any other librdkafka property (set last, overriding the above).
+    rdkafka: Option<BTreeMap<String, serde_norway::Value>>,
     /// Records per flush (default 100000).
     flush_rows: Option<Num>,
     /// Flush records older than this many milliseconds (default 1000).
@@ -642,7 +662,7 @@ pub enum BackendKind {
         socket: Option<PathBuf>,
         connections: usize,
     },
-    /// Kafka (not in this build).
+    /// Kafka (cargo feature `kafka`, on by default; without it the start fails).
     Kafka(KafkaConfig),
 }
 
@@ -686,7 +706,7 @@ impl BackendKind {
                 "{}@{}:{}/{} table {}",
                 sql.user, sql.host, sql.port, sql.dbname, sql.table
             ),
-            BackendKind::Kafka(k) => format!("{} topic {}", k.server, k.topic),
+            BackendKind::Kafka(k) => k.target(),
         }
     }
 }
@@ -699,32 +719,9 @@ pub use goflow_writers::pg::SslMode;
 /// daemon fills it from `utilities.max_age`.
 pub use goflow_writers::pg::PgConfig as SqlConfig;
 
-/// Kafka settings, environment applied. `Debug` never shows the password.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct KafkaConfig {
-    pub server: String,
-    pub topic: String,
-    pub sasl_user: Option<String>,
-    pub sasl_password: Option<String>,
-    pub ssl: bool,
-    pub ssl_verify: bool,
-}
-
-impl fmt::Debug for KafkaConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaConfig")
-            .field("server", &self.server)
-            .field("topic", &self.topic)
-            .field("sasl_user", &self.sasl_user)
-            .field(
-                "sasl_password",
-                &self.sasl_password.as_ref().map(|_| "<hidden>"),
-            )
-            .field("ssl", &self.ssl)
-            .field("ssl_verify", &self.ssl_verify)
-            .finish()
-    }
-}
+/// Kafka settings, environment applied: the Kafka writer's own type. `Debug` never shows the
+/// password.
+pub use goflow_writers::kafka::KafkaConfig;
 
 // ---------------------------------------------------------------------------------------------
 // Loading.
@@ -1205,22 +1202,7 @@ fn resolve_backend(
         }
         RawBackend::Kafka(c) => {
             let c = c.unwrap_or_default();
-            let pick =
-                |envname: &str, v: Option<String>| env(envname).filter(|s| !s.is_empty()).or(v);
-            let pick_flag = |envname: &str, v: Option<Flag>, default: bool| {
-                env(envname)
-                    .and_then(|s| parse_bool(&s))
-                    .or(v.map(|f| f.0))
-                    .unwrap_or(default)
-            };
-            let k = KafkaConfig {
-                server: pick("KAFKA_SERVER", c.KAFKA_SERVER).unwrap_or_default(),
-                topic: pick("KAFKA_TOPIC", c.KAFKA_TOPIC).unwrap_or_default(),
-                sasl_user: pick("SASL_USER", c.SASL_USER),
-                sasl_password: pick("SASL_PASSWORD", c.SASL_PASSWORD),
-                ssl: pick_flag("SSL", c.SSL, false),
-                ssl_verify: pick_flag("SSL_VERIFY", c.SSL_VERIFY, true),
-            };
+            let k = resolve_kafka(name, &c, ctx, env)?;
             let flush = resolve_flush(
                 ctx,
                 name,
@@ -1237,6 +1219,130 @@ fn resolve_backend(
         name: name.to_owned(),
         kind,
         flush,
+    })
+}
+
+/// `type: kafka`: the old collector's keys with their environment variables (the variable wins
+/// when it is set and not empty; SSL and SSL_VERIFY take true/false/1/0/yes/no/on/off), and
+/// the producer's own keys.
+fn resolve_kafka(
+    name: &str,
+    c: &RawKafkaBackend,
+    ctx: &Ctx<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<KafkaConfig, ConfigError> {
+    use goflow_writers::kafka::{self as kw, Compression, Format, KeyBy};
+    let p = |k: &'static str| ["backends", name, "config", k];
+    let pick = |envname: &str, v: &Option<String>| {
+        env(envname).filter(|s| !s.is_empty()).or_else(|| v.clone())
+    };
+    let pick_flag = |envname: &'static str, v: Option<Flag>, default: bool| match env(envname)
+        .filter(|s| !s.trim().is_empty())
+    {
+        Some(s) => parse_bool(&s).ok_or_else(|| {
+            ConfigError(format!(
+                "environment variable {envname}={s:?} is not a boolean (true/false, 1/0, yes/no)"
+            ))
+        }),
+        None => Ok(v.map_or(default, |f| f.0)),
+    };
+    let choice = |key: &'static str, v: &str, what: &str| {
+        ctx.err(&p(key), format_args!("{v:?} is not one of {what}"))
+    };
+    let format = match &c.format {
+        None => Format::default(),
+        Some(f) => match Format::parse(f) {
+            Some(f) => f,
+            None => return Err(choice("format", f, "protobuf, json")),
+        },
+    };
+    let key = match &c.key {
+        None => KeyBy::default(),
+        Some(k) => match KeyBy::parse(k) {
+            Some(k) => k,
+            None => return Err(choice("key", k, "exporter, flow, none")),
+        },
+    };
+    let compression = match &c.compression {
+        None => Compression::default(),
+        Some(v) => match Compression::parse(v) {
+            Some(v) => v,
+            None => return Err(choice("compression", v, "none, lz4, zstd, snappy, gzip")),
+        },
+    };
+    let sasl_mechanism = match c.sasl_mechanism.as_deref().map(str::trim) {
+        None | Some("") => "PLAIN".to_owned(),
+        Some(m) => match m.to_ascii_uppercase().as_str() {
+            "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512" => m.to_ascii_uppercase(),
+            _ => {
+                return Err(ctx.err(
+                    &p("sasl_mechanism"),
+                    format_args!("{m:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+                ));
+            }
+        },
+    };
+    let num = |key: &'static str, v: Option<Num>, default: u64, min: u64, max: u64| {
+        ctx.num(&p(key), v, default, min, max)
+    };
+    let flows_per_message = num(
+        "flows_per_message",
+        c.flows_per_message,
+        kw::DEFAULT_FLOWS_PER_MESSAGE as u64,
+        1,
+        kw::FLOWS_PER_MESSAGE_MAX as u64,
+    )? as usize;
+    let linger_ms = num(
+        "linger_ms",
+        c.linger_ms,
+        kw::DEFAULT_LINGER_MS.into(),
+        0,
+        900_000,
+    )? as u32;
+    let batch_bytes = num(
+        "batch_bytes",
+        c.batch_bytes,
+        kw::DEFAULT_BATCH_BYTES.into(),
+        1,
+        2_147_483_647,
+    )? as u32;
+    let lanes = num("lanes", c.lanes, 1, 1, 16)? as usize;
+    let mut rdkafka = Vec::new();
+    for (k, v) in c.rdkafka.iter().flatten() {
+        let v = match v {
+            serde_norway::Value::String(s) => s.clone(),
+            serde_norway::Value::Bool(b) => b.to_string(),
+            serde_norway::Value::Number(n) => n.to_string(),
+            _ => {
+                return Err(ctx.err(
+                    &["backends", name, "config", "rdkafka", k],
+                    "must be a string, number or boolean (a librdkafka property value)",
+                ));
+            }
+        };
+        rdkafka.push((k.clone(), v));
+    }
+    Ok(KafkaConfig {
+        server: pick("KAFKA_SERVER", &c.KAFKA_SERVER).unwrap_or_default(),
+        topic: pick("KAFKA_TOPIC", &c.KAFKA_TOPIC).unwrap_or_default(),
+        sasl_user: pick("SASL_USER", &c.SASL_USER),
+        sasl_password: pick("SASL_PASSWORD", &c.SASL_PASSWORD),
+        sasl_mechanism,
+        ssl: pick_flag("SSL", c.SSL, false)?,
+        ssl_verify: pick_flag("SSL_VERIFY", c.SSL_VERIFY, true)?,
+        ssl_ca_file: c
+            .ssl_ca_file
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+        format,
+        key,
+        compression,
+        flows_per_message,
+        linger_ms,
+        batch_bytes,
+        lanes,
+        rdkafka,
     })
 }
 
@@ -1612,6 +1718,86 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The old collector's Kafka variables win over wrong file values; the boolean forms of
+    /// SSL/SSL_VERIFY; the producer keys and the `rdkafka:` passthrough.
+    #[test]
+    fn kafka_env_wins_and_producer_keys() {
+        use goflow_writers::kafka::{Compression, Format, KeyBy};
+        let text = "backends:\n  k:\n    type: kafka\n    config:\n      \
+                    KAFKA_SERVER: wrong:1\n      KAFKA_TOPIC: wrongtopic\n      \
+                    SASL_USER: fileuser\n      SASL_PASSWORD: filepw\n      SSL: \"no\"\n      \
+                    SSL_VERIFY: true\n      sasl_mechanism: scram-sha-512\n      \
+                    ssl_ca_file: /etc/ca.pem\n      format: json\n      key: flow\n      \
+                    compression: zstd\n      flows_per_message: 1\n      \
+                    rdkafka: {client.id: me, socket.keepalive.enable: true, retries: 7}\n\
+                    frontends:\n  netflow:\n    backend: k\n";
+        let env = |k: &str| {
+            match k {
+                "KAFKA_SERVER" => Some("127.0.0.1:19092"),
+                "KAFKA_TOPIC" => Some("flows"),
+                "SASL_USER" => Some("envuser"),
+                "SASL_PASSWORD" => Some("envpw"),
+                "SSL" => Some("YES"),
+                "SSL_VERIFY" => Some("0"),
+                _ => None,
+            }
+            .map(str::to_owned)
+        };
+        let cfg = parse(text, "t.yml", &env).unwrap_or_else(|e| panic!("{e}"));
+        let BackendKind::Kafka(k) = &cfg.backends[0].kind else {
+            panic!("{:?}", cfg.backends[0].kind);
+        };
+        assert_eq!(k.server, "127.0.0.1:19092");
+        assert_eq!(k.topic, "flows");
+        assert_eq!(k.sasl_user.as_deref(), Some("envuser"));
+        assert_eq!(k.sasl_password.as_deref(), Some("envpw"));
+        assert!(k.ssl);
+        assert!(!k.ssl_verify);
+        assert_eq!(k.sasl_mechanism, "SCRAM-SHA-512");
+        assert_eq!(k.ssl_ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(
+            (k.format, k.key, k.compression, k.flows_per_message),
+            (Format::Json, KeyBy::Flow, Compression::Zstd, 1)
+        );
+        assert!(
+            k.rdkafka
+                .contains(&("client.id".to_owned(), "me".to_owned()))
+        );
+        assert!(k.rdkafka.contains(&("retries".to_owned(), "7".to_owned())));
+        assert!(
+            k.rdkafka
+                .contains(&("socket.keepalive.enable".to_owned(), "true".to_owned()))
+        );
+        assert!(!format!("{cfg:?}").contains("envpw"));
+        assert_eq!(cfg.backends[0].kind.target(), "127.0.0.1:19092 topic flows");
+
+        // Without the environment: the file's values, and its "no" for SSL.
+        let cfg = parse_ok(text);
+        let BackendKind::Kafka(k) = &cfg.backends[0].kind else {
+            panic!();
+        };
+        assert_eq!(
+            (k.server.as_str(), k.ssl, k.ssl_verify),
+            ("wrong:1", false, true)
+        );
+
+        // A bad value names the key and the line; a bad boolean in the environment names it.
+        let bad = text.replace("key: flow", "key: tuple");
+        let e = parse(&bad, "t.yml", &no_env)
+            .expect_err("bad key")
+            .to_string();
+        assert!(
+            e.contains("backends.k.config.key") && e.contains("line 14"),
+            "{e}"
+        );
+        let e = parse(text, "t.yml", &|k| (k == "SSL").then(|| "maybe".to_owned()))
+            .expect_err("bad SSL")
+            .to_string();
+        assert!(e.contains("SSL") && e.contains("maybe"), "{e}");
+        let bad = text.replace("flows_per_message: 1", "flows_per_message: 0");
+        assert!(parse(&bad, "t.yml", &no_env).is_err());
     }
 
     /// verify-full takes its CA file from SQL_SSLROOTCERT; without it, or with the key under

@@ -160,11 +160,46 @@ pub(crate) fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyh
             b.name,
             b.kind.type_name()
         ),
+        #[cfg(feature = "kafka")]
+        BackendKind::Kafka(k) => kafka_plan(k, &b.name)?,
+        #[cfg(not(feature = "kafka"))]
         BackendKind::Kafka(_) => bail!(
             "backend {}: backend type {} is not available in this build",
             b.name,
             b.kind.type_name()
         ),
+    })
+}
+
+/// The Kafka backend (goflow_writers::kafka): one producer shared by `lanes` sinks. A broker
+/// that is down does not stop the start: a background probe logs whether it answered, and the
+/// backend delivers (retrying its flushes) once it does.
+#[cfg(feature = "kafka")]
+fn kafka_plan(k: &config::KafkaConfig, name: &str) -> anyhow::Result<Plan> {
+    use goflow_writers::kafka::{KafkaEncoder, sink::KafkaSink};
+    let sinks = KafkaSink::lanes(k, name).map_err(|e| anyhow::anyhow!("backend {name}: {e}"))?;
+    if let Some(first) = sinks.first() {
+        let probe = first.probe_handle();
+        let (name, target) = (name.to_owned(), k.target());
+        let _ = thread::Builder::new()
+            .name(format!("probe-{name}"))
+            .spawn(move || match probe.probe(Duration::from_secs(5)) {
+                Ok(parts) => log::info!(
+                    "backend {name}: kafka broker answered, {target} has {parts} partitions"
+                ),
+                Err(e) => log::warn!(
+                    "backend {name}: kafka broker not reachable yet ({e}); \
+                     flows are delivered once it is"
+                ),
+            });
+    }
+    let (format, key) = (k.format, k.key);
+    Ok(Plan {
+        encoder: Arc::new(move || Box::new(KafkaEncoder::new(format, key)) as Box<dyn RowEncoder>),
+        sinks: sinks
+            .into_iter()
+            .map(|s| Box::new(s) as Box<dyn Sink>)
+            .collect(),
     })
 }
 

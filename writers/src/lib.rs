@@ -11,6 +11,7 @@ pub mod backend;
 pub mod durable;
 pub mod file;
 pub mod json;
+pub mod kafka;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod pg;
