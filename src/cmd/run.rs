@@ -189,7 +189,7 @@ fn kafka_plan(k: &config::KafkaConfig, name: &str) -> anyhow::Result<Plan> {
                 ),
                 Err(e) => log::warn!(
                     "backend {name}: kafka broker not reachable yet ({e}); \
-                     flows are delivered once it is"
+                     flows are queued and delivered once it is"
                 ),
             });
     }

@@ -91,8 +91,10 @@ pub struct KafkaStats {
     pub ack_us: [AtomicU64; ACK_BUCKETS],
     pub ack_us_sum: AtomicU64,
     pub ack_us_max: AtomicU64,
-    /// Whether the last metadata request reached a broker.
+    /// Whether the last metadata request reached a broker (cleared by a failed flush).
     pub connected: AtomicBool,
+    /// The first answer was logged.
+    announced: AtomicBool,
 }
 
 impl KafkaStats {
@@ -211,6 +213,9 @@ pub struct KafkaContext {
     backend: String,
     last_log: Mutex<Option<Instant>>,
 }
+
+/// How long the connect check waits for a broker's metadata.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// At most one librdkafka error log line per backend per this interval.
 pub const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -380,6 +385,30 @@ impl KafkaSink {
         &self.stats
     }
 
+    /// Asks a broker for the topic's metadata (once while it answers; again after a flush
+    /// failed): a broker that is down is a retriable error, logged by the backend, while the
+    /// producer keeps trying to connect in the background.
+    pub fn connect(&self) -> Result<(), SinkError> {
+        if self.stats.connected.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match self.probe_handle().probe(CONNECT_TIMEOUT) {
+            Ok(partitions) => {
+                if !self.stats.announced.swap(true, Ordering::Relaxed) {
+                    log::info!(
+                        "kafka: broker answered, {} has {partitions} partitions",
+                        self.target
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(SinkError::retriable(format!(
+                "kafka: no broker of {} answered within {CONNECT_TIMEOUT:?}: {e}",
+                self.target
+            ))),
+        }
+    }
+
     /// A handle that asks the brokers about the topic (for another thread).
     pub fn probe_handle(&self) -> KafkaProbe {
         KafkaProbe {
@@ -519,6 +548,10 @@ impl Sink for KafkaSink {
         drop(s);
         let sent = self.sent;
         self.reset();
+        if pending > 0 || failed > 0 {
+            // The next connect check asks the brokers again.
+            self.stats.connected.store(false, Ordering::Relaxed);
+        }
         if pending > 0 {
             return Err(SinkError::retriable(format!(
                 "kafka: {pending} of {sent} messages without a delivery report after {} s",
@@ -752,8 +785,9 @@ mod tests {
         let _: serde_json::Value = serde_json::from_str(&status["ack_latency_us"]).expect("json");
     }
 
-    /// The broker is down when the backend starts: its flushes fail (timed out, counted,
-    /// retried by the backend), nothing is lost, and everything arrives once it is back.
+    /// The broker is down when the backend starts: its connect check and flushes fail
+    /// (counted, retried by the backend), nothing is lost, and everything arrives once it is
+    /// back.
     #[test]
     fn broker_down_then_up_loses_nothing() {
         let cluster = MockCluster::new(1).expect("mock cluster");
@@ -779,8 +813,9 @@ mod tests {
         for c in chunks(n, 250, Format::Protobuf, KeyBy::Flow) {
             assert!(tx.try_send(c));
         }
-        wait_for("a timed-out delivery", 20, || {
-            kstats.errors[0].load(Ordering::Relaxed) > 0
+        // The connect check (or a flush timing out) fails and is counted.
+        wait_for("a failed attempt", 20, || {
+            backend.stats().errors.load(Ordering::Relaxed) > 0
         });
         assert_eq!(backend.stats().rows_written.load(Ordering::Relaxed), 0);
         assert!(backend.stats().errors.load(Ordering::Relaxed) > 0);
