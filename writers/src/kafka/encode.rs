@@ -77,28 +77,35 @@ pub const PB_FIELDS: &[(&str, u32, PbKind)] = &[
     ("src_mask", 16, PbKind::Plain), // src_net
     ("dst_mask", 17, PbKind::Plain), // dst_net
     ("ip_version", 30, PbKind::Etype),
-    ("src_mac", 27, PbKind::Plain),
+    ("src_mac", 27, PbKind::Plain), // 48-bit MAC in the low bits
     ("dst_mac", 28, PbKind::Plain),
-    ("src_vlan", 33, PbKind::Plain),
-    ("dst_vlan", 34, PbKind::Plain),
-    ("vlan_id", 29, PbKind::Plain),
+    ("vlan", 33, PbKind::Plain),      // src_vlan
+    ("post_vlan", 34, PbKind::Plain), // dst_vlan
     ("forwarding_status", 24, PbKind::Plain),
-    ("ip_ttl", 25, PbKind::Plain),
-    ("min_ttl", 25, PbKind::Plain),
     ("icmp_type", 31, PbKind::Plain),
     ("icmp_code", 32, PbKind::Plain),
-    ("ipv6_flow_label", 37, PbKind::Plain),
-    ("flow_label", 37, PbKind::Plain),
-    ("fragment_id", 35, PbKind::Plain),
-    ("fragment_offset", 36, PbKind::Plain),
-    ("next_hop_as", 13, PbKind::Plain),
+    ("mpls_label", 81, PbKind::Plain), // repeated: one element (parsers take packed or not)
     ("bgp_next_hop", 100, PbKind::Plain),
-    ("observation_point_id", 71, PbKind::Plain),
 ];
 
 /// Schema columns goflow2's `FlowMessage` has no number for (not written in protobuf; the JSON
 /// format carries them).
-pub const PB_UNMAPPED: &[&str] = &["direction"];
+/// `etype` is written from `ip_version` (field 30 once).
+pub const PB_UNMAPPED: &[&str] = &[
+    "direction",
+    "sampling_source",
+    "out_bytes",
+    "out_pkts",
+    "fw_event",
+    "post_nat_src_ip",
+    "post_nat_dst_ip",
+    "post_nat_src_port",
+    "post_nat_dst_port",
+    "ingress_vrf",
+    "egress_vrf",
+    "flow_end_reason",
+    "etype",
+];
 
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -182,6 +189,11 @@ impl Body {
             (PbKind::Etype, Value::Uint(6)) => self.uint(field, 0x86dd),
             (PbKind::Etype, _) => {}
             (PbKind::Plain, Value::Uint(u)) => self.uint(field, u),
+            (PbKind::Plain, Value::Mac(m)) => self.uint(
+                field,
+                u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]]),
+            ),
+            (PbKind::Plain, Value::Str(_)) => {}
             (PbKind::Plain, Value::Ip(IpAddr::V4(a))) => self.bytes(field, &a.octets()),
             (PbKind::Plain, Value::Ip(IpAddr::V6(a))) => self.bytes(field, &a.octets()),
             // Nanoseconds; a time before 1970 is left out (0).
@@ -508,8 +520,8 @@ pub(crate) mod tests {
 
     #[test]
     fn varints_and_framing_are_byte_exact() {
-        // An empty plan, v5, exporter 10.0.0.1, sampling 0: type, three times, the exporter and
-        // the observation domain.
+        // An empty plan, v5, exporter 10.0.0.1, unknown sampling: type, three times, the
+        // exporter, the observation domain and the sampling rate.
         let plan = Plan::EMPTY;
         let c = PacketContext {
             exporter: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
@@ -525,13 +537,14 @@ pub(crate) mod tests {
         KafkaEncoder::new(Format::Protobuf, KeyBy::Exporter).encode(&rec, &mut out);
         let expected: &[u8] = &[
             4, 10, 0, 0, 1, // key: the exporter's 4 bytes
-            17, 0, 0, 0,  // value length, LE
-            16, // FlowMessage length (varint)
+            19, 0, 0, 0,  // value length, LE
+            18, // FlowMessage length (varint)
             0x08, 2, // type = NETFLOW_V5
             0xf0, 0x06, 0xe8, 0x07, // field 110 (time_received_ns) = 1000 ns
             // first/last switched: 0 (export time 0), left out
             0x5a, 4, 10, 0, 0, 1, // field 11 (sampler_address), 4 bytes
             0xb0, 0x04, 0xac, 0x02, // field 70 (observation_domain_id) = 300
+            0x18, 1, // field 3 (sampling_rate) = 1 (unknown sampling is stored as 1)
         ];
         assert_eq!(&out[..], expected);
         let f: Vec<Frame<'_>> = frames(&out).collect();
