@@ -388,7 +388,7 @@ impl KafkaSink {
     /// Asks a broker for the topic's metadata (once while it answers; again after a flush
     /// failed): a broker that is down is a retriable error, logged by the backend, while the
     /// producer keeps trying to connect in the background.
-    pub fn connect(&self) -> Result<(), SinkError> {
+    pub fn check_connected(&self) -> Result<(), SinkError> {
         if self.stats.connected.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -569,6 +569,10 @@ impl Sink for KafkaSink {
 
     fn abort(&mut self) {
         self.reset();
+    }
+
+    fn connect(&mut self) -> Result<(), SinkError> {
+        self.check_connected()
     }
 
     fn status(&mut self) -> Vec<(&'static str, String)> {
