@@ -108,9 +108,10 @@ S=$(st)
 SPOOLED=$(jq '.backends[0].spool.rows_spooled' <<<"$S")
 BYTES=$(jq '.backends[0].spool.bytes' <<<"$S")
 KDROP=$(jq '.totals.drops.kernel' <<<"$S")
+DROPPED=$(jq '.backends[0].rows_dropped' <<<"$S")
 stop
-awk -v f="$SPOOLED" -v a="$t0" -v b="$t1" -v c="$c0" -v d="$c1" -v by="$BYTES" -v k="$KDROP" -v s="$FLOWS" \
-    'BEGIN{printf "down->spool\t%d\t%.2f\t%.0f\t%.2f\t%.3f\tsent %d, spool %.1f MB, kernel drops %d\n", f, b-a, f/(b-a), d-c, (d-c)*1e6/f, s, by/1e6, k}'
+awk -v f="$SPOOLED" -v a="$t0" -v b="$t1" -v c="$c0" -v d="$c1" -v by="$BYTES" -v k="$KDROP" -v s="$FLOWS" -v x="$DROPPED" \
+    'BEGIN{printf "down->spool\t%d\t%.2f\t%.0f\t%.2f\t%.3f\tsent %d, spool %.1f MB, kernel drops %d, rows refused (spool memory/disk bound) %d\n", f, b-a, f/(b-a), d-c, (d-c)*1e6/f, s, by/1e6, k, x}'
 
 # Replay into the reachable server.
 config "$PGPORT" 1073741824; start
