@@ -286,3 +286,239 @@ fn sigterm_exits_while_traffic_continues() -> TestResult {
     );
     Ok(())
 }
+
+/// A v9 datagram of `source_id` carrying `n` templates (ids 256..) of three fields, none of
+/// which any data set uses.
+fn v9_templates(seq: u32, n: u16) -> Vec<u8> {
+    use goflow_codec::encode::{FieldSpec, V9Builder, V9Header};
+    let mut b = V9Builder::new(V9Header {
+        sys_uptime_ms: 3_600_000,
+        unix_secs: 1_700_000_000,
+        sequence: seq,
+        source_id: 0,
+    });
+    let fields = [
+        FieldSpec::new(8, 4),
+        FieldSpec::new(12, 4),
+        FieldSpec::new(1, 4),
+    ];
+    for id in 0..n {
+        let _ = b.template(256 + id, &fields);
+    }
+    let mut out = Vec::new();
+    b.finish(&mut out);
+    out
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// Point 2: a flood of never-used templates from many sources fills the template store; a real
+/// v9 exporter (goflow bench) arriving afterwards still gets its template admitted and all its
+/// flows stored, the flood's templates are evicted (counted), and per-exporter refusals are
+/// counted by reason.
+#[test]
+fn template_flood_does_not_shut_out_a_new_exporter() -> TestResult {
+    let d = start("templates: 200, templates_per_exporter: 10")?;
+    // 100 sources x 10 templates fill the store (200) five times over ...
+    spray(d.target(), 100, |i| v9_templates(i, 10))?;
+    // ... and one source asks for more than its own bound.
+    UdpSocket::bind("127.4.0.1:0")?.send_to(&v9_templates(0, 12), d.target())?;
+    let st = d.wait_status("the flood", |s| s.totals.datagrams >= 101)?;
+    let s = &st.totals.state;
+    assert!(st.totals.templates <= 200, "{:?}", st.totals);
+    assert_eq!(s.templates_refused_exporter_full, 2, "{s:?}");
+    assert_eq!(s.templates_refused_cache_full, 0, "{s:?}");
+    assert_eq!(s.templates_evicted, 1010 - 200, "{s:?}");
+
+    // The real exporter, afterwards: every flow stored.
+    let out = Command::new(BIN)
+        .args([
+            "bench", "--proto", "v9", "--flows", "10000", "--rate", "20000",
+        ])
+        .args(["--target", &d.target().to_string()])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = d.wait_status("bench's flows", |s| s.totals.records >= 10_000)?;
+    assert_eq!(st.totals.records, 10_000);
+    assert_eq!(st.totals.drops.no_template, 0, "{:?}", st.totals.drops);
+    let (_, m) = d.get("/metrics")?;
+    assert_eq!(
+        metric(
+            &m,
+            "goflow_decoder_templates_rejected_total{reason=\"exporter_full\"}"
+        ),
+        Some(2),
+        "{m}"
+    );
+    assert!(metric(&m, "goflow_decoder_templates_evicted_total").is_some_and(|n| n >= 810));
+    Ok(())
+}
+
+/// Point 5: every malformed input moves a counter. Refused templates (no fields, ids below
+/// 256, zero-length records) by reason; v9 datagrams of 20-23 bytes as truncated; a data set
+/// ending in part of a record as truncated_record; data sets without a template in sets and
+/// bytes (held first, for the template to come).
+#[test]
+fn every_drop_is_counted() -> TestResult {
+    use goflow_codec::encode::{TYPICAL_V4_TEMPLATE, V9Builder, V9Header};
+    let d = start("")?;
+    let header = |seq: u32, count: u16| {
+        let mut h = Vec::new();
+        h.extend_from_slice(&9u16.to_be_bytes());
+        h.extend_from_slice(&count.to_be_bytes());
+        h.extend_from_slice(&3_600_000u32.to_be_bytes());
+        h.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+        h.extend_from_slice(&seq.to_be_bytes());
+        h.extend_from_slice(&0u32.to_be_bytes());
+        h
+    };
+    let s = UdpSocket::bind("127.5.0.1:0")?;
+    let to = d.target();
+    // v9 of 21, 22 and 23 bytes, and a bare 20-byte header announcing one record: truncated.
+    for extra in 1..=3usize {
+        let mut p = header(extra as u32, 1);
+        p.extend(std::iter::repeat_n(0u8, extra));
+        s.send_to(&p, to)?;
+    }
+    s.send_to(&header(4, 1), to)?;
+    // A bare header with count 0 is a valid empty export packet: no drop.
+    s.send_to(&header(5, 0), to)?;
+    // Template set: id 255 (below 256), id 300 with no fields, id 301 with one 0-length field.
+    let mut p = header(6, 3);
+    let tpl: [u16; 8] = [255, 1, 8, 4, 300, 0, 301, 1];
+    let mut body: Vec<u8> = tpl.iter().flat_map(|v| v.to_be_bytes()).collect();
+    body.extend_from_slice(&[0, 8, 0, 0]); // 301's field: id 8, length 0
+    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&u16::try_from(body.len() + 4)?.to_be_bytes());
+    p.extend_from_slice(&body);
+    s.send_to(&p, to)?;
+    // A good template, then a data set of 1.5 records (one record, then a partial one).
+    let mut b = V9Builder::new(V9Header {
+        sys_uptime_ms: 3_600_000,
+        unix_secs: 1_700_000_000,
+        sequence: 7,
+        source_id: 0,
+    });
+    b.template(256, TYPICAL_V4_TEMPLATE)?;
+    b.data(256, TYPICAL_V4_TEMPLATE, &sample_flow_v4(0))?;
+    let mut good = Vec::new();
+    b.finish(&mut good);
+    s.send_to(&good, to)?;
+    let rec_len: usize = TYPICAL_V4_TEMPLATE.iter().map(|f| usize::from(f.len)).sum();
+    let mut p = header(8, 2);
+    p.extend_from_slice(&256u16.to_be_bytes());
+    p.extend_from_slice(&u16::try_from(4 + rec_len + rec_len / 2)?.to_be_bytes());
+    p.extend(std::iter::repeat_n(1u8, rec_len + rec_len / 2));
+    s.send_to(&p, to)?;
+    // A data set for template 999, which nobody announced: 40 bytes.
+    let mut p = header(9, 1);
+    p.extend_from_slice(&999u16.to_be_bytes());
+    p.extend_from_slice(&44u16.to_be_bytes());
+    p.extend_from_slice(&[7u8; 40]);
+    s.send_to(&p, to)?;
+
+    let st = d.wait_status("nine datagrams", |s| {
+        s.totals.datagrams >= 9 && s.exporters.iter().any(|e| e.address == "127.5.0.1")
+    })?;
+    let dr = &st.totals.drops;
+    assert_eq!(dr.decode_truncated, 4, "{dr:?}");
+    assert_eq!(dr.truncated_record, 1, "{dr:?}");
+    // The set for the unknown template is held for it (counted as no_template only if it
+    // expires unheld).
+    assert_eq!(
+        (st.totals.held.sets, st.totals.held.bytes),
+        (1, 40),
+        "{:?}",
+        st.totals.held
+    );
+    assert_eq!(dr.no_template, 0, "{dr:?}");
+    assert_eq!(
+        st.totals.records, 2,
+        "the good record and the whole one before the partial"
+    );
+    let s = &st.totals.state;
+    assert_eq!(s.templates_refused_malformed, 3, "{s:?}");
+    assert_eq!(s.templates_rejected, 3, "{s:?}");
+    let e = st
+        .exporters
+        .iter()
+        .find(|e| e.address == "127.5.0.1")
+        .ok_or("no exporter")?;
+    // The truncated datagrams failed before the exporter was noted; the rest decoded.
+    assert_eq!(e.errors, 0, "{e:?}");
+    let (_, m) = d.get("/metrics")?;
+    for (k, v) in [
+        (
+            "goflow_decoder_templates_rejected_total{reason=\"malformed\"}",
+            3,
+        ),
+        ("goflow_decoder_no_template_sets_total", 0),
+        (
+            "goflow_pipeline_dropped_records_total{reason=\"truncated_record\"}",
+            1,
+        ),
+        (
+            "goflow_receiver_dropped_datagrams_total{reason=\"decode_truncated\"}",
+            4,
+        ),
+    ] {
+        assert_eq!(metric(&m, k), Some(v), "{k}\n{m}");
+    }
+    Ok(())
+}
+
+/// Point 8: an API on a non-loopback address is announced with a warning at start.
+#[test]
+fn api_on_a_non_loopback_address_is_warned_about() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let port = free_udp_port()?;
+    let api = free_tcp_port()?;
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "backends:\n  out: {{type: null}}\nfrontends:\n  netflow:\n    config: {{bindaddr: 127.0.0.1, bindport: {port}, receiver: mmsg, workers: 1}}\n    backend: out\napi: 0.0.0.0:{api}\nstate_dir: {}\n",
+            dir.path().join("state").display()
+        ),
+    )?;
+    let log = dir.path().join("log");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let mut d = Daemon {
+        child,
+        port,
+        api: format!("127.0.0.1:{api}"),
+        log,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while !d.log_text().contains("listening on udp") {
+        if d.child.try_wait()?.is_some() || Instant::now() > deadline {
+            return Err(format!("did not start: {}", d.log_text()).into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = d.log_text();
+    assert!(
+        text.contains("WARN") && text.contains("is not on a loopback address"),
+        "{text}"
+    );
+    d.sigterm()?;
+    assert!(d.wait_exit(Instant::now() + DEADLINE)?.is_some());
+    Ok(())
+}

@@ -151,8 +151,19 @@ pub struct DecoderStats {
     /// Held sets dropped for age, and to make room for newer ones.
     pub held_expired_sets: u64,
     pub held_dropped_sets: u64,
-    /// Template records refused (limits, zero-length fields, no fields, bad ids).
+    /// Bytes of those data sets (their bodies, without set headers).
+    pub bytes_without_template: u64,
+    /// Template records refused, all reasons (the three below).
     pub templates_rejected: u64,
+    /// ... malformed (no fields, too many, zero-length records, ids below 256, bad scope
+    /// counts, lengths past the set),
+    pub templates_refused_malformed: u64,
+    /// ... over the exporter's own bound,
+    pub templates_refused_exporter_full: u64,
+    /// ... no room could be made in the cache.
+    pub templates_refused_cache_full: u64,
+    /// Templates evicted (unused by data lately) to admit new ones.
+    pub templates_evicted: u64,
     /// Templates withdrawn (IPFIX).
     pub templates_withdrawn: u64,
     /// Options data records read (sampling, system init time).
@@ -175,6 +186,15 @@ pub struct DecoderStats {
 }
 
 impl DecoderStats {
+    fn count_refusal(&mut self, r: crate::template::Refusal) {
+        self.templates_rejected += 1;
+        match r {
+            crate::template::REFUSED_EXPORTER_FULL => self.templates_refused_exporter_full += 1,
+            crate::template::REFUSED_CACHE_FULL => self.templates_refused_cache_full += 1,
+            _ => self.templates_refused_malformed += 1,
+        }
+    }
+
     fn count_error(&mut self, e: &DecodeError) {
         match e {
             DecodeError::Truncated { .. } => self.errors_truncated += 1,
@@ -685,6 +705,11 @@ impl Decoder {
         emit: &mut Emit<'_, 'd>,
     ) -> Result<(), DecodeError> {
         let (h, body) = v9::parse_header(datagram)?;
+        // 1-3 bytes after the header cannot be a FlowSet (padding lives inside FlowSets), and a
+        // bare header announcing records lost them: either way the datagram is cut short.
+        if body.len() < crate::wire::v9::SET_HEADER_LEN && (!body.is_empty() || h.count.get() > 0) {
+            return Err(DecodeError::Truncated { what: "v9 flowset" });
+        }
         let domain = h.source_id.get();
         let ctx = PacketContext {
             exporter,
@@ -795,23 +820,26 @@ impl Decoder {
         p: &mut Progress,
     ) {
         match item {
-            TemplateItem::Define(def) => match self.templates.learn(exporter, domain, &def, now) {
-                Ok(learned) => {
-                    p.outcome.templates += 1;
-                    if learned != crate::template::Learned::Refreshed {
-                        self.generation += 1;
+            TemplateItem::Define(def) => {
+                match self.templates.learn(exporter, domain, &def, now) {
+                    Ok(learned) => {
+                        p.outcome.templates += 1;
+                        if learned != crate::template::Learned::Refreshed {
+                            self.generation += 1;
+                        }
+                        let key = TemplateKey {
+                            exporter,
+                            domain,
+                            id: def.id,
+                        };
+                        if !self.held.release.contains(&key) && self.held.holds(&key) {
+                            self.held.release.push(key);
+                        }
                     }
-                    let key = TemplateKey {
-                        exporter,
-                        domain,
-                        id: def.id,
-                    };
-                    if !self.held.release.contains(&key) && self.held.holds(&key) {
-                        self.held.release.push(key);
-                    }
+                    Err(r) => self.stats.count_refusal(r),
                 }
-                Err(_) => self.stats.templates_rejected += 1,
-            },
+                self.stats.templates_evicted = self.templates.evicted();
+            }
             TemplateItem::Withdraw { id, kind } => {
                 let all_id = match kind {
                     TemplateKind::Data => ipfix::TEMPLATE_SET_ID,
@@ -825,7 +853,7 @@ impl Decoder {
                 self.stats.templates_withdrawn += n as u64;
                 self.generation += n as u64;
             }
-            TemplateItem::Refused(_) => self.stats.templates_rejected += 1,
+            TemplateItem::Refused(r) => self.stats.count_refusal(r),
         }
     }
 
@@ -847,6 +875,7 @@ impl Decoder {
         if self.templates.get(&key, ctx.received_us).is_none() {
             if p.releasing || !self.hold(key, body, ctx) {
                 p.outcome.records_without_template += 1;
+                self.stats.bytes_without_template += body.len() as u64;
             }
             return None;
         }

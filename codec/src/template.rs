@@ -10,7 +10,7 @@
 //! variable-length fields (IPFIX length 65535) are walked per record, building a per-record plan
 //! on the stack.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
@@ -117,10 +117,20 @@ pub struct Template {
     pub restored: bool,
     /// Changed since the last [`TemplateCache::take_changes`] (its key is queued).
     dirty: bool,
+    /// A data set used it since the eviction clock last passed it (second chance).
+    used: bool,
+    /// Insertion number: tells this template's entry in the eviction ring from a stale one.
+    seq: u64,
 }
 
 /// Why a template was refused.
 pub type Refusal = &'static str;
+
+/// The exporter already holds [`TemplateLimits::max_per_exporter`] templates (or its fields
+/// bound): refused, so one exporter cannot crowd out the others.
+pub const REFUSED_EXPORTER_FULL: Refusal = "exporter's template bound reached";
+/// No room could be made (the field bound with nothing evictable).
+pub const REFUSED_CACHE_FULL: Refusal = "cache full";
 
 impl Template {
     /// Compiles a template definition. Refuses templates without fields, whose records take
@@ -175,6 +185,8 @@ impl Template {
             refreshed_us: now,
             restored: false,
             dirty: false,
+            used: false,
+            seq: 0,
         };
         t.repeated = repeated_ies(&t.fields, if def.ipfix { 0 } else { def.scope_count });
         if !variable {
@@ -391,6 +403,13 @@ impl FxHasher {
 pub type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// The template cache of one decoder.
+///
+/// When the cache is full a new template takes the place of one that no data set used lately:
+/// a CLOCK (second-chance) sweep over the templates in insertion order, where a lookup for a
+/// data set sets the template's `used` bit and the sweep clears it once before evicting. So a
+/// flood of templates that nothing refers to (spoofed sources) evicts its own kind, never the
+/// templates real exporters' data uses, and a new exporter is always admitted. Amortised O(1)
+/// per admission; the hot path only sets a bit.
 #[derive(Debug)]
 pub struct TemplateCache {
     map: FxHashMap<TemplateKey, Template>,
@@ -400,6 +419,11 @@ pub struct TemplateCache {
     expired: u64,
     /// Keys learned, refreshed, replaced or removed since the last [`TemplateCache::take_changes`].
     changed: Vec<TemplateKey>,
+    /// The eviction clock: keys in insertion order with their insertion number (entries of
+    /// removed or replaced templates are skipped when met, and compacted away).
+    ring: VecDeque<(TemplateKey, u64)>,
+    next_seq: u64,
+    evicted: u64,
 }
 
 impl TemplateCache {
@@ -411,7 +435,41 @@ impl TemplateCache {
             limits,
             expired: 0,
             changed: Vec::new(),
+            ring: VecDeque::new(),
+            next_seq: 0,
+            evicted: 0,
         }
+    }
+
+    /// Templates evicted to make room for new ones so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Evicts the template the clock finds unused (clearing `used` bits as it passes). Returns
+    /// whether one was evicted. At most two passes: after one, every bit is clear.
+    fn evict_one(&mut self) -> bool {
+        let mut budget = self.ring.len().saturating_mul(2).saturating_add(1);
+        while budget > 0 {
+            budget -= 1;
+            let Some((key, seq)) = self.ring.pop_front() else {
+                return false;
+            };
+            match self.map.get_mut(&key) {
+                Some(t) if t.seq == seq => {
+                    if t.used {
+                        t.used = false;
+                        self.ring.push_back((key, seq));
+                    } else {
+                        self.remove(&key);
+                        self.evicted += 1;
+                        return true;
+                    }
+                }
+                _ => {} // Stale: removed or replaced since.
+            }
+        }
+        false
     }
 
     /// The keys that changed since the last call (learned, refreshed, replaced, withdrawn,
@@ -476,23 +534,23 @@ impl TemplateCache {
             return Ok(Learned::Refreshed);
         }
         let t = Template::compile(def, self.limits.max_fields_per_template, now)?;
-        let old = self.remove(&key);
-        let usage = self.usage.get(&exporter).copied().unwrap_or_default();
         let n = t.fields.len();
-        let over = usage.templates >= self.limits.max_per_exporter
-            || usage.fields + n > self.limits.max_fields_per_exporter
-            || self.map.len() >= self.limits.max_total
-            || self.total_fields + n > self.limits.max_fields_total;
-        if over {
-            // Make room from templates that have expired anyway, then try once more.
-            self.expire(now);
-            let usage = self.usage.get(&exporter).copied().unwrap_or_default();
-            if usage.templates >= self.limits.max_per_exporter
-                || usage.fields + n > self.limits.max_fields_per_exporter
-                || self.map.len() >= self.limits.max_total
-                || self.total_fields + n > self.limits.max_fields_total
-            {
-                return Err("cache full");
+        let usage = self.usage.get(&exporter).copied().unwrap_or_default();
+        let (old_templates, old_fields) =
+            self.map.get(&key).map_or((0, 0), |o| (1, o.fields.len()));
+        // The exporter's own bound: refused (a replacement frees its old slot first).
+        if usage.templates - old_templates >= self.limits.max_per_exporter
+            || usage.fields - old_fields + n > self.limits.max_fields_per_exporter
+        {
+            return Err(REFUSED_EXPORTER_FULL);
+        }
+        let old = self.remove(&key);
+        // The total bounds: make room from what no data set used lately.
+        while self.map.len() >= self.limits.max_total
+            || self.total_fields + n > self.limits.max_fields_total
+        {
+            if !self.evict_one() {
+                return Err(REFUSED_CACHE_FULL);
             }
         }
         self.insert(key, t);
@@ -507,11 +565,20 @@ impl TemplateCache {
         let n = t.fields.len();
         t.dirty = true;
         self.changed.push(key);
+        t.seq = self.next_seq;
+        self.next_seq += 1;
+        self.ring.push_back((key, t.seq));
         let u = self.usage.entry(key.exporter).or_default();
         u.templates += 1;
         u.fields += n;
         self.total_fields += n;
         self.map.insert(key, t);
+        // Stale ring entries (removed templates) are dropped when the ring is twice the cache.
+        if self.ring.len() > 2 * self.map.len() + 1024 {
+            let map = &self.map;
+            self.ring
+                .retain(|(k, seq)| map.get(k).is_some_and(|t| t.seq == *seq));
+        }
     }
 
     fn remove(&mut self, key: &TemplateKey) -> Option<Template> {
@@ -590,12 +657,13 @@ impl TemplateCache {
     #[inline]
     pub fn get(&mut self, key: &TemplateKey, now: UnixMicros) -> Option<&Template> {
         let ttl = self.limits.ttl_us;
-        let stale = now.saturating_sub(self.map.get(key)?.refreshed_us) > ttl;
-        if stale {
+        let t = self.map.get_mut(key)?;
+        if now.saturating_sub(t.refreshed_us) > ttl {
             self.remove(key);
             self.expired += 1;
             return None;
         }
+        t.used = true;
         self.map.get(key)
     }
 
@@ -741,10 +809,18 @@ mod tests {
         assert_eq!(c.get(&k(E1, 1, 256), 20).map(|t| t.min_len()), Some(8));
         // Per-exporter bound: 2.
         assert_eq!(c.learn(E1, 2, &def(256, &RAW), 20), Ok(Learned::New));
-        assert_eq!(c.learn(E1, 3, &def(256, &RAW), 20), Err("cache full"));
+        assert_eq!(
+            c.learn(E1, 3, &def(256, &RAW), 20),
+            Err(REFUSED_EXPORTER_FULL)
+        );
+        // A replacement under the exporter's bound is not refused.
+        assert_eq!(
+            c.learn(E1, 2, &def(256, &RAW[..8]), 20),
+            Ok(Learned::Replaced)
+        );
         // Total bound: 3.
         assert_eq!(c.learn(E2, 1, &def(256, &RAW), 20), Ok(Learned::New));
-        assert_eq!(c.learn(E2, 1, &def(257, &RAW), 20), Err("cache full"));
+        assert_eq!(c.evicted(), 0);
         assert!(c.withdraw(E2, 1, 256));
         assert!(!c.withdraw(E2, 1, 256));
         assert_eq!(c.len(), 2);
@@ -759,15 +835,38 @@ mod tests {
     }
 
     #[test]
-    fn full_cache_makes_room_from_expired_templates() {
-        let mut c = TemplateCache::new(limits());
+    fn full_cache_evicts_what_no_data_set_used() {
+        // Regression (issue 13): a flood of never-used templates filled the cache and every
+        // new exporter was refused from then on.
+        let mut c = TemplateCache::new(TemplateLimits {
+            max_per_exporter: 8,
+            ..limits()
+        });
+        let k = |e, id| TemplateKey {
+            exporter: e,
+            domain: 1,
+            id,
+        };
         assert_eq!(c.learn(E1, 1, &def(256, &RAW), 0), Ok(Learned::New));
-        assert_eq!(c.learn(E1, 1, &def(257, &RAW), 0), Ok(Learned::New));
-        assert_eq!(c.learn(E1, 1, &def(258, &RAW), 1), Err("cache full"));
-        assert_eq!(
-            c.learn(E1, 1, &def(258, &RAW), 70_000_000),
-            Ok(Learned::New)
-        );
-        assert_eq!(c.len(), 1);
+        assert_eq!(c.learn(E2, 1, &def(300, &RAW), 0), Ok(Learned::New));
+        assert_eq!(c.learn(E2, 1, &def(301, &RAW), 0), Ok(Learned::New));
+        // E1's template is used by data; the flood's are not.
+        assert!(c.get(&k(E1, 256), 1).is_some());
+        for id in 302..400 {
+            assert_eq!(c.learn(E2, 1, &def(id, &RAW), 2), Ok(Learned::New), "{id}");
+            assert!(c.get(&k(E1, 256), 3).is_some(), "the used one stays ({id})");
+        }
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.evicted(), 98);
+        // A new exporter is admitted too.
+        let e3 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3));
+        assert_eq!(c.learn(e3, 1, &def(256, &RAW), 4), Ok(Learned::New));
+        assert!(c.get(&k(E1, 256), 5).is_some());
+        assert_eq!(c.count_for(e3), 1);
+        // The ring stays bounded however many come and go.
+        for id in 400..5000u16 {
+            let _ = c.learn(E2, 1, &def(id, &RAW), 6);
+        }
+        assert!(c.ring.len() <= 2 * c.len() + 1024 + 1, "{}", c.ring.len());
     }
 }

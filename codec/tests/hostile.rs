@@ -410,11 +410,15 @@ fn template_flood_is_bounded_per_exporter_and_in_total() {
         }
     }
     assert_eq!(d.template_cache().len(), 15);
-    assert_eq!(d.stats().templates_rejected, 60 - 15);
+    // Each exporter's own bound refuses 10 of its 20; the total bound evicts templates no data
+    // set used (issue 13: a full store no longer shuts out new exporters), oldest first.
+    assert_eq!(d.stats().templates_rejected, 30);
+    assert_eq!(d.stats().templates_refused_exporter_full, 30);
+    assert_eq!(d.stats().templates_evicted, 15);
     let snap = d.exporters();
     assert_eq!(
         snap.iter().map(|e| e.templates).collect::<Vec<_>>(),
-        vec![10, 5, 0]
+        vec![0, 5, 10]
     );
 }
 

@@ -452,6 +452,15 @@ impl Daemon {
     }
 
     fn log_start(&self, kinds: &[ReceiverKind]) {
+        if let Some(api) = self.cfg.api
+            && !api.ip().is_loopback()
+        {
+            log::warn!(
+                "the ops API on {api} is not on a loopback address: it has no authentication \
+                 and shows every exporter's address and counters, the templates and the \
+                 backends' targets to whoever reaches it (keep it on 127.0.0.1 or firewall it)"
+            );
+        }
         let kind = kinds.first().map_or("?", |k| k.as_str());
         log::info!(
             "goflow {} listening on udp {} ({} workers, {kind} receiver; config: {}; \

@@ -230,9 +230,10 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         .collect();
     w.counter(
         "goflow_pipeline_dropped_records_total",
-        "Flow records lost, by reason: no_template (data sets whose template is not yet known; \
-         one per set, as the record count needs the template), truncated_record (a data set \
-         ending in part of a record), backend (rows that could not be queued or stored).",
+        "Flow records lost, by reason: truncated_record (a data set ending in part of a \
+         record, or a variable-length record overrunning its set), backend (rows that could not \
+         be queued or stored). Data sets without a known template are counted in sets: \
+         goflow_decoder_no_template_sets_total.",
         &samples,
     );
     w.counter(
@@ -273,8 +274,33 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
     );
     w.counter(
         "goflow_decoder_templates_rejected_total",
-        "Template records refused (malformed, or over a bound).",
-        &[(&[], st.templates_rejected)],
+        "Template records refused, by reason: malformed (no fields, too many, zero-length \
+         records, ids below 256, bad scope counts), exporter_full (over \
+         limits.templates_per_exporter), cache_full (no room could be made).",
+        &[
+            (&[("reason", "malformed")], st.templates_refused_malformed),
+            (
+                &[("reason", "exporter_full")],
+                st.templates_refused_exporter_full,
+            ),
+            (&[("reason", "cache_full")], st.templates_refused_cache_full),
+        ],
+    );
+    w.counter(
+        "goflow_decoder_templates_evicted_total",
+        "Templates evicted to admit new ones (those no data set used lately go first).",
+        &[(&[], st.templates_evicted)],
+    );
+    w.counter(
+        "goflow_decoder_no_template_sets_total",
+        "Data sets skipped because their template is not known, in sets (without the \
+         template a set's record count is unknown).",
+        &[(&[], t.drops.no_template)],
+    );
+    w.counter(
+        "goflow_decoder_no_template_bytes_total",
+        "Bytes of data sets skipped because their template is not known.",
+        &[(&[], t.drops.no_template_bytes)],
     );
     w.gauge(
         "goflow_decoder_templates",
@@ -760,11 +786,16 @@ mod tests {
             ),
             Some(3.0)
         );
+        // Data sets without a template are counted in sets, not as records (issue 13).
         assert_eq!(
             get(
                 "goflow_pipeline_dropped_records_total",
                 Some(("reason", "no_template"))
             ),
+            None
+        );
+        assert_eq!(
+            get("goflow_decoder_no_template_sets_total", None),
             Some(4.0)
         );
         assert_eq!(

@@ -157,8 +157,17 @@ pub struct StateTotals {
     pub sequence_streams: u64,
     /// The bound on templates (`limits.templates` times the workers).
     pub templates_max: u64,
-    /// Template records refused (malformed, or over a bound).
+    /// Template records refused, all reasons ...
     pub templates_rejected: u64,
+    /// ... malformed (no fields, too many, zero-length records, ids below 256, bad scope
+    /// counts),
+    pub templates_refused_malformed: u64,
+    /// ... over the exporter's own bound (`limits.templates_per_exporter`),
+    pub templates_refused_exporter_full: u64,
+    /// ... no room could be made (nothing evictable).
+    pub templates_refused_cache_full: u64,
+    /// Templates evicted because no data set used them lately, to admit new ones.
+    pub templates_evicted: u64,
 }
 
 /// Everything lost, by reason. The set of reasons is closed (they are Prometheus label values).
@@ -174,9 +183,11 @@ pub struct Drops {
     pub decode_unsupported_version: u64,
     pub decode_bad_length: u64,
     pub decode_bad_template: u64,
-    /// Data sets whose template was not (yet) known (each set counts once: without the
-    /// template its record count is unknown).
+    /// Data sets whose template was not (yet) known. Counted in sets (and bytes): without the
+    /// template a set's record count is unknown, so these are not in [`Drops::records`].
     pub no_template: u64,
+    /// Bytes of those data sets.
+    pub no_template_bytes: u64,
     /// Data sets whose tail held part of a record (one partial record lost each).
     pub truncated_record: u64,
     /// Records a backend could not queue or store.
@@ -200,9 +211,8 @@ impl Drops {
     }
 
     /// Records lost, by reason.
-    pub fn record_reasons(&self) -> [(&'static str, u64); 3] {
+    pub fn record_reasons(&self) -> [(&'static str, u64); 2] {
         [
-            ("no_template", self.no_template),
             ("truncated_record", self.truncated_record),
             ("backend", self.backend),
         ]
@@ -362,10 +372,15 @@ impl Status {
         );
         let dd = t.drops.datagrams();
         let dr = t.drops.records();
-        if dd == 0 && dr == 0 {
+        let ds = t.drops.no_template;
+        if dd == 0 && dr == 0 && ds == 0 {
             s.push_str("; nothing dropped");
         } else {
-            let _ = write!(s, "; dropped {dd} datagram(s) and {dr} record(s)");
+            let _ = write!(
+                s,
+                "; dropped {dd} datagram(s), {dr} record(s) and {ds} data set(s) without a \
+                 template"
+            );
             let reasons: Vec<String> = t
                 .drops
                 .datagram_reasons()
@@ -374,7 +389,9 @@ impl Status {
                 .filter(|(_, v)| *v > 0)
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect();
-            let _ = write!(s, " ({})", reasons.join(", "));
+            if !reasons.is_empty() {
+                let _ = write!(s, " ({})", reasons.join(", "));
+            }
         }
         if t.sequence_missing > 0 {
             let _ = write!(
@@ -486,7 +503,10 @@ mod tests {
         st.totals.drops.no_template = 7;
         let m = st.summary_paragraph();
         assert!(
-            m.contains("dropped 4 datagram(s) and 7 record(s) (kernel 4, no_template 7)"),
+            m.contains(
+                "dropped 4 datagram(s), 0 record(s) and 7 data set(s) without a template \
+                 (kernel 4)"
+            ),
             "{m}"
         );
     }

@@ -39,6 +39,13 @@ pub struct WorkerCounters {
     pub records_without_template: AtomicU64,
     /// Data sets whose tail held a partial record.
     pub records_truncated: AtomicU64,
+    /// Bytes of data sets skipped for want of their template.
+    pub bytes_without_template: AtomicU64,
+    /// Template records refused, by reason, and templates evicted to admit new ones.
+    pub templates_refused_malformed: AtomicU64,
+    pub templates_refused_exporter_full: AtomicU64,
+    pub templates_refused_cache_full: AtomicU64,
+    pub templates_evicted: AtomicU64,
     /// Datagrams larger than their receive buffer (counted, never parsed).
     pub truncated: AtomicU64,
     /// Datagrams the kernel dropped on this worker's socket (SO_RXQ_OVFL, cumulative).
@@ -182,6 +189,16 @@ pub(crate) fn store_decoder_stats(c: &WorkerCounters, s: &DecoderStats) {
         .store(s.records_without_template, Ordering::Relaxed);
     c.records_truncated
         .store(s.records_truncated, Ordering::Relaxed);
+    c.bytes_without_template
+        .store(s.bytes_without_template, Ordering::Relaxed);
+    c.templates_refused_malformed
+        .store(s.templates_refused_malformed, Ordering::Relaxed);
+    c.templates_refused_exporter_full
+        .store(s.templates_refused_exporter_full, Ordering::Relaxed);
+    c.templates_refused_cache_full
+        .store(s.templates_refused_cache_full, Ordering::Relaxed);
+    c.templates_evicted
+        .store(s.templates_evicted, Ordering::Relaxed);
     c.exporters_untracked
         .store(s.exporters_untracked, Ordering::Relaxed);
     c.exporters_expired

@@ -51,6 +51,7 @@ impl OpsSource for Shared {
             decode_bad_template: get(|w| &w.decode_bad_template),
             no_template: t.records_without_template,
             truncated_record: get(|w| &w.records_truncated),
+            no_template_bytes: get(|w| &w.bytes_without_template),
             backend: t.rows_dropped,
         };
         let backends = self
@@ -136,6 +137,10 @@ impl OpsSource for Shared {
                     templates_max: (self.decoder.max_templates_total as u64)
                         .saturating_mul(self.workers.len() as u64),
                     templates_rejected: get(|w| &w.templates_rejected),
+                    templates_refused_malformed: get(|w| &w.templates_refused_malformed),
+                    templates_refused_exporter_full: get(|w| &w.templates_refused_exporter_full),
+                    templates_refused_cache_full: get(|w| &w.templates_refused_cache_full),
+                    templates_evicted: get(|w| &w.templates_evicted),
                 },
             },
             exporters,

@@ -74,6 +74,7 @@ impl Decoder {
             self.held.bytes -= old.bytes.len();
             self.stats.held_dropped_sets += 1;
             self.stats.records_without_template += 1;
+            self.stats.bytes_without_template += old.bytes.len() as u64;
         }
         self.held.bytes += body.len();
         self.held.sets.push_back(HeldSet {
@@ -97,6 +98,7 @@ impl Decoder {
         {
             if let Some(old) = self.held.sets.pop_front() {
                 self.held.bytes -= old.bytes.len();
+                self.stats.bytes_without_template += old.bytes.len() as u64;
                 n += 1;
             }
         }
