@@ -49,4 +49,6 @@ pub enum Command {
     Status(cmd::status::StatusOpt),
     /// Show the running daemon's latency and size histograms (percentiles and bar charts).
     Stats(cmd::stats::StatsOpt),
+    /// Provision Grafana through the running daemon: folder, datasources, dashboards.
+    ConfigureGrafana(cmd::configure_grafana::ConfigureGrafanaOpt),
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod exit;
+pub mod grafana;
 pub mod ingest;
 pub mod ops;
 pub mod pcap;

@@ -586,7 +586,7 @@ fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
             Some(Some("datasource")),
             "{uid}: a ${{datasource}} variable"
         );
-        if ds_var.map(|v| &v["query"]) != Some(&Value::from("grafana-postgresql-datasource")) {
+        if ds_var.map(|v| &v["query"]) != Some(&Value::from("postgres")) {
             continue;
         }
         let mut vars = default_vars(&dash);

@@ -6,6 +6,7 @@ use crate::cli::{Cli, Command};
 
 pub mod bench;
 pub mod check;
+pub mod configure_grafana;
 pub mod decode;
 pub mod run;
 pub mod stats;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Bench(ref opt)) => bench::run(&cli, opt),
         Some(Command::Status(ref opt)) => status::run(&cli, opt),
         Some(Command::Stats(ref opt)) => stats::run(&cli, opt),
+        Some(Command::ConfigureGrafana(ref opt)) => configure_grafana::run(&cli, opt),
     }
 }
 

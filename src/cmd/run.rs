@@ -416,7 +416,10 @@ impl Daemon {
         // answers or systemd hears READY: /healthz is honest from its first answer.
         daemon.wait_backends();
         if let Some(api) = daemon.cfg.api {
-            let source: Arc<dyn crate::ops::OpsSource> = daemon.shared.clone();
+            let source: Arc<dyn crate::ops::OpsSource> = Arc::new(crate::grafana::WithGrafana {
+                inner: daemon.shared.clone(),
+                targets: crate::grafana::targets(&daemon.cfg),
+            });
             match crate::ops::serve(&api.to_string(), source) {
                 Ok(server) => daemon.ops = Some(server),
                 Err(e) => {

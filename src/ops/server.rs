@@ -35,7 +35,7 @@ pub fn serve(addr: &str, source: Arc<dyn OpsSource>) -> anyhow::Result<OpsServer
         .name("goflow-ops".into())
         .spawn({
             let server = Arc::clone(&server);
-            move || accept_loop(&server, source.as_ref())
+            move || accept_loop(&server, &source)
         })
         .map_err(|e| anyhow!("cannot start the ops API thread: {e}"))?;
     log::info!("ops API on http://{bound}/ (/status /stats /metrics /templates /healthz)");
@@ -81,9 +81,13 @@ impl Drop for OpsServer {
     }
 }
 
-fn accept_loop(server: &tiny_http::Server, source: &dyn OpsSource) {
+fn accept_loop(server: &tiny_http::Server, source: &Arc<dyn OpsSource>) {
     for req in server.incoming_requests() {
-        let reply = respond(source, req.method().as_str(), req.url());
+        if req.url().split(['?', '#']).next() == Some(GRAFANA_PATH) {
+            grafana_request(req, source);
+            continue;
+        }
+        let reply = respond(source.as_ref(), req.method().as_str(), req.url());
         let mut resp = tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
         if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], reply.content_type) {
             resp.add_header(h);
@@ -91,6 +95,90 @@ fn accept_loop(server: &tiny_http::Server, source: &dyn OpsSource) {
         if let Err(e) = req.respond(resp) {
             log::debug!("ops API: writing a response failed: {e}");
         }
+    }
+}
+
+/// POST /grafana: `goflow configure-grafana` asks the daemon to provision Grafana.
+pub const GRAFANA_PATH: &str = "/grafana";
+/// Largest POST /grafana body (the dashboards are about 100 KiB).
+const GRAFANA_BODY_MAX_BYTES: u64 = 16 << 20;
+
+/// Serves POST /grafana on its own thread: provisioning makes several requests to Grafana, and
+/// scrapes of /metrics must not wait for them. Only loopback clients may ask (the answer is
+/// made with the backends' passwords, and the request carries a Grafana key).
+fn grafana_request(mut req: tiny_http::Request, source: &Arc<dyn OpsSource>) {
+    let loopback = req.remote_addr().is_some_and(|a| match a.ip() {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    });
+    let early = if !loopback {
+        Some(error(
+            403,
+            "POST /grafana is served to loopback clients only",
+        ))
+    } else if req.method().as_str() != "POST" {
+        Some(error(405, "use POST /grafana (goflow configure-grafana)"))
+    } else {
+        None
+    };
+    if let Some(reply) = early {
+        send(req, reply);
+        return;
+    }
+    let source = Arc::clone(source);
+    let spawned = std::thread::Builder::new()
+        .name("goflow-grafana".into())
+        .spawn(move || {
+            use std::io::Read as _;
+            let mut body = String::new();
+            let read = req
+                .as_reader()
+                .take(GRAFANA_BODY_MAX_BYTES)
+                .read_to_string(&mut body);
+            let reply = match read {
+                Err(e) => error(400, &format!("cannot read the request: {e}")),
+                Ok(_) => grafana_reply(source.as_ref(), &body),
+            };
+            send(req, reply);
+        });
+    if let Err(e) = spawned {
+        log::warn!("ops API: cannot start the Grafana thread: {e}");
+    }
+}
+
+/// The answer to one POST /grafana body: 200 with the steps, 400 for a body that is not a
+/// request, 502 with the failed step when Grafana refused or could not be reached.
+pub fn grafana_reply(source: &dyn OpsSource, body: &str) -> Reply {
+    let req: crate::grafana::GrafanaRequest = match serde_json::from_str(body) {
+        Ok(r) => r,
+        Err(e) => return error(400, &format!("not a configure-grafana request: {e}")),
+    };
+    let targets = source.grafana_targets();
+    match crate::grafana::provision(&req, &targets) {
+        Ok(report) => {
+            log::info!(
+                "configure-grafana: {} provisioned ({} steps)",
+                req.url,
+                report.steps.len()
+            );
+            json(200, &report)
+        }
+        Err(e) => {
+            log::warn!("configure-grafana: {e}");
+            json(502, &e)
+        }
+    }
+}
+
+fn send(req: tiny_http::Request, reply: Reply) {
+    let mut resp = tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+    if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], reply.content_type) {
+        resp.add_header(h);
+    }
+    if let Err(e) = req.respond(resp) {
+        log::debug!("ops API: writing a response failed: {e}");
     }
 }
 

@@ -20,6 +20,11 @@ pub trait OpsSource: Send + Sync + 'static {
     fn templates(&self) -> TemplatesReport;
     /// The histograms the workers and backends publish into.
     fn histograms(&self) -> &HistogramHub;
+    /// The SQL backends `goflow configure-grafana` makes datasources for (POST /grafana),
+    /// passwords included; none unless the daemon says so.
+    fn grafana_targets(&self) -> Vec<crate::grafana::SqlTarget> {
+        Vec::new()
+    }
 }
 
 /// GET /status.
