@@ -759,8 +759,14 @@ impl crate::ops::OpsSource for WithGrafana {
     fn status(&self) -> crate::ops::Status {
         self.inner.status()
     }
-    fn templates(&self) -> crate::ops::TemplatesReport {
-        self.inner.templates()
+    fn templates(&self, page: &crate::ops::status::TemplatesQuery) -> crate::ops::TemplatesReport {
+        self.inner.templates(page)
+    }
+    fn status_page(&self, offset: u64, limit: u64) -> crate::ops::Status {
+        self.inner.status_page(offset, limit)
+    }
+    fn health(&self) -> crate::ops::status::Health {
+        self.inner.health()
     }
     fn histograms(&self) -> &crate::ops::HistogramHub {
         self.inner.histograms()

@@ -49,13 +49,23 @@ fn free_tcp_port() -> Result<u16, Box<dyn Error>> {
 /// decoder whose bounds the test sets) and `limits` (YAML flow mapping body) under
 /// `frontends.netflow.config.limits`.
 fn start(limits: &str) -> Result<Daemon, Box<dyn Error>> {
+    start_with(
+        "{type: null}",
+        &format!("limits: {{{limits}}}"),
+        Stdio::null(),
+    )
+}
+
+/// Starts `goflow run` with backend `out` (a YAML flow mapping), `netflow` (more keys of
+/// `frontends.netflow.config`) and the daemon's stdout going to `stdout`.
+fn start_with(backend: &str, netflow: &str, stdout: Stdio) -> Result<Daemon, Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("goflow.log");
     let port = free_udp_port()?;
     let api = format!("127.0.0.1:{}", free_tcp_port()?);
     let config = format!(
-        "backends:\n  out: {{type: null}}\n\
-         frontends:\n  netflow:\n    config: {{bindaddr: 127.0.0.1, bindport: {port}, receiver: mmsg, workers: 1, limits: {{{limits}}}}}\n    backend: out\n\
+        "backends:\n  out: {backend}\n\
+         frontends:\n  netflow:\n    config: {{bindaddr: 127.0.0.1, bindport: {port}, receiver: mmsg, workers: 1, {netflow}}}\n    backend: out\n\
          api: {api}\nstate_dir: {state}\n",
         state = dir.path().join("state").display(),
     );
@@ -69,7 +79,7 @@ fn start(limits: &str) -> Result<Daemon, Box<dyn Error>> {
         .env_remove("GOFLOW_CONFIG")
         .current_dir(dir.path())
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
     let mut d = Daemon {
@@ -520,5 +530,174 @@ fn api_on_a_non_loopback_address_is_warned_about() -> TestResult {
     );
     d.sigterm()?;
     assert!(d.wait_exit(Instant::now() + DEADLINE)?.is_some());
+    Ok(())
+}
+
+fn threads_of(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:")?.trim().parse().ok())
+}
+
+/// Point 3: after a template flood, /templates answers one bounded page with the total and
+/// where the next page starts (and an exporter filter), /status pages its exporter list, and
+/// many idle connections plus clients that never read their answer neither stall /healthz
+/// nor cost a thread each.
+#[test]
+fn templates_and_status_are_paged_and_idle_clients_do_not_stall_the_api() -> TestResult {
+    use goflow::ops::TemplatesReport;
+    use std::io::Write as _;
+    let d = start("templates: 20000, templates_per_exporter: 100")?;
+    // 500 sources x 20 templates: 10,000 templates.
+    spray(d.target(), 500, |i| v9_templates(i, 20))?;
+    d.wait_status("10,000 templates", |s| s.totals.templates >= 10_000)?;
+    let page = |path: &str| -> Result<(TemplatesReport, usize), Box<dyn Error>> {
+        let (code, body) = d.get(path)?;
+        if code != 200 {
+            return Err(format!("{path}: {code} {body}").into());
+        }
+        Ok((serde_json::from_str(&body)?, body.len()))
+    };
+    let count = |r: &TemplatesReport| -> usize {
+        r.exporters
+            .iter()
+            .flat_map(|e| &e.domains)
+            .map(|d| d.templates.len())
+            .sum()
+    };
+    let (first, bytes) = page("/templates")?;
+    assert_eq!(
+        (first.total, first.limit, first.next),
+        (10_000, 100, Some(100))
+    );
+    assert_eq!(count(&first), 100);
+    assert!(bytes < 256 << 10, "a default page is {bytes} bytes");
+    // Field names come with the ids.
+    let f = &first.exporters[0].domains[0].templates[0].fields[0];
+    assert_eq!((f.id, f.name.as_deref()), (8, Some("sourceIPv4Address")));
+    let (last, _) = page("/templates?offset=9950&limit=100")?;
+    assert_eq!((count(&last), last.next), (50, None));
+    let (big, _) = page("/templates?limit=1000000")?;
+    assert_eq!((big.limit, count(&big), big.next), (1000, 1000, Some(1000)));
+    let (one, _) = page("/templates?exporter=127.1.0.7")?;
+    assert_eq!((one.total, count(&one)), (20, 20));
+    assert!(one.exporters.iter().all(|e| e.address == "127.1.0.7"));
+    let (code, body) = d.get("/templates?limit=many")?;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = d.get("/status?limit=10&offset=5")?;
+    assert_eq!(code, 200, "{body}");
+    let st: Status = serde_json::from_str(&body)?;
+    assert_eq!(st.exporters.len(), 10);
+    assert_eq!((st.exporters_total, st.exporters_next), (500, Some(15)));
+
+    // 400 idle connections (more than the server reads at once), and 8 clients that ask for
+    // the largest page and never read it.
+    let api: SocketAddr = d.api.parse()?;
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        held.push(std::net::TcpStream::connect(api)?);
+    }
+    for _ in 0..8 {
+        let mut s = std::net::TcpStream::connect(api)?;
+        s.write_all(b"GET /templates?limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        held.push(s);
+    }
+    for _ in 0..20 {
+        let (code, body) = d.get("/healthz")?;
+        assert_eq!(code, 200, "{body}");
+    }
+    let threads = threads_of(d.child.id()).ok_or("no /proc status")?;
+    assert!(threads < 40, "{threads} threads with 408 connections open");
+    // The others are still answered.
+    let (code, body) = d.get("/metrics")?;
+    assert_eq!(code, 200, "{body}");
+    drop(held);
+    Ok(())
+}
+
+/// Point 6: the kernel dropping datagrams (receiver saturated: a tiny socket buffer and a
+/// burst) makes /healthz 503 with the reason.
+#[test]
+fn healthz_is_unhealthy_while_the_kernel_drops() -> TestResult {
+    let d = start_with("{type: null}", "rcvbuf: 4096", Stdio::null())?;
+    let (code, body) = d.get("/healthz")?;
+    assert_eq!(code, 200, "{body}");
+    let mut b = V5Builder::new(V5Header::default());
+    for i in 0..30 {
+        let _ = b.push(&sample_flow_v4(i));
+    }
+    let mut dgram = Vec::new();
+    b.finish(&mut dgram);
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    let deadline = Instant::now() + DEADLINE;
+    let mut sent = 0u64;
+    loop {
+        for _ in 0..5000 {
+            sock.send_to(&dgram, d.target())?;
+        }
+        sent += 5000;
+        if d.status()?.totals.drops.kernel > 0 {
+            break;
+        }
+        if Instant::now() > deadline || sent >= 2_000_000 {
+            return Err(format!("no kernel drop after {sent} datagrams").into());
+        }
+    }
+    let (code, body) = d.get("/healthz")?;
+    assert_eq!(code, 503, "{body}");
+    let h: goflow::ops::status::Health = serde_json::from_str(&body)?;
+    assert!(
+        h.reasons
+            .iter()
+            .any(|r| r.starts_with("receiver saturated: the kernel dropped datagrams")),
+        "{h:?}"
+    );
+    Ok(())
+}
+
+/// Point 6: a backend whose queue overflows (a dump backend writing into a pipe nobody reads:
+/// connected, no error, but full) makes /healthz 503 with the reason.
+#[test]
+fn healthz_is_unhealthy_while_a_backend_drops_rows() -> TestResult {
+    // The daemon's stdout is a pipe this test holds and never reads.
+    let d = start_with(
+        "{type: dump, config: {queue_bytes: 65536}}",
+        "rcvbuf: 4194304",
+        Stdio::piped(),
+    )?;
+    let (code, body) = d.get("/healthz")?;
+    assert_eq!(code, 200, "{body}");
+    let mut b = V5Builder::new(V5Header::default());
+    for i in 0..30 {
+        let _ = b.push(&sample_flow_v4(i));
+    }
+    let mut dgram = Vec::new();
+    b.finish(&mut dgram);
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        for _ in 0..100 {
+            sock.send_to(&dgram, d.target())?;
+        }
+        let st = d.status()?;
+        if st.backends.first().is_some_and(|b| b.rows_dropped > 0) {
+            assert_eq!(st.backends[0].state, "connected", "{:?}", st.backends);
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no backend drop: {:?}", st.backends).into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, body) = d.get("/healthz")?;
+    assert_eq!(code, 503, "{body}");
+    let h: goflow::ops::status::Health = serde_json::from_str(&body)?;
+    assert!(
+        h.reasons
+            .iter()
+            .any(|r| r.starts_with("backend out (dump): dropped rows")),
+        "{h:?}"
+    );
     Ok(())
 }

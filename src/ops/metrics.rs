@@ -715,6 +715,7 @@ mod tests {
                 bind: "127.0.0.1:2055".into(),
                 workers: 2,
                 running: 2,
+                ..ReceiverStatus::default()
             },
             backends: vec![BackendStatus {
                 name: "out \"a\"\\b".into(),

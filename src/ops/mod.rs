@@ -6,7 +6,8 @@
 //!   through which the server reads the daemon's state.
 //! - [`metrics`]: the same figures in the Prometheus text format (/metrics), and a strict parser
 //!   of that format for the tests.
-//! - [`server`]: tiny_http on its own thread, never on the receive path ([`serve`]).
+//! - [`server`]: a small HTTP/1.1 server (one poll thread, a bounded pool), never on the
+//!   receive path ([`serve`]).
 //! - [`client`] and [`render`]: `goflow status` and `goflow stats`.
 //!
 //! Not here: the counters themselves, which live with whoever counts (workers, backends, the

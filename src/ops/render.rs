@@ -309,6 +309,15 @@ pub fn render_status(st: &Status, now_us: i64) -> String {
                 ago(now_us, e.last_seen_unix_us)
             );
         }
+        let shown = st.exporters.len() as u64;
+        if st.exporters_total > shown {
+            let _ = writeln!(
+                out,
+                "  ... {shown} of {} shown (GET /status?offset={}&limit=N for more)",
+                st.exporters_total,
+                st.exporters_next.unwrap_or(shown)
+            );
+        }
     }
     let health = st.health();
     if !health.healthy {
@@ -411,6 +420,7 @@ mod tests {
                 bind: "0.0.0.0:2055".into(),
                 workers: 2,
                 running: 2,
+                ..ReceiverStatus::default()
             },
             backends: vec![BackendStatus {
                 name: "pg".into(),

@@ -10,8 +10,8 @@ use goflow_codec::decoder::{ExporterSnapshot, TemplateInfo as CodecTemplate};
 use goflow_codec::template::TemplateKind;
 
 use super::status::{
-    DomainTemplates, ExporterStatus, ExporterTemplates, TemplateField, TemplateInfo,
-    TemplatesReport,
+    DomainTemplates, ExporterStatus, ExporterTemplates, TEMPLATES_PAGE_MAX, TemplateField,
+    TemplateInfo, TemplatesQuery, TemplatesReport,
 };
 
 /// One exporter as /status shows it.
@@ -76,16 +76,21 @@ pub fn merge_exporters<'a>(
     by.into_values().collect()
 }
 
-/// Every worker's templates, grouped by exporter and domain, ordered by address, domain, id.
-/// A template several workers hold (every worker gets the templates restored at start) is
-/// listed once, as the most recently announced copy.
-/// Ages are taken at `now_us`.
+/// One page (`query`) of every worker's templates, grouped by exporter and domain, ordered by
+/// address, domain, id. A template several workers hold (every worker gets the templates
+/// restored at start) is listed once, as the most recently announced copy. Only the page's
+/// templates are converted; the rest are only counted. Ages are taken at `now_us`.
 pub fn templates_report<'a>(
     templates: impl IntoIterator<Item = &'a CodecTemplate>,
     now_us: i64,
+    query: &TemplatesQuery,
 ) -> TemplatesReport {
+    let limit = query.limit.clamp(1, TEMPLATES_PAGE_MAX);
     let mut latest: BTreeMap<(IpAddr, u32, u16), &CodecTemplate> = BTreeMap::new();
     for t in templates {
+        if query.exporter.is_some_and(|a| a != t.exporter) {
+            continue;
+        }
         latest
             .entry((t.exporter, t.domain, t.id))
             .and_modify(|k| {
@@ -95,10 +100,15 @@ pub fn templates_report<'a>(
             })
             .or_insert(t);
     }
+    let total = latest.len() as u64;
+    let with_repeated_ies = latest
+        .values()
+        .filter(|t| !t.repeated_ies.is_empty())
+        .count() as u64;
     let mut by: BTreeMap<(IpAddr, u32), Vec<TemplateInfo>> = BTreeMap::new();
-    let mut with_repeated_ies = 0u64;
-    for t in latest.into_values() {
-        with_repeated_ies += u64::from(!t.repeated_ies.is_empty());
+    let skip = usize::try_from(query.offset).unwrap_or(usize::MAX);
+    let take = usize::try_from(limit).unwrap_or(usize::MAX);
+    for t in latest.into_values().skip(skip).take(take) {
         by.entry((t.exporter, t.domain))
             .or_default()
             .push(TemplateInfo {
@@ -111,7 +121,10 @@ pub fn templates_report<'a>(
                         id: f.id,
                         enterprise: (f.enterprise != 0).then_some(f.enterprise),
                         length: f.len,
-                        name: None,
+                        name: (f.enterprise == 0)
+                            .then(|| element_name(f.id))
+                            .flatten()
+                            .map(str::to_owned),
                     })
                     .collect(),
                 repeated_ies: t.repeated_ies.clone(),
@@ -137,6 +150,10 @@ pub fn templates_report<'a>(
         }
     }
     TemplatesReport {
+        total,
+        offset: query.offset,
+        limit,
+        next: (query.offset.saturating_add(limit) < total).then(|| query.offset + limit),
         exporters,
         with_repeated_ies,
     }
@@ -297,7 +314,12 @@ mod tests {
             announced,
             t("10.0.0.1", 0, 999),
         ];
-        let r = templates_report(&list, 3_000_000);
+        let all = TemplatesQuery {
+            limit: 100,
+            ..TemplatesQuery::default()
+        };
+        let r = templates_report(&list, 3_000_000, &all);
+        assert_eq!((r.total, r.next), (4, None));
         assert!(
             r.exporters
                 .iter()
@@ -322,8 +344,40 @@ mod tests {
                 id: 8,
                 enterprise: None,
                 length: 4,
-                name: None
+                name: Some("sourceIPv4Address".into())
             }
         );
+        // Pages of two: the second starts at the first's `next`; an exporter filter counts
+        // only its templates.
+        let q = |offset, exporter: Option<&str>| TemplatesQuery {
+            offset,
+            limit: 2,
+            exporter: exporter.and_then(|a| a.parse().ok()),
+        };
+        let p1 = templates_report(&list, 0, &q(0, None));
+        assert_eq!((p1.total, p1.limit, p1.next), (4, 2, Some(2)));
+        let ids = |r: &TemplatesReport| -> Vec<u16> {
+            r.exporters
+                .iter()
+                .flat_map(|e| &e.domains)
+                .flat_map(|d| &d.templates)
+                .map(|t| t.id)
+                .collect()
+        };
+        assert_eq!(ids(&p1), [999, 256]);
+        let p2 = templates_report(&list, 0, &q(2, None));
+        assert_eq!((ids(&p2), p2.next), (vec![300, 257], None));
+        let one = templates_report(&list, 0, &q(0, Some("10.0.0.2")));
+        assert_eq!((one.total, ids(&one)), (1, vec![257]));
+        // A limit of 0 is one template; a huge one is the maximum.
+        assert_eq!(
+            templates_report(&list, 0, &TemplatesQuery::default()).limit,
+            1
+        );
+        let big = TemplatesQuery {
+            limit: u64::MAX,
+            ..TemplatesQuery::default()
+        };
+        assert_eq!(templates_report(&list, 0, &big).limit, TEMPLATES_PAGE_MAX);
     }
 }

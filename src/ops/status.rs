@@ -16,8 +16,16 @@ use super::histogram::HistogramHub;
 pub trait OpsSource: Send + Sync + 'static {
     /// A consistent-enough snapshot of every counter (each value is read once).
     fn status(&self) -> Status;
-    /// The templates every worker currently holds.
-    fn templates(&self) -> TemplatesReport;
+    /// One page of the templates every worker currently holds (in exporter, domain, id order).
+    fn templates(&self, page: &TemplatesQuery) -> TemplatesReport;
+    /// /status with one page of the exporter list (`offset`, at most `limit` exporters).
+    fn status_page(&self, offset: u64, limit: u64) -> Status {
+        self.status().page_exporters(offset, limit)
+    }
+    /// /healthz's verdict (the daemon answers it without building the exporter list).
+    fn health(&self) -> Health {
+        self.status().health()
+    }
     /// The histograms the workers and backends publish into.
     fn histograms(&self) -> &HistogramHub;
     /// The SQL backends `goflow configure-grafana` makes datasources for (POST /grafana),
@@ -38,7 +46,13 @@ pub struct Status {
     pub receiver: ReceiverStatus,
     pub backends: Vec<BackendStatus>,
     pub totals: Totals,
+    /// One page of the exporters (`?offset=&limit=`; see [`STATUS_EXPORTERS_DEFAULT`]).
     pub exporters: Vec<ExporterStatus>,
+    /// Exporters tracked in all (every page together).
+    pub exporters_total: u64,
+    /// Where this page of `exporters` starts, and where the next one does (none: last page).
+    pub exporters_offset: u64,
+    pub exporters_next: Option<u64>,
     /// One paragraph for humans and for the old collector's clients.
     #[serde(rename = "Msg")]
     pub msg: String,
@@ -56,6 +70,8 @@ pub struct ReceiverStatus {
     pub workers: usize,
     /// Workers whose receive loop is running.
     pub running: usize,
+    /// Unix microseconds of the last time the kernel's drop counter rose (none: never).
+    pub last_kernel_drop_unix_us: Option<i64>,
 }
 
 /// One configured backend.
@@ -66,9 +82,14 @@ pub struct BackendStatus {
     /// The configured type: file, dump, null, postgres, ...
     #[serde(rename = "type")]
     pub kind: String,
+    /// Connected and its last attempt succeeded.
     pub healthy: bool,
+    /// `connecting` (the first attempt has not finished), `connected` or `failed`.
+    pub state: String,
     pub rows_written: u64,
     pub rows_dropped: u64,
+    /// Unix microseconds of the last rows dropped (queue full or failed; none: never).
+    pub last_drop_unix_us: Option<i64>,
     /// Encoded bytes waiting in the backend's queue.
     pub queued_bytes: u64,
     /// Unix microseconds of the last successful flush.
@@ -260,10 +281,35 @@ pub struct ExporterStatus {
     pub templates: u64,
 }
 
-/// GET /templates.
+/// Templates per /templates page when `limit` is not given, and the most one page holds.
+pub const TEMPLATES_PAGE_DEFAULT: u64 = 100;
+pub const TEMPLATES_PAGE_MAX: u64 = 1000;
+/// Exporters per /status page when `limit` is not given, and the most one page holds.
+pub const STATUS_EXPORTERS_DEFAULT: u64 = 1000;
+pub const STATUS_EXPORTERS_MAX: u64 = 10_000;
+
+/// Which templates one /templates answer holds: `?offset=N&limit=M&exporter=ADDR`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TemplatesQuery {
+    /// Templates to skip (in exporter, domain, id order).
+    pub offset: u64,
+    /// At most this many (clamped to 1..=[`TEMPLATES_PAGE_MAX`]).
+    pub limit: u64,
+    /// Only this exporter's templates.
+    pub exporter: Option<std::net::IpAddr>,
+}
+
+/// GET /templates: one page.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TemplatesReport {
+    /// Templates held in all (matching `exporter` when given), every page together.
+    pub total: u64,
+    /// Where this page starts, its bound, and where the next page starts (none: last page).
+    pub offset: u64,
+    pub limit: u64,
+    pub next: Option<u64>,
+    /// This page's templates, by exporter and domain.
     pub exporters: Vec<ExporterTemplates>,
     /// Templates that carry an information element more than once (Huawei tunnel/VXLAN
     /// templates: outer and inner header); the last occurrence is the one stored.
@@ -309,7 +355,7 @@ pub struct TemplateInfo {
 pub struct TemplateField {
     /// Information element id.
     pub id: u16,
-    /// Enterprise number (IPFIX), when not an IANA element.
+    /// Enterprise number (IPFIX), when not an IANA element (0 = IANA).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enterprise: Option<u32>,
     /// Length on the wire (65535 = variable).
@@ -328,9 +374,28 @@ pub struct Health {
     pub reasons: Vec<String>,
 }
 
+/// How long a drop keeps /healthz unhealthy: rows a backend dropped, or datagrams the kernel
+/// dropped, within this many seconds make it answer 503.
+pub const HEALTH_WINDOW_SECS: u64 = 60;
+
 impl Status {
-    /// Healthy when every receive worker runs and every backend is healthy.
+    /// Healthy when every receive worker runs, every backend is connected and writing, no
+    /// backend dropped rows and the kernel dropped no datagram in the last
+    /// [`HEALTH_WINDOW_SECS`].
     pub fn health(&self) -> Health {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        self.health_at(now)
+    }
+
+    /// [`Status::health`] judged at `now_us` (Unix microseconds).
+    pub fn health_at(&self, now_us: i64) -> Health {
+        let window_us = (HEALTH_WINDOW_SECS * 1_000_000) as i64;
+        let ago = |at: Option<i64>| {
+            at.filter(|t| now_us.saturating_sub(*t) < window_us)
+                .map(|t| now_us.saturating_sub(t).max(0) / 1_000_000)
+        };
         let mut reasons = Vec::new();
         if self.receiver.workers == 0 || self.receiver.running < self.receiver.workers {
             reasons.push(format!(
@@ -338,16 +403,53 @@ impl Status {
                 self.receiver.running, self.receiver.workers
             ));
         }
+        if let Some(secs) = ago(self.receiver.last_kernel_drop_unix_us) {
+            reasons.push(format!(
+                "receiver saturated: the kernel dropped datagrams {secs}s ago ({} in all; \
+                 raise workers or rcvbuf)",
+                self.totals.drops.kernel
+            ));
+        }
         for b in &self.backends {
-            if !b.healthy {
+            if b.state == "connecting" {
+                reasons.push(format!(
+                    "backend {} ({}): not connected yet{}",
+                    b.name,
+                    b.kind,
+                    b.last_error
+                        .as_deref()
+                        .map_or_else(String::new, |e| format!(" ({e})"))
+                ));
+            } else if !b.healthy {
                 let why = b.last_error.as_deref().unwrap_or("unhealthy");
                 reasons.push(format!("backend {} ({}): {why}", b.name, b.kind));
+            }
+            if let Some(secs) = ago(b.last_drop_unix_us) {
+                reasons.push(format!(
+                    "backend {} ({}): dropped rows {secs}s ago ({} in all; its queue is full \
+                     or it cannot write)",
+                    b.name, b.kind, b.rows_dropped
+                ));
             }
         }
         Health {
             healthy: reasons.is_empty(),
             reasons,
         }
+    }
+
+    /// Keeps `limit` exporters from `offset` on (clamped to 1..=[`STATUS_EXPORTERS_MAX`]) and
+    /// says where the next page starts.
+    pub fn page_exporters(mut self, offset: u64, limit: u64) -> Status {
+        let limit = limit.clamp(1, STATUS_EXPORTERS_MAX);
+        let total = self.exporters.len() as u64;
+        let start = usize::try_from(offset.min(total)).unwrap_or(usize::MAX);
+        let end = usize::try_from(offset.saturating_add(limit).min(total)).unwrap_or(usize::MAX);
+        self.exporters = self.exporters.drain(start..end).collect();
+        self.exporters_total = total;
+        self.exporters_offset = offset;
+        self.exporters_next = (offset.saturating_add(limit) < total).then(|| offset + limit);
+        self
     }
 
     /// The one-paragraph summary carried as `Msg`.
@@ -373,7 +475,7 @@ impl Status {
             t.datagrams,
             t.bytes,
             t.records,
-            self.exporters.len(),
+            self.exporters_total.max(self.exporters.len() as u64),
         );
         let dd = t.drops.datagrams();
         let dr = t.drops.records();
@@ -454,6 +556,7 @@ mod tests {
                 bind: "0.0.0.0:2055".into(),
                 workers: 2,
                 running: 2,
+                ..ReceiverStatus::default()
             },
             backends: vec![BackendStatus {
                 name: "pg".into(),
@@ -493,6 +596,73 @@ mod tests {
                 "backend pg (postgres): connection refused"
             ]
         );
+    }
+
+    #[test]
+    fn recent_drops_and_a_backend_not_yet_connected_are_unhealthy() {
+        let now = 1_000_000_000_000i64;
+        let secs = |s: i64| now - s * 1_000_000;
+        let mut st = sample();
+        // Drops longer ago than the window do not count.
+        st.receiver.last_kernel_drop_unix_us = Some(secs(HEALTH_WINDOW_SECS as i64 + 1));
+        st.backends[0].last_drop_unix_us = Some(secs(3600));
+        st.backends[0].state = "connected".into();
+        assert!(st.health_at(now).healthy, "{:?}", st.health_at(now));
+        // Kernel drops 5 s ago: saturated.
+        st.receiver.last_kernel_drop_unix_us = Some(secs(5));
+        st.totals.drops.kernel = 12;
+        let h = st.health_at(now);
+        assert!(!h.healthy);
+        assert_eq!(h.reasons.len(), 1, "{h:?}");
+        assert!(
+            h.reasons[0]
+                .starts_with("receiver saturated: the kernel dropped datagrams 5s ago (12 in all"),
+            "{h:?}"
+        );
+        // Rows dropped by the backend 2 s ago.
+        st.receiver.last_kernel_drop_unix_us = None;
+        st.backends[0].last_drop_unix_us = Some(secs(2));
+        st.backends[0].rows_dropped = 70;
+        let h = st.health_at(now);
+        assert_eq!(h.reasons.len(), 1, "{h:?}");
+        assert!(
+            h.reasons[0].starts_with("backend pg (postgres): dropped rows 2s ago (70 in all"),
+            "{h:?}"
+        );
+        // Still connecting at start, with the error so far.
+        st.backends[0].last_drop_unix_us = None;
+        st.backends[0].state = "connecting".into();
+        st.backends[0].last_error = Some("connection refused".into());
+        let h = st.health_at(now);
+        assert_eq!(
+            h.reasons,
+            ["backend pg (postgres): not connected yet (connection refused)"]
+        );
+    }
+
+    #[test]
+    fn exporters_are_paged() {
+        let mut st = sample();
+        st.exporters = (0..25)
+            .map(|i| ExporterStatus {
+                address: format!("10.0.0.{i}"),
+                ..ExporterStatus::default()
+            })
+            .collect();
+        let p = st.clone().page_exporters(0, 10);
+        assert_eq!(
+            (p.exporters.len(), p.exporters_total, p.exporters_next),
+            (10, 25, Some(10))
+        );
+        let p = st.clone().page_exporters(20, 10);
+        assert_eq!((p.exporters.len(), p.exporters_next), (5, None));
+        assert_eq!(p.exporters[0].address, "10.0.0.20");
+        let p = st.clone().page_exporters(30, 0);
+        assert_eq!(
+            (p.exporters.len(), p.exporters_offset, p.exporters_next),
+            (0, 30, None)
+        );
+        assert!(p.summary_paragraph().contains("from 25 exporter(s)"));
     }
 
     #[test]

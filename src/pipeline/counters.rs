@@ -50,6 +50,8 @@ pub struct WorkerCounters {
     pub truncated: AtomicU64,
     /// Datagrams the kernel dropped on this worker's socket (SO_RXQ_OVFL, cumulative).
     pub kernel_drops: AtomicU64,
+    /// When `kernel_drops` last rose (Unix microseconds; 0 = never): /healthz's saturation.
+    pub last_kernel_drop_us: AtomicI64,
     /// Datagrams the decoder rejected, by error kind.
     pub decode_truncated: AtomicU64,
     pub decode_unsupported_version: AtomicU64,

@@ -6,21 +6,58 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use crate::ops::source::{merge_exporters, templates_report};
+use crate::ops::status::TemplatesQuery;
 use crate::ops::status::{
     BackendStatus, Drops, ReceiverStatus, StateTotals, Status, Totals as OpsTotals,
 };
 use crate::ops::{HistogramHub, OpsSource, TemplatesReport};
+use goflow_writers::backend::ConnectState;
 
 use super::Shared;
 
 impl OpsSource for Shared {
     fn status(&self) -> Status {
+        self.build_status(true)
+    }
+
+    fn status_page(&self, offset: u64, limit: u64) -> Status {
+        self.build_status(true).page_exporters(offset, limit)
+    }
+
+    fn health(&self) -> crate::ops::status::Health {
+        self.build_status(false).health()
+    }
+
+    fn templates(&self, page: &TemplatesQuery) -> TemplatesReport {
+        let guards: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| super::counters::lock(&w.snapshot))
+            .collect();
+        templates_report(
+            guards.iter().flat_map(|s| s.templates.values()),
+            super::worker::unix_micros(),
+            page,
+        )
+    }
+
+    fn histograms(&self) -> &HistogramHub {
+        &self.histograms
+    }
+}
+
+impl Shared {
+    /// Every counter; with `full`, also the exporter list and the template counts (which walk
+    /// every worker's snapshot: /healthz does without them).
+    fn build_status(&self, full: bool) -> Status {
         let uptime_secs = self.started.elapsed().as_secs();
         let t = self.totals();
         // Read under each worker's lock (no copy of the whole mirror); a worker waits for it at
         // most once a second, when it publishes. A template several workers hold (every worker
         // gets the templates restored at start) counts once.
-        let (exporters, templates, templates_restored) = {
+        let (exporters, templates, templates_restored) = if !full {
+            (Vec::new(), 0, 0)
+        } else {
             let guards: Vec<_> = self
                 .workers
                 .iter()
@@ -59,13 +96,17 @@ impl OpsSource for Shared {
             .iter()
             .map(|b| {
                 let detail = b.detail();
+                let state = b.connect_state();
+                let last_drop = b.last_drop_us.load(Ordering::Relaxed);
                 let last_flush = b.last_flush_us.load(Ordering::Relaxed);
                 BackendStatus {
                     name: b.name.clone(),
                     kind: b.kind.clone(),
-                    healthy: b.healthy.load(Ordering::Relaxed),
+                    healthy: state == ConnectState::Connected,
+                    state: state.as_str().to_owned(),
                     rows_written: b.rows_written.load(Ordering::Relaxed),
                     rows_dropped: b.rows_dropped(),
+                    last_drop_unix_us: (last_drop > 0).then_some(last_drop),
                     queued_bytes: b.queued_bytes.load(Ordering::Relaxed),
                     last_flush_unix_us: (last_flush > 0).then_some(last_flush),
                     last_flush_duration_us: (last_flush > 0)
@@ -98,6 +139,12 @@ impl OpsSource for Shared {
                 bind: self.bind.to_string(),
                 workers: self.workers.len(),
                 running: self.running_workers(),
+                last_kernel_drop_unix_us: self
+                    .workers
+                    .iter()
+                    .map(|w| w.last_kernel_drop_us.load(Ordering::Relaxed))
+                    .max()
+                    .filter(|t| *t > 0),
             },
             backends,
             totals: OpsTotals {
@@ -143,25 +190,12 @@ impl OpsSource for Shared {
                     templates_evicted: get(|w| &w.templates_evicted),
                 },
             },
+            exporters_total: exporters.len() as u64,
+            exporters_offset: 0,
+            exporters_next: None,
             exporters,
             msg: String::new(),
         }
-    }
-
-    fn templates(&self) -> TemplatesReport {
-        let guards: Vec<_> = self
-            .workers
-            .iter()
-            .map(|w| super::counters::lock(&w.snapshot))
-            .collect();
-        templates_report(
-            guards.iter().flat_map(|s| s.templates.values()),
-            super::worker::unix_micros(),
-        )
-    }
-
-    fn histograms(&self) -> &HistogramHub {
-        &self.histograms
     }
 }
 

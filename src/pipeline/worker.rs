@@ -255,9 +255,15 @@ impl Pipeline {
             self.observer.batch(busy, self.tally.datagrams);
             self.tally = BatchTally::default();
         }
-        self.counters
+        let before = self
+            .counters
             .kernel_drops
-            .store(kernel_drops, Ordering::Relaxed);
+            .swap(kernel_drops, Ordering::Relaxed);
+        if kernel_drops > before {
+            self.counters
+                .last_kernel_drop_us
+                .store(unix_micros(), Ordering::Relaxed);
+        }
         // Full buffers already left in `datagram`; what remains leaves once it is old enough.
         if let Some((since, _)) = self.pending
             && now.saturating_duration_since(since) >= CHUNK_MAX_AGE

@@ -192,6 +192,8 @@ pub struct BackendStats {
     /// Chunks and rows dropped by a fatal sink error, or still failing at shutdown.
     pub chunks_dropped_failed: AtomicU64,
     pub rows_dropped_failed: AtomicU64,
+    /// When rows were last dropped, either way (Unix microseconds; 0 = never).
+    pub last_drop_us: AtomicI64,
     /// Sink errors (write or flush), retriable or not.
     pub errors: AtomicU64,
     /// Retries after a retriable error (the sink reconnects as it needs to).
@@ -227,6 +229,7 @@ impl BackendStats {
             rows_dropped_queue_full: AtomicU64::new(0),
             chunks_dropped_failed: AtomicU64::new(0),
             rows_dropped_failed: AtomicU64::new(0),
+            last_drop_us: AtomicI64::new(0),
             errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
@@ -478,6 +481,7 @@ impl BackendSender {
         self.stats
             .rows_dropped_queue_full
             .fetch_add(rows, Ordering::Relaxed);
+        self.stats.last_drop_us.store(now_us(), Ordering::Relaxed);
     }
 
     /// The backend's stats.
@@ -1106,6 +1110,7 @@ impl Writer {
             self.stats
                 .rows_dropped_failed
                 .fetch_add(self.pending_rows, Ordering::Relaxed);
+            self.stats.last_drop_us.store(now_us(), Ordering::Relaxed);
             let rows = self.pending_rows;
             for c in &self.pending {
                 if let Some(p) = &c.position {
@@ -1312,6 +1317,7 @@ impl Writer {
             self.stats
                 .rows_dropped_failed
                 .fetch_add(rows, Ordering::Relaxed);
+            self.stats.last_drop_us.store(now_us(), Ordering::Relaxed);
             let bytes: u64 = self.pending.iter().map(cost).sum();
             self.clear_pending();
             self.release(bytes);
