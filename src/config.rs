@@ -346,6 +346,9 @@ struct RawSqlBackend {
     /// Parallel COPY / LOAD DATA connections, each a writer thread taking chunks from the one
     /// queue (1..=16, default 2).
     connections: Option<Num>,
+    /// TimescaleDB only: compress chunks wholly older than this many days (segment by exporter,
+    /// order by time; 0 or absent: no compression).
+    compress_after_days: Option<Num>,
 }
 
 /// `type: kafka`: the old collector's keys (environment variables of the same names win).
@@ -1178,6 +1181,12 @@ fn resolve_backend(
         RawBackend::Timescale(c) => resolve_pg(name, c, true, ctx, env)?,
         RawBackend::Postgres(c) => resolve_pg(name, c, false, ctx, env)?,
         RawBackend::Mysql(c) => {
+            if c.as_ref().is_some_and(|c| c.compress_after_days.is_some()) {
+                return Err(ctx.err(
+                    &["backends", name, "config", "compress_after_days"],
+                    "only used by timescale backends (TimescaleDB native compression)",
+                ));
+            }
             let connections = ctx.num(
                 &["backends", name, "config", "connections"],
                 c.as_ref().and_then(|c| c.connections),
@@ -1368,7 +1377,15 @@ fn resolve_pg(
         1,
         PG_CONNECTIONS_MAX,
     )?;
-    let (sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;
+    let compress = ctx.num(
+        &["backends", name, "config", "compress_after_days"],
+        c.as_ref().and_then(|c| c.compress_after_days),
+        0,
+        0,
+        36_500,
+    )?;
+    let (mut sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;
+    sql.compress_after_days = u32::try_from(compress).ok().filter(|d| *d > 0);
     let kind = BackendKind::Postgres {
         timescale,
         sql,
@@ -1473,6 +1490,7 @@ fn resolve_sql(
         table,
         sslmode,
         max_age_days: None,
+        compress_after_days: None,
     };
     Ok((sql, flush))
 }
@@ -1842,6 +1860,37 @@ mod tests {
 
     /// `connections` (postgres and timescale): 1..=16, default 2; out of range, or on a mysql
     /// backend, it is an error naming the key, the file and the line.
+    #[test]
+    fn compress_after_days() {
+        let base = "backends:\n  pg:\n    type: timescale\n    config:\n      \
+                    SQL_SERVER: db.example\n      SQL_USERNAME: goflow\n      SQL_DB: goflow\n\
+                    frontends:\n  netflow:\n    backend: pg\n";
+        let with =
+            |extra: &str| base.replace("SQL_DB: goflow\n", &format!("SQL_DB: goflow\n{extra}"));
+        let days = |c: &RunConfig| match &c.backends[0].kind {
+            BackendKind::Postgres { sql, .. } => sql.compress_after_days,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(days(&parse_ok(base)), None);
+        assert_eq!(
+            days(&parse_ok(&with("      compress_after_days: 7\n"))),
+            Some(7)
+        );
+        assert_eq!(
+            days(&parse_ok(&with("      compress_after_days: 0\n"))),
+            None
+        );
+        let e = parse_err(&with("      compress_after_days: 99999\n"));
+        assert!(e.contains("backends.pg.config.compress_after_days"), "{e}");
+        let e = parse_err(
+            &with("      compress_after_days: 7\n").replace("type: timescale", "type: mysql"),
+        );
+        assert!(
+            e.contains("backends.pg.config.compress_after_days") && e.contains("timescale"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn pg_connections() {
         let base = "backends:\n  pg:\n    type: postgres\n    config:\n      \

@@ -827,6 +827,10 @@ fn every_panel_runs_on_postgres() -> TestResult {
     })();
     let _ = pg.query(&format!("DROP TABLE IF EXISTS {table} CASCADE"));
     let _ = pg.query(&format!("DROP TABLE IF EXISTS {table}_positions"));
+    let _ = pg.query(&format!(
+        "DROP VIEW IF EXISTS {table}_1m; DROP FUNCTION IF EXISTS {table}_1m_live(); \
+         DROP TABLE IF EXISTS {table}_1m_data"
+    ));
     result
 }
 

@@ -162,6 +162,11 @@ pub struct SchemaReport {
     pub added: Vec<&'static str>,
     /// The table is a TimescaleDB hypertable (else a plain table with a BRIN index).
     pub timescaledb: bool,
+    /// The rollup `<table>_1m` did not exist and was created (its history is still to be
+    /// materialized: see [`refresh_rollup`] and [`backfill_continuous_aggregate`]).
+    pub rollup_created: bool,
+    /// What `compress_after_days` led to (None when it is not set).
+    pub compression: Option<String>,
 }
 
 /// Why the schema could not be made right.
@@ -188,7 +193,11 @@ impl From<tokio_postgres::Error> for SchemaError {
 /// `create_hypertable` keeps its usual autocommit behaviour). It is released on every return;
 /// if this future is dropped midway (the caller's timeout), the caller must drop the session,
 /// which releases it on the server.
-pub async fn ensure_schema(client: &Client, table: &str) -> Result<SchemaReport, SchemaError> {
+pub async fn ensure_schema(
+    client: &Client,
+    table: &str,
+    compress_after_days: Option<u32>,
+) -> Result<SchemaReport, SchemaError> {
     let key = schema_lock_key(table);
     client
         .execute(
@@ -196,7 +205,7 @@ pub async fn ensure_schema(client: &Client, table: &str) -> Result<SchemaReport,
             &[&SCHEMA_LOCK_CLASS, &key],
         )
         .await?;
-    let result = ensure_schema_locked(client, table).await;
+    let result = ensure_schema_locked(client, table, compress_after_days).await;
     let unlocked = client
         .execute(
             "SELECT pg_advisory_unlock($1::int4, $2::int4)",
@@ -208,7 +217,11 @@ pub async fn ensure_schema(client: &Client, table: &str) -> Result<SchemaReport,
     Ok(report)
 }
 
-async fn ensure_schema_locked(client: &Client, table: &str) -> Result<SchemaReport, SchemaError> {
+async fn ensure_schema_locked(
+    client: &Client,
+    table: &str,
+    compress_after_days: Option<u32>,
+) -> Result<SchemaReport, SchemaError> {
     let mut report = SchemaReport::default();
     let qualified = quote_table(table);
     let exists = client
@@ -255,6 +268,16 @@ async fn ensure_schema_locked(client: &Client, table: &str) -> Result<SchemaRepo
         client.batch_execute(&create_brin_index(table)).await?;
     }
     client.batch_execute(&create_positions_table(table)).await?;
+    report.rollup_created = ensure_rollup(client, table, report.timescaledb).await?;
+    if let Some(days) = compress_after_days.filter(|d| *d > 0) {
+        report.compression = Some(if report.timescaledb {
+            ensure_compression(client, table, days).await?
+        } else {
+            format!(
+                "compress_after_days: {days} is ignored: the table is not a TimescaleDB hypertable"
+            )
+        });
+    }
     Ok(report)
 }
 
@@ -320,15 +343,358 @@ async fn make_hypertable(client: &Client, table: &str) -> Result<bool, tokio_pos
     if !timescaledb_enabled(client).await? {
         return Ok(false);
     }
-    // The pre-2.13 signature, still accepted by 2.x; a no-op on an existing hypertable.
+    // The pre-2.13 signature, still accepted by 2.x; a no-op on an existing hypertable (whose
+    // chunk interval is left as it is). One-day chunks: retention and compression work on
+    // whole chunks, so a day is their granularity (TimescaleDB's default is 7 days).
     client
         .execute(
             "SELECT create_hypertable($1::text::regclass, $2::text::name, \
-             if_not_exists => TRUE, migrate_data => TRUE)",
+             chunk_time_interval => INTERVAL '1 day', if_not_exists => TRUE, migrate_data => TRUE)",
             &[&quote_table(table), &TIME_COLUMN],
         )
         .await?;
     Ok(true)
+}
+
+/// `<table>` with `suffix`, the table part cut so the name stays within 63 bytes, in the same
+/// schema.
+fn suffixed(table: &str, suffix: &str) -> String {
+    let (schema, bare) = match table.rsplit_once('.') {
+        Some((s, b)) if !s.is_empty() && !b.is_empty() => (Some(s), b),
+        _ => (None, table),
+    };
+    let mut cut = bare.len().min(63 - suffix.len());
+    while !bare.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    match schema {
+        Some(s) => format!("{s}.{}{suffix}", &bare[..cut]),
+        None => format!("{}{suffix}", &bare[..cut]),
+    }
+}
+
+/// The per-minute rollup of `table`: `<table>_1m`, what the dashboards read for long ranges.
+/// On TimescaleDB a continuous aggregate (real-time: the minutes not materialized yet are
+/// aggregated from the raw rows at query time); on plain PostgreSQL a view over
+/// [`rollup_data_table`] (minutes goflow materialized) and the raw rows after them, so both
+/// kinds of server answer the same query with the same, complete, figures.
+pub fn rollup_name(table: &str) -> String {
+    suffixed(table, "_1m")
+}
+
+/// Plain PostgreSQL: the table of materialized minutes behind the [`rollup_name`] view.
+pub fn rollup_data_table(table: &str) -> String {
+    suffixed(table, "_1m_data")
+}
+
+/// The rollup's grouping columns after `bucket` (the dimensions the traffic panels split and
+/// filter by). Addresses and ports are not among them: per minute they are nearly as many as
+/// the flows, so such a rollup would be as large as the table.
+pub const ROLLUP_DIMENSIONS: &[&str] =
+    &["exporter", "protocol", "direction", "input_if", "output_if"];
+
+/// The rollup's aggregate: `bucket` (`bucket_expr` of `last_switched`), the dimensions, and
+/// `bytes`/`packets` with the stored sampling rate applied (0, unknown, counts as 1; numeric,
+/// so no product overflows) and `flows` (rows).
+fn rollup_select(table: &str, bucket_expr: &str, filter: &str) -> String {
+    let t = quote_table(table);
+    // Cast to the rollup's types, whatever an older table declared.
+    let dims = "exporter::inet AS exporter, protocol::smallint AS protocol, \
+                direction::smallint AS direction, input_if::bigint AS input_if, \
+                output_if::bigint AS output_if";
+    let groups: Vec<String> = (1..=ROLLUP_DIMENSIONS.len() + 1)
+        .map(|i| i.to_string())
+        .collect();
+    format!(
+        "SELECT {bucket_expr} AS bucket, {dims}, \
+         sum(in_bytes::numeric * greatest(sampling_rate, 1)) AS bytes, \
+         sum(in_pkts::numeric * greatest(sampling_rate, 1)) AS packets, \
+         count(*) AS flows FROM {t}{filter} GROUP BY {}",
+        groups.join(", ")
+    )
+}
+
+/// TimescaleDB: the continuous aggregate (real-time, created empty; the policy and
+/// [`backfill_continuous_aggregate`] fill it).
+pub fn create_continuous_aggregate(table: &str) -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {} \
+         WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS {} WITH NO DATA",
+        quote_table(&rollup_name(table)),
+        rollup_select(
+            table,
+            &format!(
+                "time_bucket(INTERVAL '1 minute', {})",
+                quote_ident(TIME_COLUMN)
+            ),
+            ""
+        )
+    )
+}
+
+/// TimescaleDB: the refresh policy: every minute, the minutes from an hour ago (late flows,
+/// a spool's replay of a short outage) to a minute ago (newer ones are aggregated at query
+/// time).
+pub fn continuous_aggregate_policy(table: &str) -> String {
+    format!(
+        "SELECT add_continuous_aggregate_policy('{}', start_offset => INTERVAL '1 hour', \
+         end_offset => INTERVAL '1 minute', schedule_interval => INTERVAL '1 minute', \
+         if_not_exists => TRUE)",
+        quote_table(&rollup_name(table)).replace('\'', "''")
+    )
+}
+
+/// Plain PostgreSQL: the table of materialized minutes and its index.
+pub fn create_rollup_data_table(table: &str) -> String {
+    let data = rollup_data_table(table);
+    let bare = data.rsplit('.').next().unwrap_or(&data);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {d} (bucket timestamptz NOT NULL, exporter inet, \
+         protocol smallint, direction smallint, input_if bigint, output_if bigint, \
+         bytes numeric, packets numeric, flows bigint); \
+         CREATE INDEX IF NOT EXISTS {i} ON {d} (bucket)",
+        d = quote_table(&data),
+        i = quote_ident(&suffixed(bare, "_bucket")),
+    )
+}
+
+/// Plain PostgreSQL: the function returning the raw rows from the first minute not
+/// materialized, aggregated like the rollup. Dynamic SQL, so neither it nor the view depends
+/// on the flow table in the catalog: `DROP TABLE <table>` works as it did before rollups.
+pub fn rollup_live_function(table: &str) -> String {
+    suffixed(table, "_1m_live")
+}
+
+/// Plain PostgreSQL: the function behind the view's not-yet-materialized minutes.
+pub fn create_rollup_live_function(table: &str) -> String {
+    let data = quote_table(&rollup_data_table(table));
+    let c = quote_ident(TIME_COLUMN);
+    let query = rollup_select(
+        table,
+        &format!("date_trunc('minute', {c})"),
+        &format!(
+            " WHERE {c} >= (SELECT coalesce(max(bucket) + INTERVAL '1 minute', '-infinity') FROM {data})"
+        ),
+    );
+    format!(
+        "CREATE OR REPLACE FUNCTION {}() RETURNS TABLE (bucket timestamptz, exporter inet, \
+         protocol smallint, direction smallint, input_if bigint, output_if bigint, \
+         bytes numeric, packets numeric, flows bigint) LANGUAGE plpgsql STABLE AS \
+         $goflow$ BEGIN RETURN QUERY EXECUTE $q${query}$q$; END $goflow$",
+        quote_table(&rollup_live_function(table)),
+    )
+}
+
+/// Plain PostgreSQL: the view `<table>_1m`: the materialized minutes, then the raw rows from
+/// the first minute not materialized, aggregated at query time (so the view is complete up to
+/// the last stored flow, as TimescaleDB's real-time aggregate is).
+pub fn create_rollup_view(table: &str) -> String {
+    let data = quote_table(&rollup_data_table(table));
+    let cols = format!(
+        "bucket, {}, bytes, packets, flows",
+        ROLLUP_DIMENSIONS.join(", ")
+    );
+    format!(
+        "CREATE OR REPLACE VIEW {} AS SELECT {cols} FROM {data} UNION ALL SELECT {cols} FROM {}()",
+        quote_table(&rollup_name(table)),
+        quote_table(&rollup_live_function(table)),
+    )
+}
+
+/// Plain PostgreSQL, one refresh step (inside a transaction, after
+/// [`rollup_refresh_delete`]): the minutes `$1 <= bucket < $2` aggregated from the raw rows.
+pub fn rollup_refresh_insert(table: &str) -> String {
+    let c = quote_ident(TIME_COLUMN);
+    format!(
+        "INSERT INTO {} {}",
+        quote_table(&rollup_data_table(table)),
+        rollup_select(
+            table,
+            &format!("date_trunc('minute', {c})"),
+            &format!(" WHERE {c} >= $1 AND {c} < $2"),
+        )
+    )
+}
+
+/// Plain PostgreSQL: removes the materialized minutes `$1 <= bucket < $2` before they are
+/// aggregated again, so a refresh step can be repeated.
+pub fn rollup_refresh_delete(table: &str) -> String {
+    format!(
+        "DELETE FROM {} WHERE bucket >= $1 AND bucket < $2",
+        quote_table(&rollup_data_table(table))
+    )
+}
+
+/// Makes the rollup (continuous aggregate and its policy, or the data table and the view);
+/// true when it did not exist. A table whose rollup has another shape (a newer goflow's) is
+/// left as it is.
+async fn ensure_rollup(
+    client: &Client,
+    table: &str,
+    timescaledb: bool,
+) -> Result<bool, tokio_postgres::Error> {
+    let name = quote_table(&rollup_name(table));
+    let existed = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+        .await?
+        .try_get::<_, bool>(0)?;
+    if timescaledb {
+        if !existed {
+            client
+                .batch_execute(&create_continuous_aggregate(table))
+                .await?;
+        }
+        client
+            .batch_execute(&continuous_aggregate_policy(table))
+            .await?;
+    } else {
+        client
+            .batch_execute(&create_rollup_data_table(table))
+            .await?;
+        client
+            .batch_execute(&create_rollup_live_function(table))
+            .await?;
+        if !existed {
+            client.batch_execute(&create_rollup_view(table)).await?;
+        }
+    }
+    Ok(!existed)
+}
+
+/// TimescaleDB: materializes the rollup's history (minutes older than the policy's hour) once,
+/// after [`ensure_rollup`] created it on a table that already held rows. Runs for as long as
+/// the table needs; not in a transaction (`refresh_continuous_aggregate` refuses one).
+pub async fn backfill_continuous_aggregate(
+    client: &Client,
+    table: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "CALL refresh_continuous_aggregate('{}', NULL, date_trunc('minute', now()) - INTERVAL '1 hour')",
+        quote_table(&rollup_name(table)).replace('\'', "''")
+    );
+    client.batch_execute(&sql).await
+}
+
+/// Minutes the plain-PostgreSQL refresh aggregates again behind the last materialized one, for
+/// flows stored a little late (exporters send a flow some seconds after its last packet).
+pub const ROLLUP_REDO_MINUTES: i32 = 2;
+
+/// Plain PostgreSQL: materializes the closed minutes of `<table>_1m` (up to the minute before
+/// the current one), from [`ROLLUP_REDO_MINUTES`] before the last materialized minute (the
+/// table's first minute the first time), in steps of at most an hour, each its own transaction
+/// under an advisory lock (several goflow instances writing one table take turns). Returns the
+/// end of what is materialized (Unix seconds), if anything is.
+pub async fn refresh_rollup(
+    client: &mut Client,
+    table: &str,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let data = quote_table(&rollup_data_table(table));
+    let raw = quote_table(table);
+    let c = quote_ident(TIME_COLUMN);
+    let bounds = client
+        .query_one(
+            &format!(
+                "SELECT coalesce((SELECT max(bucket) - make_interval(mins => $1::int) FROM {data}), \
+                 (SELECT date_trunc('minute', min({c})) FROM {raw})), \
+                 date_trunc('minute', now()) - INTERVAL '1 minute'"
+            ),
+            &[&ROLLUP_REDO_MINUTES],
+        )
+        .await?;
+    let lo: Option<std::time::SystemTime> = bounds.try_get(0)?;
+    let hi: std::time::SystemTime = bounds.try_get(1)?;
+    let Some(mut lo) = lo else {
+        return Ok(None); // No rows yet.
+    };
+    let delete = rollup_refresh_delete(table);
+    let insert = rollup_refresh_insert(table);
+    let key = schema_lock_key(&rollup_name(table));
+    while lo < hi {
+        let to = (lo + std::time::Duration::from_secs(3600)).min(hi);
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1::int4, $2::int4)",
+            &[&SCHEMA_LOCK_CLASS, &key],
+        )
+        .await?;
+        tx.execute(&delete, &[&lo, &to]).await?;
+        tx.execute(&insert, &[&lo, &to]).await?;
+        tx.commit().await?;
+        lo = to;
+    }
+    Ok(hi
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok()))
+}
+
+/// TimescaleDB native compression (`compress_after_days`): chunks are compressed segmented by
+/// exporter (each exporter's rows of a chunk together, the dashboards' usual filter) and
+/// ordered by time, by a policy once a chunk is wholly older than `days`. Enabled once; a policy
+/// with another age is replaced. Returns what was done, for the log.
+pub async fn ensure_compression(
+    client: &Client,
+    table: &str,
+    days: u32,
+) -> Result<String, tokio_postgres::Error> {
+    let t = quote_table(table);
+    let lit = t.replace('\'', "''");
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let enabled: bool = client
+        .query_one(
+            "SELECT coalesce((SELECT compression_enabled FROM timescaledb_information.hypertables \
+             WHERE format('%I.%I', hypertable_schema, hypertable_name)::regclass = $1::text::regclass), false)",
+            &[&t],
+        )
+        .await?
+        .try_get(0)?;
+    if !enabled {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {t} SET (timescaledb.compress, timescaledb.compress_segmentby = 'exporter', \
+                 timescaledb.compress_orderby = '{} DESC')",
+                quote_ident(TIME_COLUMN)
+            ))
+            .await?;
+    }
+    let current: Option<String> = client
+        .query_opt(
+            "SELECT config->>'compress_after' FROM timescaledb_information.jobs \
+             WHERE proc_name = 'policy_compression' \
+             AND format('%I.%I', hypertable_schema, hypertable_name)::regclass = $1::text::regclass",
+            &[&t],
+        )
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    let want: String = client
+        .query_one("SELECT make_interval(days => $1::int)::text", &[&days])
+        .await?
+        .try_get(0)?;
+    if current.as_deref() == Some(want.as_str()) {
+        return Ok(format!("compression after {days} days (policy in place)"));
+    }
+    if current.is_some() {
+        client
+            .batch_execute(&format!("SELECT remove_compression_policy('{lit}')"))
+            .await?;
+    }
+    client
+        .execute(
+            &format!(
+                "SELECT add_compression_policy('{lit}', make_interval(days => $1::int), if_not_exists => TRUE)"
+            ),
+            &[&days],
+        )
+        .await?;
+    Ok(format!(
+        "compression after {days} days (segment by exporter, order by {TIME_COLUMN}): policy {}",
+        if current.is_some() {
+            "replaced"
+        } else {
+            "added"
+        }
+    ))
 }
 
 /// Removes rows whose `last_switched` is more than `days` old; returns the rows (plain table) or
@@ -348,6 +714,20 @@ pub async fn prune(
                 &[&quote_table(table), &days],
             )
             .await?;
+        // The continuous aggregate keeps the same days (it is a hypertable of its own).
+        let rollup = quote_table(&rollup_name(table));
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&rollup])
+            .await?
+            .try_get(0)?;
+        if exists {
+            client
+                .query(
+                    "SELECT drop_chunks($1::text::regclass, older_than => make_interval(days => $2::int))",
+                    &[&rollup, &days],
+                )
+                .await?;
+        }
         return Ok(rows.len() as u64);
     }
     let stmt = client.prepare(&delete_batch(table)).await?;
@@ -356,9 +736,26 @@ pub async fn prune(
         let n = client.execute(&stmt, &[&days]).await?;
         total += n;
         if n < u64::from(RETENTION_DELETE_BATCH_ROWS) {
-            return Ok(total);
+            break;
         }
     }
+    // The rollup's minutes go with the rows (a small table: one statement).
+    let data = quote_table(&rollup_data_table(table));
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&data])
+        .await?
+        .try_get(0)?;
+    if exists {
+        client
+            .execute(
+                &format!(
+                    "DELETE FROM {data} WHERE bucket < now() - make_interval(days => $1::int)"
+                ),
+                &[&days],
+            )
+            .await?;
+    }
+    Ok(total)
 }
 
 /// The positions table of `table`: `<table>_positions` (the table part cut so the name stays
@@ -366,19 +763,7 @@ pub async fn prune(
 /// partition: see `sink::Position`), updated in the transaction of every flush that carries
 /// that stream's chunks.
 pub fn positions_table(table: &str) -> String {
-    let suffix = "_positions";
-    let (schema, bare) = match table.rsplit_once('.') {
-        Some((s, b)) if !s.is_empty() && !b.is_empty() => (Some(s), b),
-        _ => (None, table),
-    };
-    let mut cut = bare.len().min(63 - suffix.len());
-    while !bare.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    match schema {
-        Some(s) => format!("{s}.{}{suffix}", &bare[..cut]),
-        None => format!("{}{suffix}", &bare[..cut]),
-    }
+    suffixed(table, "_positions")
 }
 
 /// CREATE TABLE IF NOT EXISTS for the positions table.
@@ -419,6 +804,48 @@ mod tests {
         let long = "x".repeat(63);
         assert_eq!(p(&long).len(), 63);
         assert!(super::upsert_positions("s.flows").contains("\"s\".\"flows_positions\""));
+    }
+
+    #[test]
+    fn rollup_names_and_sql() {
+        use super::*;
+        assert_eq!(rollup_name("goflow_records"), "goflow_records_1m");
+        assert_eq!(rollup_data_table("s.flows"), "s.flows_1m_data");
+        assert_eq!(rollup_name(&"x".repeat(70)).len(), 63);
+        let cagg = create_continuous_aggregate("s.flows");
+        assert!(cagg.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS \"s\".\"flows_1m\""));
+        assert!(cagg.contains("timescaledb.materialized_only = false"));
+        assert!(cagg.contains("time_bucket(INTERVAL '1 minute', \"last_switched\") AS bucket"));
+        assert!(cagg.contains("sum(in_bytes::numeric * greatest(sampling_rate, 1)) AS bytes"));
+        assert!(cagg.ends_with("GROUP BY 1, 2, 3, 4, 5, 6 WITH NO DATA"));
+        for dim in ROLLUP_DIMENSIONS {
+            assert!(cagg.contains(&format!(" AS {dim}")), "{dim}");
+        }
+        assert!(continuous_aggregate_policy("o'k").contains("'\"o''k_1m\"'"));
+        let view = create_rollup_view("flows");
+        assert_eq!(
+            view,
+            "CREATE OR REPLACE VIEW \"flows_1m\" AS SELECT bucket, exporter, protocol, direction, \
+             input_if, output_if, bytes, packets, flows FROM \"flows_1m_data\" UNION ALL SELECT \
+             bucket, exporter, protocol, direction, input_if, output_if, bytes, packets, flows \
+             FROM \"flows_1m_live\"()"
+        );
+        let live = create_rollup_live_function("flows");
+        assert!(
+            live.contains("FROM \"flows\" WHERE \"last_switched\" >= (SELECT coalesce(max(bucket)")
+        );
+        assert!(!live.contains("$q$;") || live.matches("$q$").count() == 2);
+        assert!(rollup_refresh_insert("flows").starts_with(
+            "INSERT INTO \"flows_1m_data\" SELECT date_trunc('minute', \"last_switched\") AS bucket"
+        ));
+        assert!(
+            rollup_refresh_insert("flows")
+                .contains("WHERE \"last_switched\" >= $1 AND \"last_switched\" < $2 GROUP BY")
+        );
+        assert_eq!(
+            rollup_refresh_delete("flows"),
+            "DELETE FROM \"flows_1m_data\" WHERE bucket >= $1 AND bucket < $2"
+        );
     }
 
     #[test]

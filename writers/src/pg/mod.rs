@@ -61,6 +61,10 @@ pub struct PgConfig {
     /// Prune rows whose `last_switched` is older than this many days (at start, then daily);
     /// `None` or 0 keeps everything.
     pub max_age_days: Option<u32>,
+    /// TimescaleDB: compress chunks wholly older than this many days (segment by exporter,
+    /// order by time); `None` or 0 leaves chunks uncompressed. Ignored, with a warning, on a
+    /// plain PostgreSQL table.
+    pub compress_after_days: Option<u32>,
 }
 
 impl Default for PgConfig {
@@ -74,6 +78,7 @@ impl Default for PgConfig {
             table: "goflow_records".into(),
             sslmode: SslMode::default(),
             max_age_days: None,
+            compress_after_days: None,
         }
     }
 }
@@ -89,6 +94,7 @@ impl fmt::Debug for PgConfig {
             .field("table", &self.table)
             .field("sslmode", &self.sslmode)
             .field("max_age_days", &self.max_age_days)
+            .field("compress_after_days", &self.compress_after_days)
             .finish()
     }
 }

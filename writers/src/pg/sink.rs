@@ -6,7 +6,9 @@
 //!
 //! It connects lazily (plain or TLS as `sslmode` says, see `tls`) and again after any connection
 //! error (the backend's retry paces it), creates or upgrades the table on the first successful
-//! connect, and starts a retention thread when `max_age_days` is set.
+//! connect, and starts a retention thread when `max_age_days` is set and a rollup thread that
+//! keeps the per-minute rollup `<table>_1m` (see [`ddl::rollup_name`]) materialized on plain
+//! PostgreSQL.
 //!
 //! [`PgSink::lanes`] makes the sinks of one backend's lanes (`connections` in the config): each
 //! has its own session and COPY, so several COPYs into the table run at once. They share one
@@ -63,6 +65,8 @@ const STATUS_REFRESH: Duration = Duration::from_secs(5);
 const RETENTION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// A failed retention run is tried again after this long.
 const RETENTION_RETRY: Duration = Duration::from_secs(300);
+/// Plain PostgreSQL: the rollup's closed minutes are materialized this often.
+const ROLLUP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A live session: the client, the task that drives its socket, and whether TLS protects it.
 struct Session {
@@ -127,6 +131,16 @@ struct RetentionStats {
     last_error: Option<String>,
 }
 
+/// What the rollup thread reports.
+#[derive(Debug, Default)]
+struct RollupStats {
+    /// Refreshes (plain PostgreSQL) or the one backfill (TimescaleDB) finished.
+    runs: u64,
+    /// The end of the materialized minutes (Unix seconds).
+    materialized_to: Option<i64>,
+    last_error: Option<String>,
+}
+
 /// The PostgreSQL sink. See the module docs.
 pub struct PgSink {
     cfg: PgConfig,
@@ -157,6 +171,9 @@ pub struct PgSink {
     retention: Arc<Mutex<RetentionStats>>,
     /// Dropping it stops the retention thread (lane 0 only).
     retention_stop: Option<mpsc::Sender<()>>,
+    rollup: Arc<Mutex<RollupStats>>,
+    /// Dropping it stops the rollup thread (lane 0 only).
+    rollup_stop: Option<mpsc::Sender<()>>,
 }
 
 impl std::fmt::Debug for PgSink {
@@ -215,6 +232,8 @@ impl PgSink {
             stats: Arc::clone(stats),
             retention: Arc::clone(retention),
             retention_stop: None,
+            rollup: Arc::default(),
+            rollup_stop: None,
         }
     }
 
@@ -251,6 +270,11 @@ impl PgSink {
     /// Retention runs finished so far (each run may remove nothing).
     pub fn retention_runs(&self) -> u64 {
         lock(&self.retention).runs
+    }
+
+    /// Rollup refreshes finished so far (lane 0; on TimescaleDB the one history backfill).
+    pub fn rollup_runs(&self) -> u64 {
+        lock(&self.rollup).runs
     }
 
     /// Connects now (and sets up the schema and retention on the first connect) instead of
@@ -396,11 +420,16 @@ impl PgSink {
             return Ok(());
         }
         let table = self.cfg.table.clone();
+        let compress = self.cfg.compress_after_days;
         let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
             return Err(SinkError::retriable("postgres: not connected"));
         };
         let result = rt.block_on(async {
-            tokio::time::timeout(SCHEMA_TIMEOUT, ddl::ensure_schema(&session.client, &table)).await
+            tokio::time::timeout(
+                SCHEMA_TIMEOUT,
+                ddl::ensure_schema(&session.client, &table, compress),
+            )
+            .await
         });
         let report = match result {
             Ok(Ok(report)) => report,
@@ -432,11 +461,44 @@ impl PgSink {
                 report.added.join(", ")
             );
         }
+        if let Some(msg) = &report.compression
+            && self.lane == 0
+        {
+            if report.timescaledb {
+                log::info!("postgres: table {}: {msg}", self.cfg.table);
+            } else {
+                log::warn!("postgres: table {}: {msg}", self.cfg.table);
+            }
+        }
         self.timescaledb = report.timescaledb;
         lock(&self.stats).timescaledb = report.timescaledb;
         self.schema_ready = true;
         self.start_retention();
+        self.start_rollup(report.rollup_created);
         Ok(())
+    }
+
+    /// Starts the rollup thread (lane 0, once): on plain PostgreSQL it materializes the closed
+    /// minutes of `<table>_1m` every [`ROLLUP_INTERVAL`]; on TimescaleDB the continuous
+    /// aggregate's policy does that, and the thread only materializes the history of a table
+    /// the rollup was just created on, then ends.
+    fn start_rollup(&mut self, created: bool) {
+        if self.lane != 0 || self.rollup_stop.is_some() || (self.timescaledb && !created) {
+            return;
+        }
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let config = self.pg_config();
+        let mode = self.cfg.sslmode.clone();
+        let table = self.cfg.table.clone();
+        let timescaledb = self.timescaledb;
+        let stats = Arc::clone(&self.rollup);
+        let spawned = thread::Builder::new()
+            .name("goflow-pg-rollup".into())
+            .spawn(move || rollup_loop(config, mode, table, timescaledb, stats, stop_rx));
+        match spawned {
+            Ok(_) => self.rollup_stop = Some(stop_tx),
+            Err(e) => log::error!("postgres: cannot start the rollup thread: {e}"),
+        }
     }
 
     /// Starts the retention thread (lane 0, once, when `max_age_days` is set).
@@ -895,6 +957,36 @@ impl Sink for PgSink {
             ),
             ("times_clamped", encode::clamped_times_total().to_string()),
         ];
+        if self.lane == 0 && self.schema_ready {
+            let r = lock(&self.rollup);
+            out.extend([
+                (
+                    "rollup",
+                    json_string(&format!(
+                        "{} ({})",
+                        ddl::rollup_name(&self.cfg.table),
+                        if s.timescaledb {
+                            "continuous aggregate"
+                        } else {
+                            "view over minutes goflow materializes"
+                        }
+                    )),
+                ),
+                (
+                    "rollup_materialized_to",
+                    time(r.materialized_to.map(|t| t * 1_000_000)),
+                ),
+                (
+                    "rollup_last_error",
+                    r.last_error
+                        .as_deref()
+                        .map_or_else(|| "null".to_string(), json_string),
+                ),
+            ]);
+        }
+        if let Some(days) = self.cfg.compress_after_days.filter(|d| *d > 0) {
+            out.push(("compress_after_days", days.to_string()));
+        }
         if let Some(days) = self.cfg.max_age_days.filter(|d| *d > 0) {
             out.extend([
                 ("retention_max_age_days", days.to_string()),
@@ -973,6 +1065,85 @@ fn retention_loop(
                     log::warn!("postgres retention on {table}: {e}");
                     s.last_error = Some(e);
                     RETENTION_RETRY
+                }
+            }
+        };
+        match stop.recv_timeout(wait) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Plain PostgreSQL: materializes the closed minutes of the rollup at once and then every
+/// [`ROLLUP_INTERVAL`], on its own connection. TimescaleDB: materializes the history once.
+/// Ends when the sink drops its sender.
+fn rollup_loop(
+    config: tokio_postgres::Config,
+    mode: SslMode,
+    table: String,
+    timescaledb: bool,
+    stats: Arc<Mutex<RollupStats>>,
+    stop: mpsc::Receiver<()>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("postgres rollup: tokio runtime: {e}");
+            return;
+        }
+    };
+    loop {
+        let result: Result<Option<i64>, String> = rt.block_on(async {
+            let tls::Connected {
+                mut client,
+                connection,
+                ..
+            } = tokio::time::timeout(CONNECT_TIMEOUT, tls::connect(&config, &mode))
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| match e {
+                    ConnectError::Setup(msg) => msg,
+                    ConnectError::Db(e) => error_text(&e),
+                })?;
+            let task = tokio::spawn(connection);
+            let done = if timescaledb {
+                ddl::backfill_continuous_aggregate(&client, &table)
+                    .await
+                    .map(|()| None)
+            } else {
+                ddl::refresh_rollup(&mut client, &table).await
+            }
+            .map_err(|e| error_text(&e));
+            drop(client);
+            let _ = task.await;
+            done
+        });
+        let wait = {
+            let mut s = lock(&stats);
+            match result {
+                Ok(to) => {
+                    s.runs += 1;
+                    s.materialized_to = to.or(s.materialized_to);
+                    s.last_error = None;
+                    if timescaledb {
+                        log::info!(
+                            "postgres: materialized the history of {}",
+                            ddl::rollup_name(&table)
+                        );
+                        return;
+                    }
+                    ROLLUP_INTERVAL
+                }
+                Err(e) => {
+                    if s.last_error.as_deref() != Some(e.as_str()) {
+                        log::warn!("postgres rollup {}: {e}", ddl::rollup_name(&table));
+                    }
+                    s.last_error = Some(e);
+                    ROLLUP_INTERVAL
                 }
             }
         };

@@ -48,6 +48,7 @@ pub fn pg_config(table: &str, port: Option<u16>) -> PgConfig {
         table: table.to_string(),
         sslmode: SslMode::Disable,
         max_age_days: None,
+        compress_after_days: None,
     }
 }
 
@@ -197,12 +198,23 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         let sql = format!(
-            "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}",
+            "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; {}",
             self.t(),
-            self.positions_t()
+            self.positions_t(),
+            drop_rollup(&self.table)
         );
         let _ = self.rt.block_on(self.client.batch_execute(&sql));
     }
+}
+
+/// SQL dropping the plain-PostgreSQL rollup objects of `table` (view, function, data table).
+pub fn drop_rollup(table: &str) -> String {
+    format!(
+        "DROP VIEW IF EXISTS {}; DROP FUNCTION IF EXISTS {}(); DROP TABLE IF EXISTS {}",
+        pg::ddl::quote_table(&pg::ddl::rollup_name(table)),
+        pg::ddl::quote_table(&pg::ddl::rollup_live_function(table)),
+        pg::ddl::quote_table(&pg::ddl::rollup_data_table(table)),
+    )
 }
 
 /// What a record should read back as, per the encoder's policy (counters clamp at i64::MAX).

@@ -1,0 +1,323 @@
+//! The per-minute rollup `<table>_1m` and TimescaleDB compression against the real servers:
+//! plain PostgreSQL (PGHOST/PGPORT, as the other pg tests) and TimescaleDB at
+//! GOFLOW_TEST_TIMESCALE (skipped with a printed line when unset). The rollup must equal the raw
+//! table aggregated the same way, whatever has been materialized; refreshing again changes
+//! nothing; flows stored a little late are picked up.
+
+mod pg_common;
+
+use std::time::{Duration, Instant};
+
+use goflow_writers::pg::{PgSink, ddl};
+use goflow_writers::sink::Sink;
+use pg_common::*;
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, NoTls};
+
+fn client(port: u16) -> (Runtime, Client) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cfg = pg_config("x", Some(port));
+    let mut c = tokio_postgres::Config::new();
+    c.host(&cfg.host)
+        .port(cfg.port)
+        .user(&cfg.user)
+        .dbname(&cfg.dbname);
+    if let Some(pw) = &cfg.password {
+        c.password(pw.as_bytes());
+    }
+    let (client, conn) = rt
+        .block_on(c.connect(NoTls))
+        .unwrap_or_else(|e| panic!("PostgreSQL at {}:{port}: {e}", cfg.host));
+    rt.spawn(conn);
+    (rt, client)
+}
+
+fn exec(rt: &Runtime, c: &Client, sql: &str) {
+    rt.block_on(c.batch_execute(sql))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+}
+
+fn one(rt: &Runtime, c: &Client, sql: &str) -> i64 {
+    rt.block_on(c.query_one(sql, &[]))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .get::<_, Option<i64>>(0)
+        .unwrap_or(-1)
+}
+
+/// Rows of several exporters, protocols, directions and interfaces, sampled and not (rate 0 is
+/// unknown: counted once), over the minutes `from_min..=to_min` relative to the current minute
+/// (negative: the past), a few per second of each minute.
+fn insert_rows(rt: &Runtime, c: &Client, t: &str, from_min: i32, to_min: i32) {
+    exec(
+        rt,
+        c,
+        &format!(
+            "INSERT INTO {t} (time_received, first_switched, last_switched, exporter, \
+             observation_domain, sampling_rate, src_ip, dst_ip, protocol, direction, \
+             input_if, output_if, in_bytes, in_pkts) \
+             SELECT now(), ts, ts, ('10.0.0.' || (g % 3 + 1))::inet, 0, \
+             (ARRAY[0, 1, 10, 100])[g % 4 + 1], ('192.0.2.' || g % 200)::inet, '198.51.100.7', \
+             CASE WHEN g % 11 = 0 THEN NULL ELSE (ARRAY[6, 17, 1])[g % 3 + 1] END, \
+             CASE WHEN g % 7 = 0 THEN NULL ELSE g % 2 END, g % 4, (g + 1) % 4, \
+             1000 + g % 1500, 1 + g % 9 \
+             FROM generate_series(0, ({to_min} - {from_min}) * 60 + 59, 7) AS g, \
+             LATERAL (SELECT date_trunc('minute', now()) + ({from_min} * 60 + g) * INTERVAL '1 second' AS ts) AS x"
+        ),
+    );
+}
+
+/// Rows of the rollup that the raw table aggregated the same way does not have, and the other
+/// way round (EXCEPT ALL both ways: 0 and 0 when they are equal as multisets).
+fn differences(rt: &Runtime, c: &Client, t: &str, rollup: &str) -> (i64, i64) {
+    let raw = format!(
+        "SELECT date_trunc('minute', last_switched) AS bucket, exporter, protocol, direction, \
+         input_if::bigint, output_if::bigint, \
+         sum(in_bytes::numeric * greatest(sampling_rate, 1)) AS bytes, \
+         sum(in_pkts::numeric * greatest(sampling_rate, 1)) AS packets, count(*) AS flows \
+         FROM {t} GROUP BY 1, 2, 3, 4, 5, 6"
+    );
+    let r = format!(
+        "SELECT bucket, exporter, protocol, direction, input_if, output_if, bytes, packets, \
+         flows FROM {rollup}"
+    );
+    (
+        one(
+            rt,
+            c,
+            &format!("SELECT count(*) FROM (({r}) EXCEPT ALL ({raw})) AS d"),
+        ),
+        one(
+            rt,
+            c,
+            &format!("SELECT count(*) FROM (({raw}) EXCEPT ALL ({r})) AS d"),
+        ),
+    )
+}
+
+#[test]
+fn plain_postgres_rollup_equals_the_table_and_refreshes_idempotently() {
+    let table = random_table("rollup");
+    let db = Db::connect(&table);
+    let (rt, mut c) = client(pg_port());
+    let t = db.t();
+    let data = ddl::quote_table(&ddl::rollup_data_table(&table));
+    let view = ddl::quote_table(&ddl::rollup_name(&table));
+    let cleanup = format!(
+        "DROP VIEW IF EXISTS {view}; DROP FUNCTION IF EXISTS {}(); DROP TABLE IF EXISTS {data}",
+        ddl::quote_table(&ddl::rollup_live_function(&table))
+    );
+    exec(&rt, &c, &cleanup);
+
+    // The sink makes the table, the data table, the function and the view; then it goes, so
+    // only this test refreshes.
+    let mut sink = PgSink::new(pg_config(&table, None));
+    sink.connect().expect("connect");
+    assert!(
+        sink.status()
+            .iter()
+            .any(|(k, v)| *k == "rollup" && v.contains("_1m"))
+    );
+    drop(sink);
+
+    // Nothing stored: the view is empty and a refresh has nothing to do.
+    assert_eq!(one(&rt, &c, &format!("SELECT count(*) FROM {view}")), 0);
+    let done = rt
+        .block_on(ddl::refresh_rollup(&mut c, &table))
+        .expect("refresh");
+    assert_eq!(done, None);
+
+    // 30 minutes of the past and the current minute. Before any refresh the view aggregates
+    // everything at query time.
+    insert_rows(&rt, &c, &t, -30, 0);
+    assert_eq!(differences(&rt, &c, &t, &view), (0, 0), "live only");
+
+    let done = rt
+        .block_on(ddl::refresh_rollup(&mut c, &table))
+        .expect("refresh");
+    assert!(done.is_some());
+    let materialized = one(&rt, &c, &format!("SELECT count(*) FROM {data}"));
+    assert!(materialized > 0);
+    // Only closed minutes (up to the one before the current) are materialized.
+    assert_eq!(
+        one(
+            &rt,
+            &c,
+            &format!(
+                "SELECT count(*) FROM {data} WHERE bucket >= date_trunc('minute', now()) - INTERVAL '1 minute'"
+            )
+        ),
+        0
+    );
+    assert_eq!(
+        differences(&rt, &c, &t, &view),
+        (0, 0),
+        "materialized + live"
+    );
+    // The sampling rate is applied: the view's bytes exceed the raw sum.
+    let scaled = one(&rt, &c, &format!("SELECT sum(bytes)::bigint FROM {view}"));
+    let raw = one(&rt, &c, &format!("SELECT sum(in_bytes)::bigint FROM {t}"));
+    assert!(scaled > raw * 10, "{scaled} vs {raw}");
+
+    // Again: the same rows, nothing doubled.
+    let sums = format!("SELECT sum(bytes)::bigint FROM {data}");
+    let before = (
+        one(&rt, &c, &format!("SELECT count(*) FROM {data}")),
+        one(&rt, &c, &sums),
+    );
+    rt.block_on(ddl::refresh_rollup(&mut c, &table))
+        .expect("refresh");
+    let after = (
+        one(&rt, &c, &format!("SELECT count(*) FROM {data}")),
+        one(&rt, &c, &sums),
+    );
+    assert_eq!(before, after, "a second refresh changes nothing");
+
+    // Flows stored late, for minutes already materialized (within the redo window): picked up.
+    insert_rows(&rt, &c, &t, -3, -2);
+    rt.block_on(ddl::refresh_rollup(&mut c, &table))
+        .expect("refresh");
+    assert_eq!(differences(&rt, &c, &t, &view), (0, 0), "late rows");
+    assert!(one(&rt, &c, &sums) > before.1);
+
+    // The view does not pin the table: a plain DROP TABLE still works.
+    drop(db);
+    let left = one(
+        &rt,
+        &c,
+        &format!("SELECT count(*) FROM pg_class WHERE relname = '{table}'"),
+    );
+    assert_eq!(left, 0, "DROP TABLE without CASCADE");
+    exec(&rt, &c, &cleanup);
+}
+
+/// TimescaleDB: a table that already holds rows becomes a hypertable with one-day chunks, the
+/// continuous aggregate is created with its refresh policy and its history is materialized;
+/// `compress_after_days` enables compression (segment by exporter) with its policy, a changed
+/// value replaces the policy, and compressed chunks still read back the same.
+#[test]
+fn timescaledb_continuous_aggregate_and_compression() {
+    let Some(addr) = std::env::var("GOFLOW_TEST_TIMESCALE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        eprintln!(
+            "skipping timescaledb_continuous_aggregate_and_compression: GOFLOW_TEST_TIMESCALE is not set"
+        );
+        return;
+    };
+    let port: u16 = addr
+        .rsplit_once(':')
+        .map_or("5433", |(_, p)| p)
+        .parse()
+        .expect("GOFLOW_TEST_TIMESCALE host:port");
+    let table = random_table("cagg");
+    let (rt, c) = client(port);
+    let t = ddl::quote_table(&table);
+    let cagg = ddl::quote_table(&ddl::rollup_name(&table));
+    let cleanup = format!(
+        "DROP TABLE IF EXISTS {t} CASCADE; DROP TABLE IF EXISTS {}",
+        ddl::quote_table(&ddl::positions_table(&table))
+    );
+    exec(&rt, &c, &cleanup);
+    // An existing table with three days of rows (a table from before rollups).
+    exec(&rt, &c, &ddl::create_table(&table));
+    insert_rows(&rt, &c, &t, -3 * 1440, -3 * 1440 + 20);
+    insert_rows(&rt, &c, &t, -200, -150);
+    insert_rows(&rt, &c, &t, -10, 0);
+
+    let mut cfg = pg_config(&table, Some(port));
+    cfg.compress_after_days = Some(1);
+    let mut sink = PgSink::new(cfg.clone());
+    sink.connect().expect("connect");
+    assert!(sink.timescaledb(), "TimescaleDB preloaded at {addr}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sink.rollup_runs() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the history was not materialized"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(sink);
+    assert_eq!(
+        differences(&rt, &c, &t, &cagg),
+        (0, 0),
+        "continuous aggregate"
+    );
+    let name = table.clone();
+    let jobs = |proc_name: &str| {
+        one(
+            &rt,
+            &c,
+            &format!(
+                "SELECT count(*) FROM timescaledb_information.jobs \
+                 WHERE proc_name = '{proc_name}' \
+                 AND hypertable_name IN ('{name}', '{name}_1m')"
+            ),
+        )
+    };
+    assert_eq!(jobs("policy_refresh_continuous_aggregate"), 1);
+    assert_eq!(jobs("policy_compression"), 1);
+    let compress_after = || {
+        rt.block_on(c.query_one(
+            &format!(
+                "SELECT config->>'compress_after' FROM timescaledb_information.jobs \
+                 WHERE proc_name = 'policy_compression' AND hypertable_name = '{name}'"
+            ),
+            &[],
+        ))
+        .expect("policy")
+        .get::<_, String>(0)
+    };
+    assert_eq!(compress_after(), "1 day");
+    assert_eq!(
+        one(
+            &rt,
+            &c,
+            &format!(
+                "SELECT count(*) FROM timescaledb_information.compression_settings \
+                 WHERE hypertable_name = '{name}' AND attname = 'exporter' AND segmentby_column_index = 1"
+            )
+        ),
+        1,
+        "segment by exporter"
+    );
+    // One-day chunks: the three-day-old rows are in a chunk of their own.
+    let chunks = one(&rt, &c, &format!("SELECT count(*) FROM show_chunks('{t}')"));
+    assert!(chunks >= 2, "{chunks} chunks");
+
+    // Another age replaces the policy (and is not added twice).
+    cfg.compress_after_days = Some(2);
+    let mut sink = PgSink::new(cfg);
+    sink.connect().expect("connect");
+    drop(sink);
+    assert_eq!(compress_after(), "2 days");
+    assert_eq!(jobs("policy_compression"), 1);
+
+    // Compressed chunks read back the same figures.
+    let sums = format!("SELECT sum(in_bytes)::bigint + count(*) FROM {t}");
+    let before = one(&rt, &c, &sums);
+    exec(
+        &rt,
+        &c,
+        &format!(
+            "SELECT compress_chunk(ch) FROM show_chunks('{t}', older_than => INTERVAL '2 days') AS ch"
+        ),
+    );
+    assert_eq!(
+        one(
+            &rt,
+            &c,
+            &format!(
+                "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = '{name}' AND is_compressed"
+            )
+        ),
+        1
+    );
+    assert_eq!(one(&rt, &c, &sums), before);
+    assert_eq!(differences(&rt, &c, &t, &cagg), (0, 0), "after compression");
+    exec(&rt, &c, &cleanup);
+}
