@@ -30,7 +30,9 @@ pub struct Cli {
 impl Cli {
     pub fn log_level(&self) -> &'static str {
         match self.verbose {
-            0 => "info",
+            // The server's NOTICEs (tokio_postgres logs them at info: "relation already
+            // exists, skipping" at every start) only with -v.
+            0 => "info,tokio_postgres::connection=warn",
             1 => "debug",
             _ => "trace",
         }

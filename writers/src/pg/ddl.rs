@@ -287,7 +287,7 @@ async fn ensure_schema_locked(
 /// not fail politely: the server ends the session (FATAL). That is the usual state right after
 /// the Debian package is installed, so the preload is checked first and the extension is only
 /// created where it can load; otherwise one line says what to change and the table stays plain.
-async fn timescaledb_enabled(client: &Client) -> Result<bool, tokio_postgres::Error> {
+async fn timescaledb_enabled(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {
     let Some(row) = client
         .query_opt(
             "SELECT installed_version IS NOT NULL, \
@@ -302,11 +302,14 @@ async fn timescaledb_enabled(client: &Client) -> Result<bool, tokio_postgres::Er
     let installed: bool = row.try_get(0)?;
     let preload: String = row.try_get(1)?;
     if !preloads_timescaledb(&preload) {
-        log::warn!(
-            "timescaledb is installed on the server but not preloaded, using a plain table: add \
-             timescaledb to shared_preload_libraries in postgresql.conf and restart PostgreSQL \
-             to get a hypertable"
-        );
+        // Every connection sets up the table: say it once per table, not once per connection.
+        if first_warning(&format!("not-preloaded {table}")) {
+            log::warn!(
+                "timescaledb is installed on the server but not preloaded, using a plain table \
+                 for {table}: add timescaledb to shared_preload_libraries in postgresql.conf and \
+                 restart PostgreSQL to get a hypertable"
+            );
+        }
         return Ok(false);
     }
     if installed {
@@ -328,6 +331,19 @@ async fn timescaledb_enabled(client: &Client) -> Result<bool, tokio_postgres::Er
     Ok(true)
 }
 
+/// True the first time this process asks about `key`: warnings every connection would repeat.
+fn first_warning(key: &str) -> bool {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.iter().any(|k| k == key) {
+        return false;
+    }
+    seen.push(key.to_owned());
+    true
+}
+
 /// Whether a `shared_preload_libraries` value (comma-separated, optionally quoted, possibly a
 /// path or with a version suffix such as `timescaledb-2.28.3`) loads TimescaleDB.
 fn preloads_timescaledb(setting: &str) -> bool {
@@ -340,7 +356,7 @@ fn preloads_timescaledb(setting: &str) -> bool {
 
 /// Makes the table a hypertable on the time column; false when TimescaleDB is not there.
 async fn make_hypertable(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {
-    if !timescaledb_enabled(client).await? {
+    if !timescaledb_enabled(client, table).await? {
         return Ok(false);
     }
     // The pre-2.13 signature, still accepted by 2.x; a no-op on an existing hypertable (whose

@@ -1,0 +1,211 @@
+//! Issue 13, point 7: PostgreSQL with the TimescaleDB extension files installed but not in
+//! `shared_preload_libraries` (the state right after the distribution package is installed).
+//! `CREATE EXTENSION timescaledb` there makes the server end the session, so goflow must
+//! check before it tries: for `type: timescale` and `type: postgres` alike it says once what to
+//! change, writes every row to a plain table and never loops reconnecting.
+//!
+//! Runs against the plain server of `$GOFLOW_TEST_PG_PLAIN` (default 127.0.0.1:5432, user
+//! postgres, database test), which must be in that state; the test checks the state first and
+//! fails (not skips) when it is not, naming what it found.
+
+use std::error::Error;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use goflow_codec::encode::{V5Builder, V5Header, sample_flow_v4};
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+const BIN: &str = env!("CARGO_BIN_EXE_goflow");
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn server() -> (String, String) {
+    let addr = std::env::var("GOFLOW_TEST_PG_PLAIN")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:5432".to_owned());
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (h.to_owned(), p.to_owned()),
+        None => (addr, "5432".to_owned()),
+    }
+}
+
+/// One value of `sql` (psql -Atc), or an error with psql's message.
+fn psql(sql: &str) -> Result<String, Box<dyn Error>> {
+    let (host, port) = server();
+    let out = Command::new("psql")
+        .args(["-h", &host, "-p", &port, "-U", "postgres", "-d", "test"])
+        .args(["-X", "-A", "-t", "-q", "-c", sql])
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Kills the daemon (by its PID) and drops the table, whatever happens.
+struct Cleanup {
+    child: Child,
+    table: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = psql(&format!(
+            "DROP TABLE IF EXISTS {t}; DROP TABLE IF EXISTS {t}_positions",
+            t = self.table
+        ));
+    }
+}
+
+fn free_port() -> Result<u16, Box<dyn Error>> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn free_tcp_port() -> Result<u16, Box<dyn Error>> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn log_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The server is in the issue's state: the extension available, not created, not preloaded.
+fn check_state() -> TestResult {
+    let state = psql(
+        "SELECT coalesce((SELECT installed_version IS NULL FROM pg_available_extensions \
+         WHERE name = 'timescaledb')::text, 'missing') || ' ' || \
+         (current_setting('shared_preload_libraries') NOT LIKE '%timescaledb%')::text",
+    )?;
+    if state != "true true" {
+        return Err(format!(
+            "the plain PostgreSQL at {:?} is not in the tested state (timescaledb files \
+             installed, extension not created, not preloaded): got {state:?}",
+            server()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn run(kind: &str) -> TestResult {
+    check_state()?;
+    let (host, port) = server();
+    let table = format!("goflow_ops_np_{kind}_{}", std::process::id());
+    let dir = tempfile::tempdir()?;
+    let udp = free_port()?;
+    let api = format!("127.0.0.1:{}", free_tcp_port()?);
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "backends:\n  db:\n    type: {kind}\n    config: {{SQL_SERVER: {host}, SQL_PORT: {port}, \
+             SQL_USERNAME: postgres, SQL_DB: test, SQL_TABLE: {table}, flush_ms: 200}}\n\
+             frontends:\n  netflow:\n    config: {{bindaddr: 127.0.0.1, bindport: {udp}, \
+             receiver: mmsg, workers: 1}}\n    backend: db\napi: {api}\nstate_dir: {}\n",
+            dir.path().join("state").display()
+        ),
+    )?;
+    let log = dir.path().join("goflow.log");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .env_remove("SQL_PASSWORD")
+        .env_remove("GOFLOW_CONFIG")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let mut guard = Cleanup {
+        child,
+        table: table.clone(),
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while !log_text(&log).contains("listening on udp") {
+        if guard.child.try_wait()?.is_some() || Instant::now() > deadline {
+            return Err(format!("goflow did not start: {}", log_text(&log)).into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Healthy from the first answer: the backend connected and set up its table.
+    let (code, body) = goflow::ops::client::get(&api, "/healthz")?;
+    assert_eq!(code, 200, "{body}\n{}", log_text(&log));
+
+    // 10 datagrams of 30 flows.
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, udp));
+    for seq in 0..10u32 {
+        let mut b = V5Builder::new(V5Header {
+            flow_sequence: seq * 30,
+            ..V5Header::default()
+        });
+        for i in 0..30 {
+            let _ = b.push(&sample_flow_v4(seq * 30 + i));
+        }
+        let mut d = Vec::new();
+        b.finish(&mut d);
+        sock.send_to(&d, to)?;
+    }
+    loop {
+        let n = psql(&format!("SELECT count(*) FROM {table}")).unwrap_or_default();
+        if n == "300" {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{n:?} rows of 300 after 60 s: {}", log_text(&log)).into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A plain table: no extension was created, the table is no hypertable.
+    assert_eq!(
+        psql("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")?,
+        "0"
+    );
+    let text = log_text(&log);
+    let hint = text
+        .lines()
+        .filter(|l| l.contains("not preloaded"))
+        .collect::<Vec<_>>();
+    assert_eq!(hint.len(), 1, "one line, not {}:\n{text}", hint.len());
+    assert!(
+        hint[0].contains("shared_preload_libraries") && hint[0].contains("plain table"),
+        "{}",
+        hint[0]
+    );
+    assert!(!text.contains("connection closed"), "{text}");
+    let (code, body) = goflow::ops::client::get(&api, "/status")?;
+    assert_eq!(code, 200, "{body}");
+    let st: goflow::ops::Status = serde_json::from_str(&body)?;
+    let b = &st.backends[0];
+    assert_eq!(
+        (b.reconnects, b.errors, b.rows_written),
+        (0, 0, 300),
+        "{b:?}"
+    );
+    assert!(b.healthy, "{b:?}");
+    drop(guard);
+    assert_eq!(
+        psql(&format!("SELECT to_regclass('{table}') IS NULL"))?,
+        "t",
+        "the table was dropped"
+    );
+    Ok(())
+}
+
+#[test]
+fn timescale_without_the_preload_writes_a_plain_table_and_says_so_once() -> TestResult {
+    run("timescale")
+}
+
+#[test]
+fn postgres_without_the_preload_writes_a_plain_table_and_says_so_once() -> TestResult {
+    run("postgres")
+}
