@@ -39,6 +39,41 @@ impl Cli {
     }
 }
 
+/// `RUST_LOG`: env_logger's filter; when set it decides alone (no `-v`, no `log_level`).
+pub const RUST_LOG_ENV: &str = "RUST_LOG";
+
+/// Sets up logging: `RUST_LOG` when set; otherwise every record passes env_logger and the
+/// level is the global maximum (`-v`, later the config's `log_level`, which a SIGHUP can
+/// change without a restart; see [`set_log_level`]).
+pub fn init_logging(cli: &Cli) {
+    // RUST_LOG and RUST_LOG_STYLE as env_logger reads them.
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default());
+    b.format_target(false);
+    let by_env = std::env::var_os(RUST_LOG_ENV).is_some_and(|v| !v.is_empty());
+    if !by_env {
+        b.filter_level(log::LevelFilter::Trace);
+    }
+    b.init();
+    if !by_env {
+        log::set_max_level(match cli.verbose {
+            0 => log::LevelFilter::Info,
+            1 => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        });
+    }
+}
+
+/// Applies the config's `log_level` unless `-v` or `RUST_LOG` decide. Returns the level now
+/// in force when the config's applies.
+pub fn set_log_level(cli_verbose: u8, level: Option<log::LevelFilter>) -> Option<log::LevelFilter> {
+    if cli_verbose > 0 || std::env::var_os(RUST_LOG_ENV).is_some_and(|v| !v.is_empty()) {
+        return None;
+    }
+    let level = level.unwrap_or(log::LevelFilter::Info);
+    log::set_max_level(level);
+    Some(level)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the collector daemon (the default).

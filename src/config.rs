@@ -117,6 +117,10 @@ struct RawConfig {
     /// `config`.
     #[serde(default)]
     sampling: Option<BTreeMap<String, Num>>,
+    /// Log level of the daemon: error, warn, info (default), debug or trace. `-v` and
+    /// `RUST_LOG` win over it. Reloaded on SIGHUP.
+    #[serde(default)]
+    log_level: Option<String>,
 }
 
 /// One backend: `type` picks the kind, `config` holds that kind's keys (may be empty or absent).
@@ -563,6 +567,8 @@ pub struct RunConfig {
     /// Where state that survives a restart lives (`state_dir`, resolved; may be relative to the
     /// working directory).
     pub state_dir: PathBuf,
+    /// `log_level`, when set.
+    pub log_level: Option<log::LevelFilter>,
 }
 
 impl RunConfig {
@@ -584,6 +590,7 @@ impl RunConfig {
             api: Some(DEFAULT_API),
             max_age_days: None,
             state_dir: default_state_dir(&|k| std::env::var(k).ok()),
+            log_level: None,
         }
     }
 
@@ -918,6 +925,16 @@ fn resolve(
         Some(s) => PathBuf::from(s),
     };
 
+    let log_level = match raw.log_level.as_deref().map(str::trim) {
+        None => None,
+        Some(s) => Some(parse_log_level(s).ok_or_else(|| {
+            ctx.err(
+                &["log_level"],
+                format_args!("{s:?} is not a log level (error, warn, info, debug or trace)"),
+            )
+        })?),
+    };
+
     Ok(RunConfig {
         source: None,
         receiver,
@@ -927,7 +944,21 @@ fn resolve(
         api,
         max_age_days,
         state_dir,
+        log_level,
     })
+}
+
+/// `error`, `warn`, `info`, `debug`, `trace` (or `off`), any case.
+fn parse_log_level(s: &str) -> Option<log::LevelFilter> {
+    match s.to_ascii_lowercase().as_str() {
+        "off" => Some(log::LevelFilter::Off),
+        "error" => Some(log::LevelFilter::Error),
+        "warn" | "warning" => Some(log::LevelFilter::Warn),
+        "info" => Some(log::LevelFilter::Info),
+        "debug" => Some(log::LevelFilter::Debug),
+        "trace" => Some(log::LevelFilter::Trace),
+        _ => None,
+    }
 }
 
 /// The default `state_dir`: the first path of `$STATE_DIRECTORY` when systemd set it, else
@@ -1977,6 +2008,17 @@ mod tests {
             e.contains("sampling.default") && e.contains("out of range"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn log_level_key() {
+        let base = "backends:\n  out:\n    type: file\n    config:\n      path: x\n\
+                    frontends:\n  netflow:\n    backend: out\n";
+        assert_eq!(parse_ok(base).log_level, None);
+        let cfg = parse_ok(&format!("{base}log_level: Debug\n"));
+        assert_eq!(cfg.log_level, Some(log::LevelFilter::Debug));
+        let e = parse_err(&format!("{base}log_level: loud\n"));
+        assert!(e.contains("log_level") && e.contains("line 9"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod exit;
 pub mod grafana;
 pub mod ingest;
+pub mod notify;
 pub mod ops;
 pub mod pcap;
 pub mod pipeline;

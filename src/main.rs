@@ -7,9 +7,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = goflow::cli::Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(cli.log_level()))
-        .format_target(false)
-        .init();
+    goflow::cli::init_logging(&cli);
     match goflow::cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -345,6 +345,12 @@ impl Decoder {
         &self.config
     }
 
+    /// Replaces the configured sampling rates (a reload): applies from the next datagram;
+    /// templates and learned sampling state are kept.
+    pub fn set_sampling(&mut self, sampling: SamplingConfig) {
+        self.config.sampling = sampling;
+    }
+
     pub fn stats(&self) -> &DecoderStats {
         &self.stats
     }

@@ -4,6 +4,12 @@
 //! loop on each ([`pipeline::worker::run`]), serves the ops API, and logs a one-line summary
 //! every 10 s. SIGINT/SIGTERM stop it cleanly: receiving stops, every worker drains what the
 //! kernel already delivered, every backend writes and flushes its queue, exit 0.
+//!
+//! Under systemd (`Type=notify`, dist/goflow.service) it tells systemd when it is ready, keeps
+//! the watchdog fed from the receive loops and says when it stops ([`crate::notify`]). SIGHUP
+//! reopens the file backends' files (logrotate) and reloads what can change without a restart
+//! ([`RELOADABLE_KEYS`]); every other changed key is named in one log line as needing a
+//! restart. No socket, worker or backend is touched, so no datagram is dropped.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,6 +27,7 @@ use goflow_writers::spool::SpoolConfig;
 
 use crate::config::{self, BackendConfig, BackendKind, RunConfig, SqlConfig};
 use crate::ingest::{self, Receiver, ReceiverKind};
+use crate::notify::{Notifier, Watchdog};
 use crate::ops::{HistogramHub, LocalHistograms};
 use crate::pipeline::{self, EncoderFactory, Pipeline, Shared, WorkerCounters};
 use crate::state::{StateDir, TemplateSaver};
@@ -35,6 +42,9 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 const CONNECT_WAIT: Duration = Duration::from_secs(12);
 /// How long a backend keeps retrying at shutdown before it counts the rest as dropped.
 const BACKEND_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The keys a SIGHUP applies to the running daemon (besides reopening the file backends'
+/// files); a change to any other key is logged as needing a restart.
+pub const RELOADABLE_KEYS: &[&str] = &["log_level", "sampling"];
 
 /// Options of `goflow run`.
 #[derive(Debug, Default, clap::Args)]
@@ -52,7 +62,9 @@ pub fn run(cli: &crate::cli::Cli, opt: &RunOpt) -> anyhow::Result<ExitCode> {
         print_plan(&cfg);
         return Ok(super::check::run(&cfg));
     }
-    Daemon::start(cfg).map_err(crate::exit::start)?.wait()
+    Daemon::start(cfg, cli.verbose)
+        .map_err(crate::exit::start)?
+        .wait()
 }
 
 fn print_plan(cfg: &RunConfig) {
@@ -274,10 +286,17 @@ struct Daemon {
     ops: Option<crate::ops::OpsServer>,
     /// Writes the workers' templates and sampling state to state_dir.
     saver: Option<TemplateSaver>,
+    /// systemd's notification socket (a no-op without one).
+    notifier: Notifier,
+    /// Set by SIGHUP.
+    hup: Arc<AtomicBool>,
+    /// `-v` count: when given, it decides the log level, not `log_level`.
+    verbose: u8,
 }
 
 impl Daemon {
-    fn start(cfg: RunConfig) -> anyhow::Result<Daemon> {
+    fn start(cfg: RunConfig, verbose: u8) -> anyhow::Result<Daemon> {
+        crate::cli::set_log_level(verbose, cfg.log_level);
         // First: a directory that cannot be created or is in use stops the daemon before it
         // touches a backend or a socket.
         let state = StateDir::open(&cfg.state_dir)?;
@@ -340,6 +359,10 @@ impl Daemon {
                 .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
                 .with_context(|| format!("cannot install the handler for signal {sig}"))?;
         }
+        // SIGHUP (whose default is to terminate) reloads instead, from the first moment.
+        let hup = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+            .context("cannot install the handler for SIGHUP")?;
 
         // Templates and sampling state of the last run: every worker gets all of them (which
         // worker an exporter's datagrams reach is the kernel's choice, and may differ now).
@@ -393,6 +416,9 @@ impl Daemon {
             backends,
             ops: None,
             saver: Some(saver),
+            notifier: Notifier::from_env(),
+            hup,
+            verbose,
         };
         // Wait until every worker has its receiver (or report the first that failed).
         let mut kinds = Vec::new();
@@ -429,7 +455,119 @@ impl Daemon {
             }
         }
         daemon.log_start(&kinds);
+        // Sockets bound, workers receiving, every backend connected or queueing/spooling.
+        daemon.notifier.ready(&daemon.ready_status());
         Ok(daemon)
+    }
+
+    /// systemd's STATUS= line once ready: where it listens and each backend's state.
+    fn ready_status(&self) -> String {
+        let backends: Vec<String> = self
+            .backends
+            .iter()
+            .map(|b| {
+                let s = b.stats();
+                let state = match s.connect_state() {
+                    ConnectState::Connected => "ready",
+                    ConnectState::Failed if s.spool.is_some() => "failing, spooling",
+                    ConnectState::Failed => "failing, queueing",
+                    ConnectState::Connecting => "connecting",
+                };
+                format!("{} {state}", s.name)
+            })
+            .collect();
+        format!(
+            "receiving on udp {} ({} workers); backends: {}",
+            self.cfg.receiver.bind,
+            self.workers.len(),
+            backends.join(", ")
+        )
+    }
+
+    /// SIGHUP: reopens the file backends' files, reloads the config file and applies the
+    /// [`RELOADABLE_KEYS`], and names every other changed key as needing a restart. A config
+    /// that does not load is logged and the running one kept. Nothing stops receiving.
+    fn reload(&mut self) {
+        self.notifier.reloading();
+        let mut parts = Vec::new();
+        let files: Vec<String> = self
+            .cfg
+            .backends
+            .iter()
+            .zip(&self.backends)
+            .filter(|(c, _)| matches!(&c.kind, BackendKind::File { path, .. } if path.as_os_str() != "-"))
+            .map(|(c, b)| {
+                b.stats().request_reopen();
+                format!("{} ({})", c.name, c.kind.target())
+            })
+            .collect();
+        if !files.is_empty() {
+            parts.push(format!("reopening file backend {}", files.join(", ")));
+        }
+        match self.cfg.source.clone() {
+            None => parts.push("no config file to reload (built-in defaults)".to_owned()),
+            Some(path) => match config::load(Some(&path)) {
+                Err(e) => {
+                    log::error!("SIGHUP: {e}; keeping the running configuration");
+                    parts.push(format!("{} not reloaded (error above)", path.display()));
+                }
+                Ok(new) => parts.push(self.apply_reload(&path, new)),
+            },
+        }
+        log::info!("SIGHUP: {}", parts.join("; "));
+        self.notifier.ready(&self.ready_status());
+    }
+
+    /// Applies `new`'s reloadable keys and describes what changed.
+    fn apply_reload(&mut self, path: &std::path::Path, new: RunConfig) -> String {
+        let mut applied = Vec::new();
+        if new.log_level != self.cfg.log_level {
+            match crate::cli::set_log_level(self.verbose, new.log_level) {
+                Some(level) => applied.push(format!("log_level {level}")),
+                None => applied
+                    .push("log_level (not in force: -v or RUST_LOG decide the level)".to_owned()),
+            }
+            self.cfg.log_level = new.log_level;
+        }
+        if new.decoder.sampling != self.cfg.decoder.sampling {
+            for w in &self.shared.workers {
+                *crate::pipeline::counters::lock(&w.sampling_reload) =
+                    Some(new.decoder.sampling.clone());
+                w.reload_seq.fetch_add(1, Ordering::Release);
+            }
+            let s = &new.decoder.sampling;
+            applied.push(format!(
+                "sampling ({} exporter {}, default {})",
+                s.exporters.len(),
+                if s.exporters.len() == 1 {
+                    "rate"
+                } else {
+                    "rates"
+                },
+                s.default
+                    .map_or_else(|| "none".to_owned(), |d| d.to_string())
+            ));
+            self.cfg.decoder.sampling = new.decoder.sampling.clone();
+        }
+        let restart = restart_keys(&self.cfg, &new);
+        let mut out = format!("reloaded {}: ", path.display());
+        if applied.is_empty() && restart.is_empty() {
+            out.push_str("no change");
+            return out;
+        }
+        if applied.is_empty() {
+            out.push_str("nothing reloadable changed");
+        } else {
+            out.push_str(&format!("applied {}", applied.join(", ")));
+        }
+        if !restart.is_empty() {
+            out.push_str(&format!(
+                "; NOT applied, restart goflow for: {} (only {} reload)",
+                restart.join(", "),
+                RELOADABLE_KEYS.join(" and ")
+            ));
+        }
+        out
     }
 
     /// Waits (up to [`CONNECT_WAIT`]) for each backend's first connect attempt and logs where
@@ -490,8 +628,20 @@ impl Daemon {
         let mut last = Summary::take(&self.shared);
         let mut next = Instant::now() + SUMMARY_INTERVAL;
         let mut failed = false;
+        let mut watchdog = Watchdog::new(&self.notifier, self.shared.workers.len(), Instant::now());
         while !self.stop.load(Ordering::Relaxed) {
             thread::sleep(STOP_POLL);
+            if let Some(w) = &mut watchdog {
+                let beats = self
+                    .shared
+                    .workers
+                    .iter()
+                    .map(|c| c.heartbeat.load(Ordering::Relaxed));
+                w.tick(&self.notifier, beats, Instant::now());
+            }
+            if self.hup.swap(false, Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed) {
+                self.reload();
+            }
             if self.workers.iter().any(|w| w.is_finished()) && !self.stop.load(Ordering::Relaxed) {
                 log::error!("a worker thread stopped unexpectedly; shutting down");
                 failed = true;
@@ -499,12 +649,15 @@ impl Daemon {
             }
             if Instant::now() >= next {
                 let now = Summary::take(&self.shared);
-                log::info!("{}", now.line(&last));
+                let line = now.line(&last);
+                log::info!("{line}");
+                self.notifier.status(&line);
                 last = now;
                 next += SUMMARY_INTERVAL;
             }
         }
         log::info!("stopping: draining the sockets and flushing the backends");
+        self.notifier.stopping();
         let t = self.shutdown();
         let now = Summary::take(&self.shared);
         log::info!("stopped: {} (shutdown took {t:?})", now.totals_line());
@@ -550,6 +703,75 @@ impl Daemon {
         }
         t0.elapsed()
     }
+}
+
+/// The keys whose value differs between the running configuration and `new` and that only a
+/// restart applies (everything but [`RELOADABLE_KEYS`]), by their path in the file.
+fn restart_keys(old: &RunConfig, new: &RunConfig) -> Vec<String> {
+    let mut keys = Vec::new();
+    let listen = "frontends.netflow.config";
+    let (o, n) = (&old.receiver, &new.receiver);
+    if o.bind.ip() != n.bind.ip() {
+        keys.push(format!("{listen}.bindaddr"));
+    }
+    if o.bind.port() != n.bind.port() {
+        keys.push(format!("{listen}.bindport"));
+    }
+    for (key, changed) in [
+        ("workers", o.workers != n.workers),
+        ("receiver", o.choice != n.choice),
+        ("rcvbuf", o.rcvbuf != n.rcvbuf),
+        ("buffer_size", o.buffer_size != n.buffer_size),
+        ("batch_max", o.batch_max != n.batch_max),
+    ] {
+        if changed {
+            keys.push(format!("{listen}.{key}"));
+        }
+    }
+    let limits = |d: &goflow_codec::DecoderConfig| {
+        let mut d = d.clone();
+        d.sampling = Default::default();
+        format!("{d:?}")
+    };
+    if limits(&old.decoder) != limits(&new.decoder) {
+        keys.push(format!("{listen}.limits"));
+    }
+    let names = |c: &RunConfig| {
+        c.backends
+            .iter()
+            .map(|b| b.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(old) != names(new) {
+        keys.push("frontends.netflow.backend".to_owned());
+    }
+    for b in &new.backends {
+        let Some(was) = old.backends.iter().find(|o| o.name == b.name) else {
+            continue;
+        };
+        // Debug leaves passwords out; compare those on their own.
+        let password = |k: &BackendKind| match k {
+            BackendKind::Postgres { sql, .. } | BackendKind::Mysql { sql, .. } => {
+                Some(sql.password.clone())
+            }
+            _ => None,
+        };
+        if format!("{:?}{:?}", was.kind, was.flush) != format!("{:?}{:?}", b.kind, b.flush)
+            || password(&was.kind) != password(&b.kind)
+        {
+            keys.push(format!("backends.{}", b.name));
+        }
+    }
+    if old.api != new.api {
+        keys.push("api".to_owned());
+    }
+    if old.state_dir != new.state_dir {
+        keys.push("state_dir".to_owned());
+    }
+    if old.max_age_days != new.max_age_days {
+        keys.push("utilities.max_age".to_owned());
+    }
+    keys
 }
 
 /// One plain line per backend that lost rows: how many, why, and where they are (nowhere:
@@ -745,5 +967,46 @@ impl Summary {
             t.truncated,
             t.decode_errors
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str, port: u16, path: &str) -> RunConfig {
+        let text = format!(
+            "backends:\n  out: {{type: file, config: {{path: {path}}}}}\n\
+             frontends:\n  netflow:\n    config: {{bindport: {port}}}\n    backend: out\n{extra}"
+        );
+        config::parse(&text, "t.yml", &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn restart_keys_name_what_a_reload_cannot_apply() {
+        let old = cfg("", 2055, "a.jsonl");
+        // The reloadable keys are not restart keys.
+        let new = cfg(
+            "log_level: debug\nsampling: {default: 10}\n",
+            2055,
+            "a.jsonl",
+        );
+        assert!(restart_keys(&old, &new).is_empty());
+        let new = cfg(
+            "api: 127.0.0.1:9999\nstate_dir: elsewhere\n",
+            2056,
+            "b.jsonl",
+        );
+        assert_eq!(
+            restart_keys(&old, &new),
+            [
+                "frontends.netflow.config.bindport",
+                "backends.out",
+                "api",
+                "state_dir"
+            ]
+        );
+        let new = cfg("", 2055, "a.jsonl\n    # limits\n");
+        assert!(restart_keys(&old, &new).is_empty());
     }
 }

@@ -87,6 +87,13 @@ pub struct WorkerCounters {
     pub saved: Mutex<Option<std::sync::Arc<goflow_codec::decoder::saved::SavedState>>>,
     /// Bumped each time `saved` is replaced.
     pub saved_seq: AtomicU64,
+    /// Bumped once per turn of the receive loop (at least every 100 ms, traffic or not): the
+    /// systemd watchdog's proof that the loop is alive.
+    pub heartbeat: AtomicU64,
+    /// A new `sampling:` setting from a reload (SIGHUP), taken by the worker between batches;
+    /// `reload_seq` is bumped when one is put here.
+    pub sampling_reload: Mutex<Option<goflow_codec::SamplingConfig>>,
+    pub reload_seq: AtomicU64,
 }
 
 /// What a worker's decoder knows, mirrored for the ops API.

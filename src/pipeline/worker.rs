@@ -123,6 +123,8 @@ pub struct Pipeline {
     last_expiry: Instant,
     /// The decoder generation last handed out as saved state, and when.
     saved: Option<(u64, Instant)>,
+    /// The last reload (`WorkerCounters::reload_seq`) applied.
+    reload_seen: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -164,6 +166,20 @@ impl Pipeline {
             last_snapshot: now,
             last_expiry: now,
             saved: None,
+            reload_seen: 0,
+        }
+    }
+
+    /// Applies a reloaded `sampling:` setting put in the counters (between batches: no
+    /// datagram is decoded half with the old rates).
+    fn apply_reload(&mut self) {
+        let seq = self.counters.reload_seq.load(Ordering::Acquire);
+        if seq == self.reload_seen {
+            return;
+        }
+        self.reload_seen = seq;
+        if let Some(sampling) = counters::lock(&self.counters.sampling_reload).clone() {
+            self.decoder.set_sampling(sampling);
         }
     }
 
@@ -460,7 +476,11 @@ pub fn run(receiver: &mut Receiver, pipeline: &mut Pipeline, stop: &AtomicBool) 
     counters.running.store(true, Ordering::Relaxed);
     let mut errors = RecvErrors::default();
     let mut drops_read = Instant::now();
+    let mut turns: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
+        turns += 1;
+        counters.heartbeat.store(turns, Ordering::Relaxed);
+        pipeline.apply_reload();
         let result = receiver.recv_batch(pipeline.poll_timeout(), |d| pipeline.datagram(d));
         if drops_read.elapsed() >= DROPS_READ_INTERVAL {
             receiver.refresh_drops();

@@ -210,6 +210,9 @@ pub struct BackendStats {
     pub detail: Mutex<BackendDetail>,
     /// The disk spool's counters, when the backend spools.
     pub spool: Option<Arc<SpoolStats>>,
+    /// Bumped by [`BackendStats::request_reopen`] (SIGHUP); each lane reopens its sink's
+    /// output between flushes when it sees it move.
+    pub reopen_requested: AtomicU64,
     /// Lanes that have not finished their first connect attempt, and its condition variable
     /// (see [`BackendStats::wait_connected`]).
     first_connect: (Mutex<usize>, Condvar),
@@ -237,6 +240,7 @@ impl BackendStats {
             last_flush_duration_us: AtomicU64::new(0),
             detail: Mutex::new(BackendDetail::default()),
             spool: None,
+            reopen_requested: AtomicU64::new(0),
             first_connect: (Mutex::new(0), Condvar::new()),
         }
     }
@@ -284,6 +288,12 @@ impl BackendStats {
     pub fn chunks_dropped(&self) -> u64 {
         self.chunks_dropped_queue_full.load(Ordering::Relaxed)
             + self.chunks_dropped_failed.load(Ordering::Relaxed)
+    }
+
+    /// Asks every lane to reopen its sink's output ([`Sink::reopen`]: the file backend's file,
+    /// after logrotate) between flushes, within [`STATUS_REFRESH`] even without traffic.
+    pub fn request_reopen(&self) {
+        self.reopen_requested.fetch_add(1, Ordering::Release);
     }
 
     /// A copy of the strings.
@@ -711,6 +721,8 @@ struct Writer {
     /// Scratch for the flush report.
     report_chunks: Vec<(UnixMicros, u64)>,
     spool: Option<Arc<Spool>>,
+    /// The last `BackendStats::reopen_requested` acted on.
+    reopen_seen: u64,
 }
 
 impl Writer {
@@ -748,6 +760,7 @@ impl Writer {
             errors_not_logged: 0,
             report_chunks: Vec::new(),
             spool,
+            reopen_seen: 0,
         }
     }
 
@@ -955,6 +968,13 @@ impl Writer {
                     self.flush();
                 }
             }
+        }
+        // A reopen waits for the sink to be between flushes (nothing of the current one
+        // handed to it).
+        let reopen = self.stats.reopen_requested.load(Ordering::Acquire);
+        if reopen != self.reopen_seen && self.written == 0 {
+            self.reopen_seen = reopen;
+            self.sink.reopen();
         }
         if self
             .last_status

@@ -253,19 +253,7 @@ impl FileSink {
             }
             return;
         }
-        let reopened = match &mut self.target {
-            Target::Direct(f) => match f.reopen(&self.path) {
-                Ok(true) => Ok(()),
-                // The new file is on a file system without direct I/O.
-                Ok(false) => Target::buffered(&self.path, true).map(|t| self.target = t),
-                Err(e) => Err(e),
-            },
-            Target::File { drop_behind, .. } => {
-                Target::buffered(&self.path, *drop_behind).map(|t| self.target = t)
-            }
-            Target::Stdout => return,
-        };
-        match reopened {
+        match self.reopen_target() {
             Ok(()) => {
                 self.reopens += 1;
                 log::info!(
@@ -277,6 +265,22 @@ impl FileSink {
                 "{} was moved or removed, and reopening it failed: {e}; still writing to the old file",
                 self.path.display()
             ),
+        }
+    }
+
+    /// Opens `path` again (creating it) in place of the open file, keeping the I/O mode.
+    fn reopen_target(&mut self) -> io::Result<()> {
+        match &mut self.target {
+            Target::Direct(f) => match f.reopen(&self.path) {
+                Ok(true) => Ok(()),
+                // The new file is on a file system without direct I/O.
+                Ok(false) => Target::buffered(&self.path, true).map(|t| self.target = t),
+                Err(e) => Err(e),
+            },
+            Target::File { drop_behind, .. } => {
+                Target::buffered(&self.path, *drop_behind).map(|t| self.target = t)
+            }
+            Target::Stdout => Ok(()),
         }
     }
 
@@ -428,6 +432,25 @@ impl Sink for FileSink {
         }
     }
 
+    /// Reopens the file by its path (SIGHUP from logrotate's `postrotate`), whether or not it
+    /// was moved: the old descriptor is closed, so a rotated file is not held open while no
+    /// rows arrive. Standard output is left alone.
+    fn reopen(&mut self) {
+        if matches!(self.target, Target::Stdout) {
+            return;
+        }
+        match self.reopen_target() {
+            Ok(()) => {
+                self.reopens += 1;
+                log::info!("{}: reopened (SIGHUP)", self.path.display());
+            }
+            Err(e) => log::warn!(
+                "{}: cannot reopen it ({e}); still writing to the open file",
+                self.path.display()
+            ),
+        }
+    }
+
     fn status(&mut self) -> Vec<(&'static str, String)> {
         vec![
             ("path", json::json_string(&self.display_path())),
@@ -574,6 +597,37 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&kept);
         let _ = std::fs::remove_file(&direct);
+    }
+
+    #[test]
+    fn reopen_moves_to_a_new_file_at_once_and_keeps_every_line() {
+        for io in ALL_IO {
+            let path = temp_path(&format!("reopen-{io:?}.jsonl"));
+            let rotated = temp_path(&format!("reopen-{io:?}.jsonl.1"));
+            let _ = std::fs::remove_file(&path);
+            let mut sink = FileSink::open(&path, io).expect("open");
+            sink.write(&chunk("a\n", 1)).expect("write");
+            sink.flush().expect("flush");
+            std::fs::rename(&path, &rotated).expect("rename");
+            // SIGHUP: the new file exists at once, before any further row.
+            sink.reopen();
+            assert_eq!(std::fs::read_to_string(&path).expect("new file"), "");
+            sink.write(&chunk("b\n", 1)).expect("write");
+            sink.flush().expect("flush");
+            assert_eq!(std::fs::read_to_string(&rotated).expect("read"), "a\n");
+            assert_eq!(std::fs::read_to_string(&path).expect("read"), "b\n");
+            // Reopening the same file appends after what it holds.
+            sink.reopen();
+            sink.write(&chunk("c\n", 1)).expect("write");
+            sink.flush().expect("flush");
+            assert_eq!(std::fs::read_to_string(&path).expect("read"), "b\nc\n");
+            assert!(
+                sink.status().contains(&("reopens", "2".to_owned())),
+                "{io:?}"
+            );
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&rotated);
+        }
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub trait Sink: Send + 'static {
     fn connect(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+    /// Reopens the output by its configured name (SIGHUP, after logrotate moved a file away).
+    /// Called between flushes; failures are the sink's to log. The default does nothing.
+    fn reopen(&mut self) {}
     /// Backend-specific status fields for the ops API (e.g. table size), as JSON.
     fn status(&mut self) -> Vec<(&'static str, String)> {
         Vec::new()
