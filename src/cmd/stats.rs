@@ -46,7 +46,9 @@ pub fn run(cli: &Cli, opt: &StatsOpt) -> anyhow::Result<ExitCode> {
             let report: StatsReport = serde_json::from_str(&body).with_context(|| {
                 format!("the ops API at {addr} sent a /stats this goflow cannot read")
             })?;
-            render::render_stats(&report)
+            let mut text = render::render_stats(&report);
+            text.push_str(&kafka_section(&addr));
+            text
         };
         let Some(secs) = opt.watch else {
             emit(&text)?;
@@ -59,6 +61,25 @@ pub fn run(cli: &Cli, opt: &StatsOpt) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_secs(secs));
     }
+}
+
+/// The Kafka backends' producers (from /status): counters, delivery errors by reason and the
+/// produce-to-ack distribution. Empty without Kafka backends or when /status cannot be read.
+fn kafka_section(addr: &str) -> String {
+    let Ok((200, body)) = client::get(addr, "/status") else {
+        return String::new();
+    };
+    let Ok(st) = serde_json::from_str::<crate::ops::Status>(&body) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for b in &st.backends {
+        if let Some(k) = &b.kafka {
+            out.push_str(&format!("\nkafka producer [{}]\n", b.name));
+            out.push_str(&render::render_kafka(k, "  "));
+        }
+    }
+    out
 }
 
 /// Whether `--watch` may clear the screen: stdout is a terminal, `NO_COLOR` is unset (or empty)

@@ -120,6 +120,42 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// A histogram family: per sample its cumulative buckets (upper bound, count at or below
+    /// it; the `+Inf` bucket is added from `count`), `_sum` and `_count`.
+    pub fn histogram(&mut self, name: &str, help: &str, samples: &[HistogramSample<'_>]) {
+        self.header(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        for s in samples {
+            for (le, n) in s
+                .buckets
+                .iter()
+                .map(|(le, n)| (format_f64(*le), *n))
+                .chain([("+Inf".to_owned(), s.count)])
+            {
+                let mut l: Vec<(&str, &str)> = s.labels.to_vec();
+                l.push(("le", &le));
+                self.sample(&bucket, &l, &n.to_string());
+            }
+            self.sample(&format!("{name}_sum"), s.labels, &format_f64(s.sum));
+            self.sample(&format!("{name}_count"), s.labels, &s.count.to_string());
+        }
+    }
+}
+
+/// One labelled histogram for [`Writer::histogram`].
+#[derive(Debug)]
+pub struct HistogramSample<'a> {
+    pub labels: Labels<'a>,
+    /// (upper bound, cumulative count), ascending.
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+/// The smallest Kafka ack-latency bucket exported: 2^7 µs (the ones below fold into it).
+const KAFKA_ACK_FIRST_BUCKET: usize = 7;
+
 /// A float as the exposition format spells it.
 pub fn format_f64(v: f64) -> String {
     if v.is_nan() {
@@ -414,6 +450,7 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         "Age of the oldest spooled row not yet stored (0 = none).",
         &sp(&|s| s.oldest_age_secs),
     );
+    kafka_families(&mut w, b);
     let last_flush: Vec<(Labels<'_>, f64)> = b
         .iter()
         .zip(&labels)
@@ -484,6 +521,107 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         1.0,
     );
     w.finish()
+}
+
+/// Kafka backends' producers (backends of other types have no series).
+fn kafka_families(w: &mut Writer, backends: &[super::status::BackendStatus]) {
+    let kafka: Vec<(&str, &super::status::KafkaStatus)> = backends
+        .iter()
+        .filter_map(|b| b.kafka.as_ref().map(|k| (b.name.as_str(), k)))
+        .collect();
+    let labels: Vec<[(&str, &str); 1]> = kafka.iter().map(|(n, _)| [("backend", *n)]).collect();
+    let per = |f: &dyn Fn(&super::status::KafkaStatus) -> u64| -> Vec<(Labels<'_>, u64)> {
+        kafka
+            .iter()
+            .zip(&labels)
+            .map(|((_, k), l)| (&l[..], f(k)))
+            .collect()
+    };
+    w.counter(
+        "goflow_kafka_messages_total",
+        "Kafka messages the brokers acknowledged.",
+        &per(&|k| k.messages),
+    );
+    w.counter(
+        "goflow_kafka_flows_total",
+        "Flows in Kafka messages the brokers acknowledged.",
+        &per(&|k| k.flows),
+    );
+    w.counter(
+        "goflow_kafka_bytes_total",
+        "Message-value bytes (before compression) the brokers acknowledged.",
+        &per(&|k| k.bytes),
+    );
+    w.counter(
+        "goflow_kafka_messages_sent_total",
+        "Kafka messages handed to the producer.",
+        &per(&|k| k.messages_sent),
+    );
+    w.gauge(
+        "goflow_kafka_in_flight_messages",
+        "Kafka messages handed to the producer without a delivery report yet.",
+        &per(&|k| k.in_flight),
+    );
+    w.gauge(
+        "goflow_kafka_connected",
+        "1 when the last metadata request reached a broker, else 0.",
+        &per(&|k| u64::from(k.connected)),
+    );
+    w.counter(
+        "goflow_kafka_producer_restarts_total",
+        "Kafka producers replaced after a fatal error left the previous one unusable.",
+        &per(&|k| k.producer_restarts),
+    );
+    let reasons: Vec<[(&str, &str); 2]> = kafka
+        .iter()
+        .flat_map(|(n, k)| {
+            k.delivery_errors_by_reason
+                .keys()
+                .map(move |r| [("backend", *n), ("reason", r.as_str())])
+        })
+        .collect();
+    let counts: Vec<u64> = kafka
+        .iter()
+        .flat_map(|(_, k)| k.delivery_errors_by_reason.values().copied())
+        .collect();
+    let samples: Vec<(Labels<'_>, u64)> = reasons
+        .iter()
+        .zip(counts)
+        .map(|(l, n)| (&l[..], n))
+        .collect();
+    w.counter(
+        "goflow_kafka_delivery_errors_total",
+        "Kafka deliveries that failed after the producer's retries, by reason (each went back \
+         to the backend's retry or spool).",
+        &samples,
+    );
+    let hist: Vec<HistogramSample<'_>> = kafka
+        .iter()
+        .zip(&labels)
+        .map(|((_, k), l)| {
+            let raw = &k.ack_latency_buckets_us;
+            let mut cumulative = 0;
+            let mut buckets = Vec::new();
+            // The last raw bucket is everything longer: it is the +Inf bucket.
+            for (i, n) in raw.iter().enumerate().take(raw.len().saturating_sub(1)) {
+                cumulative += n;
+                if i >= KAFKA_ACK_FIRST_BUCKET {
+                    buckets.push(((1u64 << i) as f64 / US_PER_S, cumulative));
+                }
+            }
+            HistogramSample {
+                labels: &l[..],
+                buckets,
+                sum: k.ack_latency_us.sum as f64 / US_PER_S,
+                count: raw.iter().sum(),
+            }
+        })
+        .collect();
+    w.histogram(
+        "goflow_kafka_ack_latency_seconds",
+        "Time from handing a Kafka message to the producer to the brokers' acknowledgement.",
+        &hist,
+    );
 }
 
 /// The receiver kind as a label value from the closed set.

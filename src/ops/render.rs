@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::histogram::{Bucket, HistogramReport, StatsReport, Summary};
-use super::status::{Status, human_duration};
+use super::status::{KafkaStatus, Status, human_duration};
 
 /// Bar heights, lowest to highest; a bucket with no values is drawn as a space.
 const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -171,6 +171,75 @@ pub fn render_stats(r: &StatsReport) -> String {
     out
 }
 
+/// A Kafka backend's producer in a few lines, each starting with `indent`: what the brokers
+/// acknowledged, in flight, delivery errors by reason, the produce-to-ack times and their
+/// distribution over power-of-two buckets.
+pub fn render_kafka(k: &KafkaStatus, indent: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{indent}kafka: {} messages, {} flows, {} acknowledged; {} in flight; {}",
+        k.messages,
+        k.flows,
+        format_bytes(k.bytes),
+        k.in_flight,
+        if k.connected {
+            "broker answers"
+        } else {
+            "NO BROKER ANSWERS"
+        }
+    );
+    let errors: Vec<String> = k
+        .delivery_errors_by_reason
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{indent}kafka delivery errors: {}{}",
+        k.delivery_errors,
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", errors.join(", "))
+        }
+    );
+    let a = &k.ack_latency_us;
+    let _ = writeln!(
+        out,
+        "{indent}kafka produce-to-ack: {} acks, mean {}, p50 <= {}, p90 <= {}, p99 <= {}, max {}",
+        a.count,
+        format_value(a.mean, "us"),
+        format_value(a.p50, "us"),
+        format_value(a.p90, "us"),
+        format_value(a.p99, "us"),
+        format_value(a.max, "us")
+    );
+    let buckets: Vec<Bucket> = k
+        .ack_latency_buckets_us
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, n)| Bucket {
+            le: 1u64 << i.min(63),
+            count: *n,
+        })
+        .collect();
+    let chart = bar_chart(&buckets);
+    if !chart.is_empty() {
+        let lo = buckets.first().map(|b| bucket_low(b.le)).unwrap_or(0);
+        let hi = buckets.last().map(|b| b.le).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{indent}kafka produce-to-ack since start {} |{chart}| {}",
+            format_value(lo, "us"),
+            format_value(hi, "us")
+        );
+    }
+    out
+}
+
 fn ago(now_us: i64, t_us: Option<i64>) -> String {
     match t_us {
         None => "never".to_owned(),
@@ -263,6 +332,9 @@ pub fn render_status(st: &Status, now_us: i64) -> String {
             }
             for (k, v) in &b.sink {
                 let _ = writeln!(out, "      {k}: {v}");
+            }
+            if let Some(k) = &b.kafka {
+                out.push_str(&render_kafka(k, "      "));
             }
         }
     }

@@ -103,6 +103,84 @@ pub struct BackendStatus {
     pub sink: BTreeMap<String, String>,
     /// The backend's disk spool, when it has one.
     pub spool: Option<SpoolStatus>,
+    /// A Kafka backend's producer (type kafka only).
+    pub kafka: Option<KafkaStatus>,
+}
+
+/// A Kafka backend's producer: what the brokers acknowledged, what waits for them, why
+/// deliveries failed and how long an acknowledgement takes (writers/src/kafka/sink.rs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaStatus {
+    /// Messages, flows and message-value bytes the brokers acknowledged.
+    pub messages: u64,
+    pub flows: u64,
+    pub bytes: u64,
+    /// Messages handed to the producer, and those of them without a delivery report yet.
+    pub messages_sent: u64,
+    pub in_flight: u64,
+    /// Failed deliveries (after librdkafka's own retries), in all and by reason (timed_out,
+    /// broker_down, queue_full, too_large, auth, topic, other). Each went back to the backend's
+    /// retry (or its spool).
+    pub delivery_errors: u64,
+    pub delivery_errors_by_reason: BTreeMap<String, u64>,
+    /// Produce-to-acknowledgement time of acknowledged messages.
+    pub ack_latency_us: AckLatency,
+    /// Acknowledgements per bucket: entry `i` counts those within 2^i µs (and above the
+    /// previous bound); the last entry everything longer.
+    pub ack_latency_buckets_us: Vec<u64>,
+    /// Whether the last metadata request reached a broker.
+    pub connected: bool,
+    /// Producers replaced because a fatal error (a fenced idempotent producer, ...) left the
+    /// previous one unusable.
+    pub producer_restarts: u64,
+}
+
+/// Produce-to-acknowledgement time summary, microseconds (quantiles are bucket bounds).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AckLatency {
+    pub count: u64,
+    pub sum: u64,
+    pub mean: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl KafkaStatus {
+    /// Reads the fields a Kafka sink reports (`Sink::status`: JSON values by key); the keys
+    /// it used are taken out of `fields`. `None` when it reported none of them.
+    pub fn take_from(fields: &mut Vec<(&'static str, String)>) -> Option<KafkaStatus> {
+        const KEYS: [&str; 11] = [
+            "messages",
+            "flows",
+            "bytes",
+            "messages_sent",
+            "in_flight",
+            "delivery_errors",
+            "delivery_errors_by_reason",
+            "ack_latency_us",
+            "ack_latency_buckets_us",
+            "connected",
+            "producer_restarts",
+        ];
+        let mut obj = serde_json::Map::new();
+        fields.retain(|(k, v)| {
+            if !KEYS.contains(k) {
+                return true;
+            }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(v) {
+                obj.insert((*k).to_owned(), v);
+            }
+            false
+        });
+        if obj.is_empty() {
+            return None;
+        }
+        serde_json::from_value(serde_json::Value::Object(obj)).ok()
+    }
 }
 
 /// A backend's disk spool (state_dir/spool/<backend>/).

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::ops::source::{merge_exporters, templates_report};
 use crate::ops::status::TemplatesQuery;
 use crate::ops::status::{
-    BackendStatus, Drops, ReceiverStatus, StateTotals, Status, Totals as OpsTotals,
+    BackendStatus, Drops, KafkaStatus, ReceiverStatus, StateTotals, Status, Totals as OpsTotals,
 };
 use crate::ops::{HistogramHub, OpsSource, TemplatesReport};
 use goflow_writers::backend::ConnectState;
@@ -95,7 +95,12 @@ impl Shared {
             .backends
             .iter()
             .map(|b| {
-                let detail = b.detail();
+                let mut detail = b.detail();
+                let kafka = if b.kind == "kafka" {
+                    KafkaStatus::take_from(&mut detail.status)
+                } else {
+                    None
+                };
                 let state = b.connect_state();
                 let last_drop = b.last_drop_us.load(Ordering::Relaxed);
                 let last_flush = b.last_flush_us.load(Ordering::Relaxed);
@@ -125,6 +130,7 @@ impl Shared {
                         })
                         .collect::<BTreeMap<_, _>>(),
                     spool: b.spool.as_ref().map(|s| spool_status(s)),
+                    kafka,
                 }
             })
             .collect();

@@ -104,17 +104,7 @@ pub struct FlowMessage {
 }
 /// Nested message and enum types in `FlowMessage`.
 pub mod flow_message {
-    #[derive(
-        Clone,
-        Copy,
-        Debug,
-        PartialEq,
-        Eq,
-        Hash,
-        PartialOrd,
-        Ord,
-        ::prost::Enumeration
-    )]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
     #[repr(i32)]
     pub enum FlowType {
         Flowunknown = 0,

@@ -68,6 +68,24 @@ fn reason(e: &KafkaError) -> usize {
     }
 }
 
+/// Whether a delivery error leaves the idempotent producer unusable (librdkafka raises a fatal
+/// error, or the broker fenced its producer id or epoch, as after a bump it did not accept):
+/// every later message would fail the same way, so the backend's producer is replaced.
+fn is_fatal(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e,
+        KafkaError::MessageProduction(
+            C::Fatal
+                | C::ProducerFenced
+                | C::InvalidProducerEpoch
+                | C::OutOfOrderSequenceNumber
+                | C::UnknownProducerId
+                | C::InvalidProducerIdMapping
+        )
+    )
+}
+
 /// Buckets of the produce-to-ack histogram: bucket `i` counts acks within `2^i` µs (the last
 /// one everything longer).
 pub const ACK_BUCKETS: usize = 26;
@@ -93,6 +111,8 @@ pub struct KafkaStats {
     pub ack_us_max: AtomicU64,
     /// Whether the last metadata request reached a broker (cleared by a failed flush).
     pub connected: AtomicBool,
+    /// Producers replaced after a fatal error (see [`is_fatal`]).
+    pub producer_restarts: AtomicU64,
     /// The first answer was logged.
     announced: AtomicBool,
 }
@@ -158,6 +178,8 @@ struct TrackState {
     failed: u64,
     failed_flows: u64,
     first_error: Option<String>,
+    /// A failure left the producer unusable.
+    fatal: bool,
 }
 
 impl Tracker {
@@ -165,13 +187,14 @@ impl Tracker {
         lock(&self.state).pending += 1;
     }
 
-    fn report(&self, failure: Option<(u64, String)>) {
+    fn report(&self, failure: Option<(u64, &KafkaError)>) {
         let mut s = lock(&self.state);
         s.pending = s.pending.saturating_sub(1);
         if let Some((flows, e)) = failure {
             s.failed += 1;
             s.failed_flows += flows;
-            s.first_error.get_or_insert(e);
+            s.fatal |= is_fatal(e);
+            s.first_error.get_or_insert_with(|| e.to_string());
         }
         if s.pending == 0 {
             self.done.notify_all();
@@ -260,13 +283,69 @@ impl ProducerContext for KafkaContext {
             }
             Err((e, _)) => {
                 s.errors[reason(e)].fetch_add(1, Ordering::Relaxed);
-                sent.tracker.report(Some((sent.flows, e.to_string())));
+                sent.tracker.report(Some((sent.flows, e)));
             }
         }
     }
 }
 
 type Kproducer = ThreadedProducer<KafkaContext>;
+
+/// The backend's one producer, shared by its lanes, and what it takes to make a new one when a
+/// fatal error leaves it unusable: the lane that sees the error replaces it (once per
+/// generation), the others pick the new one up at their next write or flush.
+struct ProducerSlot {
+    config: ClientConfig,
+    stats: Arc<KafkaStats>,
+    backend: String,
+    current: Mutex<(u64, Kproducer)>,
+    generation: AtomicU64,
+}
+
+impl ProducerSlot {
+    fn create(
+        config: &ClientConfig,
+        stats: &Arc<KafkaStats>,
+        backend: &str,
+    ) -> Result<Kproducer, KafkaError> {
+        config.create_with_context(KafkaContext {
+            stats: Arc::clone(stats),
+            backend: backend.to_owned(),
+            last_log: Mutex::new(None),
+        })
+    }
+
+    /// The current producer and its generation.
+    fn get(&self) -> (u64, Kproducer) {
+        let g = lock(&self.current);
+        (g.0, g.1.clone())
+    }
+
+    /// Replaces generation `seen` (a newer one is kept as it is).
+    fn replace(&self, seen: u64, why: &str) {
+        let mut g = lock(&self.current);
+        if g.0 != seen {
+            return;
+        }
+        match Self::create(&self.config, &self.stats, &self.backend) {
+            Ok(p) => {
+                log::warn!(
+                    "backend {}: kafka producer unusable ({why}): a new producer takes over; \
+                     the failed flush is retried",
+                    self.backend
+                );
+                g.1 = p;
+                g.0 += 1;
+                self.generation.store(g.0, Ordering::Release);
+                self.stats.producer_restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => log::error!(
+                "backend {}: kafka producer unusable ({why}) and no new one: {e}",
+                self.backend
+            ),
+        }
+    }
+}
 
 /// One message being filled: the values of its flows, back to back.
 #[derive(Debug, Default)]
@@ -316,6 +395,9 @@ impl KafkaProbe {
 /// One lane's sink (see the module docs).
 pub struct KafkaSink {
     producer: Kproducer,
+    /// The backend's shared producer, and the generation of `producer`.
+    slot: Arc<ProducerSlot>,
+    generation: u64,
     stats: Arc<KafkaStats>,
     topic: String,
     flows_per_message: u64,
@@ -355,18 +437,21 @@ impl KafkaSink {
             cc.set(k, v);
         }
         let stats = Arc::new(KafkaStats::default());
-        let ctx = KafkaContext {
+        let producer = ProducerSlot::create(&cc, &stats, backend)
+            .map_err(|e| SinkError::fatal(format!("kafka: cannot create the producer: {e}")))?;
+        let slot = Arc::new(ProducerSlot {
+            config: cc,
             stats: Arc::clone(&stats),
             backend: backend.to_owned(),
-            last_log: Mutex::new(None),
-        };
-        let producer: Kproducer = cc
-            .create_with_context(ctx)
-            .map_err(|e| SinkError::fatal(format!("kafka: cannot create the producer: {e}")))?;
+            current: Mutex::new((0, producer.clone())),
+            generation: AtomicU64::new(0),
+        });
         let target = format!("{} topic {}", cfg.server, cfg.topic);
         Ok((0..cfg.lanes.max(1))
             .map(|_| KafkaSink {
                 producer: producer.clone(),
+                slot: Arc::clone(&slot),
+                generation: 0,
                 stats: Arc::clone(&stats),
                 topic: cfg.topic.clone(),
                 flows_per_message: cfg.flows_per_message.max(1) as u64,
@@ -415,6 +500,13 @@ impl KafkaSink {
             producer: self.producer.clone(),
             topic: self.topic.clone(),
             stats: Arc::clone(&self.stats),
+        }
+    }
+
+    /// Picks up a producer another lane put in place of an unusable one.
+    fn refresh_producer(&mut self) {
+        if self.slot.generation.load(Ordering::Acquire) != self.generation {
+            (self.generation, self.producer) = self.slot.get();
         }
     }
 
@@ -480,7 +572,7 @@ impl KafkaSink {
                     self.stats.errors[reason(&e)].fetch_add(1, Ordering::Relaxed);
                     r.delivery_opaque
                         .tracker
-                        .report(Some((r.delivery_opaque.flows, e.to_string())));
+                        .report(Some((r.delivery_opaque.flows, &e)));
                     break;
                 }
             }
@@ -507,6 +599,7 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn write(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
+        self.refresh_producer();
         let mut it = frames(&chunk.rows);
         for f in it.by_ref() {
             let i = self.acc_for(f.key);
@@ -535,6 +628,7 @@ impl Sink for KafkaSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
+        self.refresh_producer();
         for i in 0..self.accs.len() {
             self.send(i);
         }
@@ -545,7 +639,20 @@ impl Sink for KafkaSink {
         let s = tracker.wait(deadline);
         let (pending, failed, failed_flows) = (s.pending, s.failed, s.failed_flows);
         let first = s.first_error.clone();
+        let fatal = s.fatal;
         drop(s);
+        if pending > 0 || failed > 0 {
+            let why = self
+                .producer
+                .client()
+                .fatal_error()
+                .map(|(code, e)| format!("{code:?}: {e}"))
+                .or_else(|| fatal.then(|| first.clone().unwrap_or_default()));
+            if let Some(why) = why {
+                self.slot.replace(self.generation, &why);
+                self.refresh_producer();
+            }
+        }
         let sent = self.sent;
         self.reset();
         if pending > 0 || failed > 0 {
@@ -603,7 +710,8 @@ impl Sink for KafkaSink {
             (
                 "ack_latency_us",
                 format!(
-                    "{{\"count\":{acks},\"mean\":{mean},\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}}",
+                    "{{\"count\":{acks},\"sum\":{},\"mean\":{mean},\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}}",
+                    s.ack_us_sum.load(Ordering::Relaxed),
                     s.ack_quantile_us(0.5),
                     s.ack_quantile_us(0.9),
                     s.ack_quantile_us(0.99),
@@ -622,6 +730,7 @@ impl Sink for KafkaSink {
                 ),
             ),
             ("connected", s.connected.load(Ordering::Relaxed).to_string()),
+            ("producer_restarts", n(&s.producer_restarts)),
         ]
     }
 }
@@ -895,6 +1004,45 @@ mod tests {
         let doubled = seen.values().filter(|&&c| c > 1).count() as u64;
         assert_eq!(doubled, delivered_in_failed);
         assert!(seen.values().all(|&c| c <= 2));
+    }
+
+    /// A fenced idempotent producer (as a broker answers after an epoch bump it did not
+    /// accept) fails every later message: the flush fails, the producer is replaced, and the
+    /// retry delivers.
+    #[test]
+    fn a_fenced_producer_is_replaced_and_the_retry_delivers() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("f5", PARTITIONS, 1).expect("topic");
+        let bs = cluster.bootstrap_servers();
+        let mut sinks =
+            KafkaSink::lanes(&config(&bs, "f5", &[("message.timeout.ms", "3000")]), "t")
+                .expect("sink");
+        let (mut sink, mut other) = (sinks.remove(0), sinks.remove(0));
+        let st = Arc::clone(sink.stats());
+        let n = 300;
+        let all = chunks(n, 100, Format::Protobuf, KeyBy::Exporter);
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED; 200],
+        );
+        for c in &all {
+            sink.write(c).expect("write");
+        }
+        assert!(sink.flush().is_err(), "fenced");
+        assert_eq!(st.producer_restarts.load(Ordering::Relaxed), 1);
+        cluster.clear_request_errors(RDKafkaApiKey::Produce);
+        sink.abort();
+        for c in &all {
+            sink.write(c).expect("write");
+        }
+        sink.flush().expect("the new producer delivers");
+        // The other lane picks the new producer up too.
+        other.write(&all[0]).expect("write");
+        other.flush().expect("the other lane delivers");
+        assert_eq!(other.generation, 1);
+        let (seen, _) = read_back(&bs, "f5", n + 100);
+        assert_eq!(seen.len() as u64, n);
+        assert!(seen.values().all(|&c| c >= 1));
     }
 
     #[test]
