@@ -27,18 +27,6 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-impl Cli {
-    pub fn log_level(&self) -> &'static str {
-        match self.verbose {
-            // The server's NOTICEs (tokio_postgres logs them at info: "relation already
-            // exists, skipping" at every start) only with -v.
-            0 => "info,tokio_postgres::connection=warn",
-            1 => "debug",
-            _ => "trace",
-        }
-    }
-}
-
 /// `RUST_LOG`: env_logger's filter; when set it decides alone (no `-v`, no `log_level`).
 pub const RUST_LOG_ENV: &str = "RUST_LOG";
 
@@ -52,6 +40,11 @@ pub fn init_logging(cli: &Cli) {
     let by_env = std::env::var_os(RUST_LOG_ENV).is_some_and(|v| !v.is_empty());
     if !by_env {
         b.filter_level(log::LevelFilter::Trace);
+        if cli.verbose == 0 {
+            // The server's NOTICEs (tokio_postgres logs them at info: "relation already
+            // exists, skipping" at every start) only with -v.
+            b.filter_module("tokio_postgres::connection", log::LevelFilter::Warn);
+        }
     }
     b.init();
     if !by_env {
