@@ -12,8 +12,10 @@
 //!   higher-ranked one).
 //! - **Both address families in one template** (IOS-XR "any" monitors: 8/12 and 27/28, 15/62,
 //!   18/63 side by side, one family zero per record): the plan keeps both slots and is marked
-//!   [`AddrMode::IpVersion`] (the template has ipVersion 60) or [`AddrMode::NonZero`]; each
-//!   record then picks its family with one branch (see `FlowRecord`).
+//!   [`AddrMode::IpVersion`] (the template has ipVersion 60) or [`AddrMode::NonZero`]; the
+//!   template also keeps that plan read as IPv4 and as IPv6 ([`Plan::for_family`]), and the
+//!   decoder hands each record on with its family's plan after one branch
+//!   ([`Plan::record_is_v6`]), so accessors never test the family.
 
 use crate::record::{AddrMode, Plan, Slot, TimeKind};
 
@@ -352,7 +354,7 @@ pub fn lookup(ie: u16, pen: u32) -> Option<Mapping> {
 
 /// The family pairs: (IPv4 target, IPv6 target). A template carrying both members of any pair
 /// is mixed-family.
-const PAIRS: [(Target, Target); 11] = [
+pub(crate) const PAIRS: [(Target, Target); 11] = [
     (Target::SrcIp, Target::SrcIp6),
     (Target::DstIp, Target::DstIp6),
     (Target::NextHop, Target::NextHop6),

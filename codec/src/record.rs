@@ -212,6 +212,53 @@ impl Plan {
         connection_id: Slot::ABSENT,
     };
 
+    /// Whether a record of a mixed-family plan is IPv6: its ipVersion (60) if the template has
+    /// one and it says 4 or 6; else the family whose source or destination address is not
+    /// all-zero, IPv4 when both are (or neither is). The decoder asks once per record of a
+    /// mixed-family template and hands the record on with [`Plan::for_family`]'s plan, so the
+    /// accessors never branch on the family.
+    pub fn record_is_v6(&self, rec: &[u8]) -> bool {
+        if self.addr_mode == AddrMode::IpVersion {
+            match read_uint(rec, self.ip_version) {
+                Some(6) => return true,
+                Some(4) => return false,
+                _ => {}
+            }
+        }
+        let set = |s: Slot| {
+            let start = usize::from(s.offset);
+            s.is_present()
+                && rec
+                    .get(start..start + usize::from(s.len))
+                    .is_some_and(|b| b.iter().any(|&x| x != 0))
+        };
+        if set(self.src_ip) || set(self.dst_ip) {
+            return false;
+        }
+        set(self.src_ip_6) || set(self.dst_ip_6)
+    }
+
+    /// The single-family plan a record of this mixed-family plan reads: every family pair's
+    /// slot of the record's family (the other family's when the template lacks it), the IPv6
+    /// members cleared, [`AddrMode::Single`]. A single-family plan is returned as it is.
+    pub fn for_family(&self, v6: bool) -> Plan {
+        let mut p = *self;
+        if self.addr_mode == AddrMode::Single {
+            return p;
+        }
+        p.addr_mode = AddrMode::Single;
+        for (a, b) in crate::fields::PAIRS {
+            let (want, other) = if v6 {
+                (self.slot(b), self.slot(a))
+            } else {
+                (self.slot(a), self.slot(b))
+            };
+            *p.slot_mut(a) = if want.is_present() { want } else { other };
+            *p.slot_mut(b) = Slot::ABSENT;
+        }
+        p
+    }
+
     /// The slot a [`Target`] fills.
     pub fn slot(&self, t: Target) -> Slot {
         match t {
@@ -444,7 +491,7 @@ impl<'a> FlowRecord<'a> {
         if let Some(r) = self.v5() {
             return Some(r.srcaddr.as_bytes());
         }
-        self.field(self.pick(self.plan.src_ip, self.plan.src_ip_6))
+        self.field(self.plan.src_ip)
             .filter(|b| b.len() == 4 || b.len() == 16)
     }
 
@@ -453,7 +500,7 @@ impl<'a> FlowRecord<'a> {
         if let Some(r) = self.v5() {
             return Some(r.dstaddr.as_bytes());
         }
-        self.field(self.pick(self.plan.dst_ip, self.plan.dst_ip_6))
+        self.field(self.plan.dst_ip)
             .filter(|b| b.len() == 4 || b.len() == 16)
     }
 
@@ -506,21 +553,21 @@ impl<'a> FlowRecord<'a> {
         if let Some(r) = self.v5() {
             return Some(IpAddr::V4(Ipv4Addr::from(r.srcaddr.get())));
         }
-        self.addr(self.pick(self.plan.src_ip, self.plan.src_ip_6))
+        self.addr(self.plan.src_ip)
     }
     #[inline]
     pub fn dst_ip(&self) -> Option<IpAddr> {
         if let Some(r) = self.v5() {
             return Some(IpAddr::V4(Ipv4Addr::from(r.dstaddr.get())));
         }
-        self.addr(self.pick(self.plan.dst_ip, self.plan.dst_ip_6))
+        self.addr(self.plan.dst_ip)
     }
     #[inline]
     pub fn next_hop(&self) -> Option<IpAddr> {
         if let Some(r) = self.v5() {
             return Some(IpAddr::V4(Ipv4Addr::from(r.nexthop.get())));
         }
-        self.addr(self.pick(self.plan.next_hop, self.plan.next_hop_6))
+        self.addr(self.plan.next_hop)
     }
     #[inline]
     pub fn src_port(&self) -> Option<u16> {
@@ -605,16 +652,14 @@ impl<'a> FlowRecord<'a> {
         if let Some(r) = self.v5() {
             return Some(r.src_mask);
         }
-        self.uint(self.pick(self.plan.src_mask, self.plan.src_mask_6))
-            .map(|v| v as u8)
+        self.uint(self.plan.src_mask).map(|v| v as u8)
     }
     #[inline]
     pub fn dst_mask(&self) -> Option<u8> {
         if let Some(r) = self.v5() {
             return Some(r.dst_mask);
         }
-        self.uint(self.pick(self.plan.dst_mask, self.plan.dst_mask_6))
-            .map(|v| v as u8)
+        self.uint(self.plan.dst_mask).map(|v| v as u8)
     }
     /// flowDirection (61): 0 ingress, 1 egress.
     #[inline]
@@ -633,49 +678,11 @@ impl<'a> FlowRecord<'a> {
         if let Some(v) = self.uint(self.plan.ip_version) {
             return Some(v as u8);
         }
-        if self.plan.addr_mode != AddrMode::Single {
-            return Some(if self.is_v6() { 6 } else { 4 });
-        }
         match self.src_ip_bytes().or_else(|| self.dst_ip_bytes())?.len() {
             4 => Some(4),
             _ => Some(6),
         }
     }
-    /// The slot of a family pair this record reads: the plan's only one unless the template
-    /// carries both families, then the record's family (one branch for single-family plans).
-    #[inline(always)]
-    fn pick(&self, v4: Slot, v6: Slot) -> Slot {
-        if self.plan.addr_mode == AddrMode::Single {
-            return v4;
-        }
-        self.pick_mixed(v4, v6)
-    }
-
-    #[inline(never)]
-    fn pick_mixed(&self, v4: Slot, v6: Slot) -> Slot {
-        let (want, other) = if self.is_v6() { (v6, v4) } else { (v4, v6) };
-        if want.is_present() { want } else { other }
-    }
-
-    /// Whether a record of a mixed-family plan is IPv6: its ipVersion (60) if the template has
-    /// one and it says 4 or 6; else the family whose source or destination address is not
-    /// all-zero, IPv4 when both are (or neither is).
-    fn is_v6(&self) -> bool {
-        let p = self.plan;
-        if p.addr_mode == AddrMode::IpVersion {
-            match self.uint(p.ip_version) {
-                Some(6) => return true,
-                Some(4) => return false,
-                _ => {}
-            }
-        }
-        let set = |s: Slot| self.field(s).is_some_and(|b| b.iter().any(|&x| x != 0));
-        if set(p.src_ip) || set(p.dst_ip) {
-            return false;
-        }
-        set(p.src_ip_6) || set(p.dst_ip_6)
-    }
-
     #[inline]
     fn mac(&self, slot: Slot) -> Option<[u8; 6]> {
         self.field(slot).and_then(|b| <[u8; 6]>::try_from(b).ok())
@@ -684,12 +691,12 @@ impl<'a> FlowRecord<'a> {
     /// bgpNextHopIPv4/IPv6Address (18/63).
     #[inline]
     pub fn bgp_next_hop(&self) -> Option<IpAddr> {
-        self.addr(self.pick(self.plan.bgp_next_hop, self.plan.bgp_next_hop_6))
+        self.addr(self.plan.bgp_next_hop)
     }
     /// ICMP type: icmpTypeIPv4/IPv6 (176/178), else from the type-and-code value.
     #[inline]
     pub fn icmp_type(&self) -> Option<u8> {
-        if let Some(t) = self.uint(self.pick(self.plan.icmp_type, self.plan.icmp_type_6)) {
+        if let Some(t) = self.uint(self.plan.icmp_type) {
             return Some(t as u8);
         }
         self.icmp_type_code().map(|tc| (tc >> 8) as u8)
@@ -697,7 +704,7 @@ impl<'a> FlowRecord<'a> {
     /// ICMP code: icmpCodeIPv4/IPv6 (177/179), else from the type-and-code value.
     #[inline]
     pub fn icmp_code(&self) -> Option<u8> {
-        if let Some(c) = self.uint(self.pick(self.plan.icmp_code, self.plan.icmp_code_6)) {
+        if let Some(c) = self.uint(self.plan.icmp_code) {
             return Some(c as u8);
         }
         self.icmp_type_code().map(|tc| tc as u8)
@@ -706,8 +713,7 @@ impl<'a> FlowRecord<'a> {
     /// the destination port, where v5 and most v9/IPFIX exporters put it.
     #[inline]
     fn icmp_type_code(&self) -> Option<u16> {
-        let s = self.pick(self.plan.icmp_type_code, self.plan.icmp_type_code_6);
-        if let Some(v) = self.uint(s) {
+        if let Some(v) = self.uint(self.plan.icmp_type_code) {
             return Some(v as u16);
         }
         match self.protocol()? {
@@ -745,12 +751,12 @@ impl<'a> FlowRecord<'a> {
     /// postNATSourceIPv4/IPv6Address (225/281).
     #[inline]
     pub fn post_nat_src_ip(&self) -> Option<IpAddr> {
-        self.addr(self.pick(self.plan.post_nat_src_ip, self.plan.post_nat_src_ip_6))
+        self.addr(self.plan.post_nat_src_ip)
     }
     /// postNATDestinationIPv4/IPv6Address (226/282).
     #[inline]
     pub fn post_nat_dst_ip(&self) -> Option<IpAddr> {
-        self.addr(self.pick(self.plan.post_nat_dst_ip, self.plan.post_nat_dst_ip_6))
+        self.addr(self.plan.post_nat_dst_ip)
     }
     /// postNAPTSourceTransportPort (227).
     #[inline]

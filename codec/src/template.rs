@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use crate::UnixMicros;
 use crate::fields::{OptionsPlan, PlanBuilder, VARIABLE_LENGTH};
-use crate::record::Plan;
+use crate::record::{AddrMode, Plan};
 
 /// One field of a template as announced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +103,9 @@ pub struct Template {
     fields: Box<[FieldSpec]>,
     /// Fixed templates: the plan for every record. Variable ones: unused (see [`Template::walk`]).
     plan: Plan,
+    /// Mixed-family fixed templates: `plan` read as IPv4 and as IPv6 ([`Plan::for_family`]),
+    /// the plans records are handed out with. `None` for every other template.
+    families: Option<Box<[Plan; 2]>>,
     options: OptionsPlan,
     variable: bool,
     /// Element ids that appear more than once among the template's (non-scope) fields; the
@@ -177,6 +180,7 @@ impl Template {
             ipfix: def.ipfix,
             fields,
             plan: Plan::EMPTY,
+            families: None,
             options: OptionsPlan::default(),
             variable,
             repeated: Box::default(),
@@ -198,6 +202,12 @@ impl Template {
                 offset += f.len;
             }
             t.plan = b.finish(min_len);
+            if t.plan.addr_mode != AddrMode::Single {
+                t.families = Some(Box::new([
+                    t.plan.for_family(false),
+                    t.plan.for_family(true),
+                ]));
+            }
             o.record_len = min_len;
             t.options = o;
         }
@@ -246,6 +256,11 @@ impl Template {
     /// The fixed plan (meaningful for fixed-length data templates).
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// A mixed-family fixed template's IPv4 and IPv6 plans (see [`Plan::for_family`]).
+    pub fn family_plans(&self) -> Option<&[Plan; 2]> {
+        self.families.as_deref()
     }
 
     /// The fixed options plan (meaningful for fixed-length options templates).
