@@ -460,6 +460,18 @@ struct RawLimits {
     templates_per_exporter: Option<Num>,
     /// Seconds a template lives without being re-announced (default 1800).
     template_ttl: Option<Num>,
+    /// Bytes of data sets held while their template is unknown (default 8388608, 8 MiB;
+    /// beyond it the oldest held sets make room; 0: nothing is held).
+    held_bytes: Option<Num>,
+    /// Bytes held per (exporter, observation domain, template id) (default 1048576, 1 MiB;
+    /// beyond it that template's newest sets are not held).
+    held_bytes_per_template: Option<Num>,
+    /// Seconds a held set waits for its template before it is dropped (default 600).
+    held_max_age: Option<Num>,
+    /// NSEL connections remembered so teardown totals are stored minus what flow-update
+    /// records already carried (default 262144, about 100 bytes each; 0: store every NSEL
+    /// record's counters as sent).
+    nsel_connections: Option<Num>,
 }
 
 /// `utilities`.
@@ -1043,6 +1055,34 @@ fn resolve_limits(
         1,
         86_400 * 365,
     )?;
+    d.held_bytes = size(ctx.num(
+        &key("held_bytes"),
+        l.held_bytes,
+        d.held_bytes as u64,
+        0,
+        1 << 34,
+    )?);
+    d.held_bytes_per_template = size(ctx.num(
+        &key("held_bytes_per_template"),
+        l.held_bytes_per_template,
+        d.held_bytes_per_template as u64,
+        0,
+        1 << 34,
+    )?);
+    d.held_max_age_secs = ctx.num(
+        &key("held_max_age"),
+        l.held_max_age,
+        d.held_max_age_secs,
+        1,
+        86_400,
+    )?;
+    d.max_nsel_connections = size(ctx.num(
+        &key("nsel_connections"),
+        l.nsel_connections,
+        d.max_nsel_connections as u64,
+        0,
+        1 << 26,
+    )?);
     Ok(d)
 }
 
@@ -1665,6 +1705,55 @@ mod tests {
             })
         };
         assert_eq!((kept(&cfg), kept(&yes)), (Some(false), Some(true)));
+    }
+
+    /// The held-data and NSEL bounds under `limits:`: defaults, set values, and errors that name
+    /// the key.
+    #[test]
+    fn held_and_nsel_limits() {
+        let d = parse_ok("").decoder;
+        assert_eq!(
+            (
+                d.held_bytes,
+                d.held_bytes_per_template,
+                d.held_max_age_secs,
+                d.max_nsel_connections
+            ),
+            (
+                goflow_codec::decoder::HELD_BYTES,
+                goflow_codec::decoder::HELD_BYTES_PER_TEMPLATE,
+                goflow_codec::decoder::HELD_MAX_AGE_SECS,
+                goflow_codec::decoder::NSEL_CONNECTIONS
+            )
+        );
+        let limits = |body: &str| {
+            format!(
+                "backends:\n  pg:\n    type: postgres\n    config:\n      \
+                 SQL_SERVER: db.example\n      SQL_USERNAME: goflow\n      SQL_DB: goflow\n\
+                 frontends:\n  netflow:\n    backend: pg\n    config:\n      limits:\n        \
+                 {body}\n"
+            )
+        };
+        let d = parse_ok(&limits(
+            "held_bytes: 1000\n        held_bytes_per_template: 100\n        held_max_age: 30\n        nsel_connections: 0",
+        ))
+        .decoder;
+        assert_eq!(
+            (
+                d.held_bytes,
+                d.held_bytes_per_template,
+                d.held_max_age_secs,
+                d.max_nsel_connections
+            ),
+            (1000, 100, 30, 0)
+        );
+        let e = parse_err(&limits("held_max_age: 0"));
+        assert!(
+            e.contains("test.yml") && e.contains("limits.held_max_age"),
+            "{e}"
+        );
+        let e = parse_err(&limits("held_bytes: lots"));
+        assert!(e.contains("held_bytes"), "{e}");
     }
 
     /// The old Go collector's example loads unchanged; mysql is resolved (it fails only at start).

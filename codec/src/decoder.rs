@@ -25,9 +25,11 @@ use crate::v5;
 use crate::v9::{self, Sets, TemplateItem, V9Templates};
 
 mod held;
+mod nsel;
 pub mod saved;
 
 pub use held::{HELD_BYTES, HELD_BYTES_PER_TEMPLATE, HELD_MAX_AGE_SECS};
+pub use nsel::{NSEL_CLOSED_KEEP_SECS, NSEL_CONNECTIONS, NSEL_IDLE_SECS};
 
 /// Default bound on the exporters one decoder keeps per-exporter state for (ops snapshot,
 /// sequence streams, sampler tables); datagrams of further exporters still decode, they are just
@@ -77,6 +79,15 @@ pub struct DecoderConfig {
     pub exporter_idle_secs: u64,
     /// Sampling rates from the collector's config for exporters that announce none.
     pub sampling: SamplingConfig,
+    /// NSEL connections remembered for counter accounting (see `decoder/nsel.rs`; 0 turns
+    /// the accounting off: every record's counters are stored as sent).
+    pub max_nsel_connections: usize,
+    /// Bytes of data sets held for their template, per decoder (see `decoder/held.rs`).
+    pub held_bytes: usize,
+    /// ... per (exporter, domain, template id).
+    pub held_bytes_per_template: usize,
+    /// Held sets older than this are dropped.
+    pub held_max_age_secs: u64,
 }
 
 /// The `sampling:` setting: a rate per exporter address and a default, used for a record only
@@ -116,6 +127,10 @@ impl Default for DecoderConfig {
             max_exporters: EXPORTERS_MAX,
             exporter_idle_secs: EXPORTER_IDLE_SECS,
             sampling: SamplingConfig::default(),
+            max_nsel_connections: NSEL_CONNECTIONS,
+            held_bytes: HELD_BYTES,
+            held_bytes_per_template: HELD_BYTES_PER_TEMPLATE,
+            held_max_age_secs: HELD_MAX_AGE_SECS,
         }
     }
 }
@@ -196,6 +211,14 @@ pub struct DecoderStats {
     pub sequence_missing: u64,
     /// Sequence restarts, summed over every stream.
     pub sequence_resets: u64,
+    /// NSEL records stored with counters other than sent (teardown totals minus what updates
+    /// carried; see `decoder/nsel.rs`).
+    pub nsel_adjusted_records: u64,
+    /// NSEL connections forgotten to make room while open (their teardown then stores its
+    /// full totals).
+    pub nsel_connections_evicted: u64,
+    /// NSEL connections forgotten for age (idle, or torn down long enough ago).
+    pub nsel_connections_expired: u64,
 }
 
 impl DecoderStats {
@@ -308,6 +331,8 @@ pub struct Decoder {
     exporters: FxHashMap<IpAddr, ExporterState>,
     /// Data sets waiting for their template.
     held: held::Held,
+    /// NSEL connection accounting.
+    nsel: nsel::Nsel,
     /// Bumped whenever what [`Decoder::save`] returns changes other than by refresh times (a
     /// template learned, replaced or withdrawn, sampling or init time changed).
     generation: u64,
@@ -334,7 +359,9 @@ impl Default for Decoder {
 impl Decoder {
     pub fn new(config: DecoderConfig) -> Self {
         let limits = config.limits();
+        let nsel = nsel::Nsel::new(config.max_nsel_connections);
         Decoder {
+            nsel,
             config,
             stats: DecoderStats::default(),
             sequences: SequenceTracker::default(),
@@ -366,6 +393,11 @@ impl Decoder {
 
     pub fn stats(&self) -> &DecoderStats {
         &self.stats
+    }
+
+    /// NSEL connections remembered now (see `decoder/nsel.rs`).
+    pub fn nsel_connections(&self) -> usize {
+        self.nsel.len()
     }
 
     pub fn sequences(&self) -> &SequenceTracker {
@@ -451,6 +483,8 @@ impl Decoder {
     pub fn expire_idle(&mut self, now: UnixMicros) -> usize {
         let idle_us = i64::try_from(self.config.exporter_idle_secs.saturating_mul(1_000_000))
             .unwrap_or(i64::MAX);
+        // A bounded look at the NSEL connection ring (it also ages as connections arrive).
+        self.nsel.expire(now, 4096);
         let before = self.exporters.len();
         let forgotten = &mut self.forgotten;
         self.exporters.retain(|addr, e| {
@@ -526,6 +560,13 @@ impl Decoder {
                 o.records += n;
             }
         }
+        if !self.nsel.rewritten.is_empty() {
+            let mut rewritten = std::mem::take(&mut self.nsel.rewritten);
+            for r in rewritten.drain(..) {
+                emit(&r.bytes, &r.plan, &r.ctx, r.sampling);
+            }
+            self.nsel.rewritten = rewritten;
+        }
         o
     }
 
@@ -568,6 +609,19 @@ impl Decoder {
                 o.records += n;
             }
         }
+        // NSEL records with rewritten counters (copies) move into the arena too.
+        if !self.nsel.rewritten.is_empty() {
+            let mut rewritten = std::mem::take(&mut self.nsel.rewritten);
+            for r in rewritten.drain(..) {
+                emit(
+                    arena.alloc_slice_copy(&r.bytes),
+                    &r.plan,
+                    &r.ctx,
+                    r.sampling,
+                );
+            }
+            self.nsel.rewritten = rewritten;
+        }
         o
     }
 
@@ -608,6 +662,9 @@ impl Decoder {
             _ => Err(DecodeError::Truncated { what: "version" }),
         };
         let o = p.outcome;
+        self.stats.nsel_adjusted_records = self.nsel.adjusted;
+        self.stats.nsel_connections_evicted = self.nsel.evicted;
+        self.stats.nsel_connections_expired = self.nsel.expired;
         self.stats.records += u64::from(o.records);
         self.stats.records_without_template += u64::from(o.records_without_template);
         if let Err(e) = &result {
@@ -906,7 +963,7 @@ impl Decoder {
                     .domains
                     .get(&(ctx.exporter, ctx.observation_domain))
                     .map(|d| &d.samplers);
-                let (n, tail, last) = data_records(t, body, ctx, table, emit);
+                let (n, tail, last) = data_records(t, body, ctx, table, &mut self.nsel, emit);
                 p.outcome.records += n;
                 if last.is_some() {
                     p.sampling = last;
@@ -961,6 +1018,7 @@ fn data_records<'d>(
     body: &'d [u8],
     ctx: &PacketContext,
     table: Option<&SamplerTable>,
+    nsel: &mut nsel::Nsel,
     emit: &mut Emit<'_, 'd>,
 ) -> (u32, &'d [u8], Option<Sampling>) {
     let mut n = 0u32;
@@ -968,27 +1026,14 @@ fn data_records<'d>(
     if !t.is_variable() {
         let plan = t.plan();
         let per_record = plan.sampler_id.is_present() || plan.sampling_interval.is_present();
+        let stateful = plan.is_connection_events();
         let set_sampling = table
             .map(SamplerTable::default_sampling)
             .unwrap_or_default();
         let chunks = body.chunks_exact(usize::from(plan.record_len));
         let tail = chunks.remainder();
-        if let Some([v4, v6]) = t.family_plans() {
-            // Both address families in the template: one branch per record picks the plan
-            // that reads the record's family.
-            for rec in chunks {
-                let s = if per_record {
-                    record_sampling(rec, plan, table)
-                } else {
-                    set_sampling
-                };
-                emit(rec, if plan.record_is_v6(rec) { v6 } else { v4 }, ctx, s);
-                last = Some(s);
-                n += 1;
-            }
-            return (n, tail, last);
-        }
-        if !per_record {
+        let families = t.family_plans();
+        if !per_record && !stateful && families.is_none() {
             // The common case: the whole set in one call.
             n = chunks.len() as u32;
             if n > 0 {
@@ -998,8 +1043,26 @@ fn data_records<'d>(
             return (n, tail, last);
         }
         for rec in chunks {
-            let s = record_sampling(rec, plan, table);
-            emit(rec, plan, ctx, s);
+            let s = if per_record {
+                record_sampling(rec, plan, table)
+            } else {
+                set_sampling
+            };
+            // Both address families in the template: one branch per record picks the plan
+            // that reads the record's family.
+            let p = match families {
+                Some([v4, v6]) => {
+                    if plan.record_is_v6(rec) {
+                        v6
+                    } else {
+                        v4
+                    }
+                }
+                None => plan,
+            };
+            if !(stateful && nsel.account(rec, p, ctx, s)) {
+                emit(rec, p, ctx, s);
+            }
             last = Some(s);
             n += 1;
         }
@@ -1013,7 +1076,9 @@ fn data_records<'d>(
         };
         let s = record_sampling(rec, &plan, table);
         let plan = plan.for_family(plan.record_is_v6(rec));
-        emit(rec, &plan, ctx, s);
+        if !(plan.is_connection_events() && nsel.account(rec, &plan, ctx, s)) {
+            emit(rec, &plan, ctx, s);
+        }
         last = Some(s);
         n += 1;
         rest = tail;
@@ -1783,6 +1848,105 @@ mod tests {
                 .is_ok()
         );
         assert_eq!(got, vec![s(10, SamplingSource::Config)]);
+    }
+
+    #[test]
+    fn nsel_connection_with_updates_sums_every_byte_once() {
+        // ASA with flow-update export: create (no bytes), two updates at timer (deltas), the
+        // teardown (totals) and its "update at teardown" (the last interval) after it, in
+        // another datagram; plus a short connection that ends before any update (teardown
+        // only) and a denied flow. SUM over what is stored = the bytes of both connections.
+        let fields = [
+            FieldSpec::new(148, 4),
+            FieldSpec::new(8, 4),
+            FieldSpec::new(12, 4),
+            FieldSpec::new(4, 1),
+            FieldSpec::new(233, 1),
+            FieldSpec::new(323, 8),
+            FieldSpec::new(231, 4),
+            FieldSpec::new(232, 4),
+            FieldSpec::new(298, 4),
+            FieldSpec::new(299, 4),
+        ];
+        let ev = |conn: u64, event: u8, fwd: u64, rev: u64| {
+            let mut fl = sample_flow_v4(conn as u32);
+            fl.connection_id = conn;
+            fl.fw_event = event;
+            fl.bytes = fwd;
+            fl.out_bytes = rev;
+            fl.packets = fwd / 100;
+            fl.out_pkts = rev / 100;
+            fl
+        };
+        let first = [
+            ev(7, 1, 0, 0),
+            ev(7, 5, 1000, 20_000),
+            ev(9, 2, 300, 4000), // short connection: teardown only
+            ev(7, 5, 500, 10_000),
+            ev(8, 3, 0, 0), // denied
+            ev(7, 2, 1800, 36_000),
+        ];
+        let late = [ev(7, 5, 300, 6000)]; // update at teardown, after the teardown
+        let p1 = v9(1, |b| {
+            b.template(263, &fields).is_ok()
+                && first.iter().all(|f| b.data(263, &fields, f).is_ok())
+        });
+        let p2 = v9(2, |b| late.iter().all(|f| b.data(263, &fields, f).is_ok()));
+        let sums = |rows: &[(u64, u64, u64, u64)]| {
+            rows.iter().fold((0, 0, 0, 0), |a, r| {
+                (a.0 + r.0, a.1 + r.1, a.2 + r.2, a.3 + r.3)
+            })
+        };
+        let read = |r: &FlowRecord<'_>| {
+            (
+                r.in_bytes().unwrap_or(0),
+                r.out_bytes().unwrap_or(0),
+                r.in_pkts().unwrap_or(0),
+                r.out_pkts().unwrap_or(0),
+            )
+        };
+        // Connection 7 carried 1800 / 36000 bytes, 9 carried 300 / 4000.
+        let want = (2100, 40_000, 21, 400);
+        let mut d = Decoder::default();
+        let mut rows = read_all(&mut d, &p1, read);
+        rows.extend(read_all(&mut d, &p2, read));
+        assert_eq!(rows.len(), 7, "every event is stored");
+        assert_eq!(sums(&rows), want);
+        // The teardown stored what the updates left (1800 - 1500), the late update nothing.
+        assert!(rows.contains(&(300, 6000, 3, 60)));
+        assert_eq!(rows.last(), Some(&(0, 0, 0, 0)));
+        assert_eq!(d.stats().nsel_adjusted_records, 2);
+        assert_eq!(d.nsel_connections(), 1, "only the connection with updates");
+        // The arena path stores the same.
+        let mut d = Decoder::default();
+        let arena = Bump::new();
+        let mut out = bumpalo::collections::Vec::new_in(&arena);
+        assert!(d.decode_into(E, T0, &p1, &arena, &mut out).is_ok());
+        assert!(d.decode_into(E, T0, &p2, &arena, &mut out).is_ok());
+        let rows: Vec<_> = out.iter().map(read).collect();
+        assert_eq!(sums(&rows), want);
+        // The update at teardown before the teardown: the teardown then stores 0.
+        let mut d = Decoder::default();
+        let p3 = v9(1, |b| {
+            b.template(263, &fields).is_ok()
+                && [
+                    ev(7, 5, 1500, 30_000),
+                    ev(7, 5, 300, 6000),
+                    ev(7, 2, 1800, 36_000),
+                ]
+                .iter()
+                .all(|f| b.data(263, &fields, f).is_ok())
+        });
+        let rows = read_all(&mut d, &p3, read);
+        assert_eq!(sums(&rows), (1800, 36_000, 18, 360));
+        // Accounting off (0 connections): every record as sent.
+        let mut d = Decoder::new(DecoderConfig {
+            max_nsel_connections: 0,
+            ..DecoderConfig::default()
+        });
+        let mut rows = read_all(&mut d, &p1, read);
+        rows.extend(read_all(&mut d, &p2, read));
+        assert_eq!(sums(&rows), (3900, 76_000, 39, 760));
     }
 
     #[test]

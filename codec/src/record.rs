@@ -212,6 +212,14 @@ impl Plan {
         connection_id: Slot::ABSENT,
     };
 
+    /// Whether records carry connection events (a connection id 148 and a firewall event
+    /// 233/40005, as Cisco NSEL does): their counters go through the decoder's connection
+    /// accounting (`decoder/nsel.rs`).
+    #[inline]
+    pub fn is_connection_events(&self) -> bool {
+        self.connection_id.is_present() && self.fw_event.is_present()
+    }
+
     /// Whether a record of a mixed-family plan is IPv6: its ipVersion (60) if the template has
     /// one and it says 4 or 6; else the family whose source or destination address is not
     /// all-zero, IPv4 when both are (or neither is). The decoder asks once per record of a

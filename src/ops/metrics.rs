@@ -363,6 +363,21 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         "Held data sets dropped unheld (by age, or to make room).",
         &[(&[], t.held.expired_sets + t.held.dropped_sets)],
     );
+    w.counter(
+        "goflow_decoder_nsel_adjusted_records_total",
+        "NSEL records stored with teardown totals less what flow updates already carried.",
+        &[(&[], t.nsel.adjusted_records)],
+    );
+    w.counter(
+        "goflow_decoder_nsel_connections_evicted_total",
+        "Open NSEL connections forgotten to make room (limits.nsel_connections).",
+        &[(&[], t.nsel.connections_evicted)],
+    );
+    w.counter(
+        "goflow_decoder_nsel_connections_expired_total",
+        "NSEL connections forgotten for age (idle 2 h, or torn down 2 min ago).",
+        &[(&[], t.nsel.connections_expired)],
+    );
 
     // Backends: the label values are the configured names and types (a closed set).
     let b = &status.backends;

@@ -224,9 +224,23 @@ pub struct Totals {
     pub templates_restored: u64,
     /// Data sets held for a template not yet known (see codec/src/decoder/held.rs).
     pub held: HeldTotals,
+    /// Cisco NSEL connection accounting (see codec/src/decoder/nsel.rs).
+    pub nsel: NselTotals,
     pub drops: Drops,
     /// What exporters made the workers remember, against the configured bounds.
     pub state: StateTotals,
+}
+
+/// NSEL connection accounting, over all workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NselTotals {
+    /// Rows stored with counters other than sent (teardown totals less what updates carried).
+    pub adjusted_records: u64,
+    /// Open connections forgotten to make room (their teardown stores full totals).
+    pub connections_evicted: u64,
+    /// Connections forgotten for age.
+    pub connections_expired: u64,
 }
 
 /// Data that arrived before its template, over all workers.

@@ -179,6 +179,21 @@ impl Shared {
                         dropped_sets: sum(|d| d.held_dropped_sets),
                     }
                 },
+                nsel: {
+                    let guards: Vec<_> = self
+                        .workers
+                        .iter()
+                        .map(|w| super::counters::lock(&w.snapshot))
+                        .collect();
+                    let sum = |f: fn(&goflow_codec::DecoderStats) -> u64| {
+                        guards.iter().map(|g| f(&g.decoder)).sum::<u64>()
+                    };
+                    crate::ops::status::NselTotals {
+                        adjusted_records: sum(|d| d.nsel_adjusted_records),
+                        connections_evicted: sum(|d| d.nsel_connections_evicted),
+                        connections_expired: sum(|d| d.nsel_connections_expired),
+                    }
+                },
                 drops,
                 state: StateTotals {
                     exporters: get(|w| &w.exporters),

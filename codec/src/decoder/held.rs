@@ -2,9 +2,11 @@
 //! is copied and held, per (exporter, observation domain, template id), with the packet context
 //! it came with, and decoded when that template arrives (in the same datagram or a later one:
 //! its records are handed out after the records of the datagram that carried the template).
-//! Held data is bounded in bytes per template ([`HELD_BYTES_PER_TEMPLATE`]: beyond it the newest
-//! set is not held) and per decoder ([`HELD_BYTES`]: beyond it the oldest sets make room), and in
-//! age ([`HELD_MAX_AGE_SECS`], against receive times, so it stays sans-I/O). Every set that
+//! Held data is bounded in bytes per template (`held_bytes_per_template`, default
+//! [`HELD_BYTES_PER_TEMPLATE`]: beyond it the newest set is not held) and per decoder
+//! (`held_bytes`, default [`HELD_BYTES`]: beyond it the oldest sets make room), and in age
+//! (`held_max_age_secs`, default [`HELD_MAX_AGE_SECS`], against receive times, so it stays
+//! sans-I/O); the daemon sets them from `limits:` in its config. Every set that
 //! leaves unheld, by age or for room, is counted (`held_expired_sets`, `held_dropped_sets`)
 //! and, as before, in `records_without_template`.
 
@@ -15,11 +17,11 @@ use crate::UnixMicros;
 use crate::record::PacketContext;
 use crate::template::TemplateKey;
 
-/// Bytes of held data sets one decoder (one worker) keeps at most.
+/// Default bytes of held data sets one decoder (one worker) keeps at most.
 pub const HELD_BYTES: usize = 8 << 20;
-/// Bytes of held data sets of one template key at most.
+/// Default bytes of held data sets of one template key at most.
 pub const HELD_BYTES_PER_TEMPLATE: usize = 1 << 20;
-/// Held sets older than this (receive time) are dropped, counted. Many exporters resend their
+/// Default age: held sets older than this (receive time) are dropped, counted. Many exporters resend their
 /// templates every 5 to 10 minutes; with templates persisted across restarts only new
 /// templates wait this long.
 pub const HELD_MAX_AGE_SECS: u64 = 600;
@@ -64,10 +66,11 @@ impl Decoder {
             .filter(|s| s.key == key)
             .map(|s| s.bytes.len())
             .sum();
-        if for_key + body.len() > HELD_BYTES_PER_TEMPLATE || body.len() > HELD_BYTES {
+        let (max_total, max_key) = (self.config.held_bytes, self.config.held_bytes_per_template);
+        if for_key + body.len() > max_key || body.len() > max_total {
             return false;
         }
-        while self.held.bytes + body.len() > HELD_BYTES {
+        while self.held.bytes + body.len() > max_total {
             let Some(old) = self.held.sets.pop_front() else {
                 break;
             };
@@ -86,9 +89,11 @@ impl Decoder {
         true
     }
 
-    /// Drops held sets older than [`HELD_MAX_AGE_SECS`] at `now`. Returns how many.
+    /// Drops held sets older than `held_max_age_secs` (default [`HELD_MAX_AGE_SECS`]) at
+    /// `now`. Returns how many.
     pub fn expire_held(&mut self, now: UnixMicros) -> usize {
-        let max = i64::try_from(HELD_MAX_AGE_SECS * 1_000_000).unwrap_or(i64::MAX);
+        let max = i64::try_from(self.config.held_max_age_secs.saturating_mul(1_000_000))
+            .unwrap_or(i64::MAX);
         let mut n = 0;
         while self
             .held
@@ -226,5 +231,29 @@ mod tests {
         }
         assert!(d.held().0 <= HELD_BYTES_PER_TEMPLATE);
         assert!(d.stats().records_without_template > 0);
+    }
+
+    #[test]
+    fn held_limits_come_from_the_config() {
+        // 0 bytes: nothing is held, every early set counts as without template at once.
+        let mut d = Decoder::new(super::super::DecoderConfig {
+            held_bytes: 0,
+            ..Default::default()
+        });
+        let _ = bytes_of(&mut d, T0, &msg(false, 0..3));
+        assert_eq!((d.held(), d.stats().records_without_template), ((0, 0), 1));
+        // A per-template bound of one set: the second set of the key is not held.
+        // The set's body: the message less its 16-byte header and the 4-byte set header.
+        let one = msg(false, 0..3).len() - 20;
+        let mut d = Decoder::new(super::super::DecoderConfig {
+            held_bytes_per_template: one,
+            held_max_age_secs: 5,
+            ..Default::default()
+        });
+        let _ = bytes_of(&mut d, T0, &msg(false, 0..3));
+        let _ = bytes_of(&mut d, T0, &msg(false, 3..6));
+        assert_eq!(d.held(), (one, 1));
+        // And the age: 5 s, not the default 600 s.
+        assert_eq!(d.expire_held(T0 + 5_000_001), 1);
     }
 }
