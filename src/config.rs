@@ -1,5 +1,5 @@
 //! The daemon's configuration: a YAML file in the old Go collector's structure (`backends`,
-//! `frontends.netflow`, `api`, `utilities`), read in two stages. The raw structs below mirror the
+//! `frontends.netflow` and/or `frontends.kafka`, `api`, `utilities`), read in two stages. The raw structs below mirror the
 //! file exactly (unknown keys are errors, every key has a doc comment); [`resolve`] turns them
 //! into a [`RunConfig`] with defaults applied, values range-checked, environment overrides
 //! (`SQL_PASSWORD`, the Kafka variables) applied and every backend name checked.
@@ -98,7 +98,8 @@ struct RawConfig {
     /// Named backends (where records go). Each frontend names one or more of them; the others
     /// are ignored with a warning.
     backends: BTreeMap<String, RawBackend>,
-    /// Where records come from. Only `netflow` (NetFlow v5/v9 and IPFIX over UDP).
+    /// Where records come from: `netflow` (NetFlow v5/v9 and IPFIX over UDP), `kafka` (a Kafka
+    /// consumer), or both.
     frontends: RawFrontends,
     /// Ops API address (`host:port`), or `off`. Default 127.0.0.1:8880.
     #[serde(default)]
@@ -403,12 +404,65 @@ struct RawKafkaBackend {
     spool_bytes: Option<Num>,
 }
 
-/// `frontends`.
+/// `frontends`: at least one of them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFrontends {
     /// The NetFlow v5/v9 and IPFIX listener.
-    netflow: RawNetflow,
+    #[serde(default)]
+    netflow: Option<RawNetflow>,
+    /// A Kafka consumer group member: flows published by goflow or goflow2, read from topics
+    /// and written to the named backends (exactly once into SQL backends).
+    #[serde(default)]
+    kafka: Option<RawKafkaFrontend>,
+}
+
+/// `frontends.kafka`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafkaFrontend {
+    /// Brokers, topics, group and message format.
+    #[serde(default)]
+    config: Option<RawKafkaConsume>,
+    /// The backend (a name under `backends`) or a list of them: every flow goes to each.
+    backend: OneOrMany,
+}
+
+/// `frontends.kafka.config`: the Kafka backend's connection keys (environment variables of the
+/// same names win) and the consumer's own.
+#[allow(non_snake_case, reason = "the old collector's key names")]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafkaConsume {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    KAFKA_SERVER: Option<String>,
+    /// Topic(s) to read: a name, a list, or names separated by commas.
+    KAFKA_TOPIC: Option<OneOrMany>,
+    /// SASL user name.
+    SASL_USER: Option<String>,
+    /// SASL password. Never logged.
+    SASL_PASSWORD: Option<String>,
+    /// Use TLS.
+    SSL: Option<Flag>,
+    /// Verify the server's certificate.
+    SSL_VERIFY: Option<Flag>,
+    /// SASL mechanism: PLAIN (default), SCRAM-SHA-256 or SCRAM-SHA-512.
+    sasl_mechanism: Option<String>,
+    /// CA bundle (PEM) to verify the brokers' certificates with (default: the system's).
+    ssl_ca_file: Option<String>,
+    /// Consumer group (default `goflow`): the processes of one group split the partitions;
+    /// the stored offsets are kept per group.
+    group_id: Option<String>,
+    /// `protobuf` (goflow2's FlowMessage, varint-delimited, one or several per message;
+    /// default) or `json` (goflow's JSON lines).
+    format: Option<String>,
+    /// librdkafka session.timeout.ms (default 10000): how long a dead member keeps its
+    /// partitions before the group moves them.
+    session_timeout_ms: Option<Num>,
+    /// Where a partition without any stored offset starts: `earliest` (default) or `latest`.
+    offset_reset: Option<String>,
+    /// Any other librdkafka consumer property (set last, overriding the above).
+    rdkafka: Option<BTreeMap<String, serde_norway::Value>>,
 }
 
 /// `frontends.netflow`.
@@ -568,8 +622,13 @@ pub struct RunConfig {
     pub receiver: ReceiverConfig,
     /// Decoder bounds per worker (`frontends.netflow.config.limits`).
     pub decoder: goflow_codec::DecoderConfig,
-    /// The backends the frontend writes to, in the order it names them.
+    /// Every backend some frontend names, in the order they are first named.
     pub backends: Vec<BackendConfig>,
+    /// `frontends.netflow`: the names of the backends it writes to; `None` when the file has
+    /// no netflow frontend (a Kafka consumer only: no UDP socket is opened).
+    pub netflow: Option<Vec<String>>,
+    /// `frontends.kafka`: the Kafka consumer frontend.
+    pub kafka: Option<KafkaFrontend>,
     /// Backends defined in the file but named by no frontend (not started).
     pub unused_backends: Vec<String>,
     /// Ops API address; `None` when `api: off`.
@@ -598,6 +657,8 @@ impl RunConfig {
                 },
                 flush: FlushConfig::file_defaults(),
             }],
+            netflow: Some(vec!["default".to_owned()]),
+            kafka: None,
             unused_backends: Vec::new(),
             api: Some(DEFAULT_API),
             max_age_days: None,
@@ -614,6 +675,32 @@ impl RunConfig {
         )
     }
 }
+
+/// `frontends.kafka`, resolved: a consumer group member reading flows from topics.
+#[derive(Clone, Debug)]
+pub struct KafkaFrontend {
+    /// Brokers and the connection keys (TLS, SASL, `rdkafka` passthrough), environment
+    /// applied; `topic` holds the topics joined with commas (for logs).
+    pub kafka: KafkaConfig,
+    /// The topics to subscribe to (at least one).
+    pub topics: Vec<String>,
+    /// The consumer group.
+    pub group_id: String,
+    /// How a message value is read.
+    pub format: goflow_writers::kafka::Format,
+    /// librdkafka session.timeout.ms.
+    pub session_timeout_ms: u32,
+    /// `earliest` or `latest`: where a partition with no stored offset starts.
+    pub offset_reset: &'static str,
+    /// The backends it writes to (names under `backends`).
+    pub backends: Vec<String>,
+}
+
+/// Consumer group of a Kafka frontend without `group_id`.
+pub const DEFAULT_GROUP_ID: &str = "goflow";
+/// session.timeout.ms of a Kafka frontend by default: a dead consumer's partitions move to the
+/// others after this long.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 10_000;
 
 /// One configured backend.
 #[derive(Clone, Debug)]
@@ -861,47 +948,83 @@ fn resolve(
     ctx: &Ctx<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RunConfig, ConfigError> {
-    let netflow = raw.frontends.netflow;
-    let listen = netflow.config.unwrap_or_default();
+    let RawFrontends { netflow, kafka } = raw.frontends;
+    if netflow.is_none() && kafka.is_none() {
+        return Err(ctx.err(
+            &["frontends"],
+            "names no frontend (`netflow:` to receive NetFlow/IPFIX over UDP, `kafka:` to \
+             consume flows from Kafka, or both)",
+        ));
+    }
+    let (listen, netflow_names) = match netflow {
+        Some(n) => (n.config.unwrap_or_default(), Some(n.backend)),
+        None => (RawListen::default(), None),
+    };
     let receiver = resolve_listen(&listen, ctx)?;
     let mut decoder = resolve_limits(listen.limits.as_ref(), ctx)?;
     decoder.sampling = resolve_sampling(raw.sampling.as_ref(), ctx)?;
 
-    let names = match netflow.backend {
-        OneOrMany::One(n) => vec![n],
-        OneOrMany::Many(v) => v,
-    };
-    let backend_path = ["frontends", "netflow", "backend"];
-    if names.is_empty() {
-        return Err(ctx.err(&backend_path, "names no backend"));
-    }
     let mut raw_backends = raw.backends;
-    let mut backends = Vec::with_capacity(names.len());
-    for name in &names {
-        if backends.iter().any(|b: &BackendConfig| &b.name == name) {
-            return Err(ctx.err(
-                &backend_path,
-                format_args!("backend {name:?} is named twice"),
-            ));
-        }
-        let Some(rb) = raw_backends.remove(name) else {
-            let mut known: Vec<&str> = raw_backends.keys().map(String::as_str).collect();
-            known.extend(backends.iter().map(|b: &BackendConfig| b.name.as_str()));
-            known.sort_unstable();
-            return Err(ctx.err(
-                &backend_path,
-                format_args!(
-                    "unknown backend name {name:?} (defined under backends: {})",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            ));
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    // Resolves the names one frontend lists; a backend two frontends name is one backend.
+    let mut take = |list: OneOrMany,
+                    frontend: &'static str,
+                    backends: &mut Vec<BackendConfig>|
+     -> Result<Vec<String>, ConfigError> {
+        let names = match list {
+            OneOrMany::One(n) => vec![n],
+            OneOrMany::Many(v) => v,
         };
-        backends.push(resolve_backend(name, rb, ctx, env)?);
-    }
+        let backend_path = ["frontends", frontend, "backend"];
+        if names.is_empty() {
+            return Err(ctx.err(&backend_path, "names no backend"));
+        }
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(ctx.err(
+                    &backend_path,
+                    format_args!("backend {name:?} is named twice"),
+                ));
+            }
+            if backends.iter().any(|b| &b.name == name) {
+                continue;
+            }
+            let Some(rb) = raw_backends.remove(name) else {
+                let mut known: Vec<&str> = raw_backends.keys().map(String::as_str).collect();
+                known.extend(backends.iter().map(|b: &BackendConfig| b.name.as_str()));
+                known.sort_unstable();
+                return Err(ctx.err(
+                    &backend_path,
+                    format_args!(
+                        "unknown backend name {name:?} (defined under backends: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            };
+            backends.push(resolve_backend(name, rb, ctx, env)?);
+        }
+        Ok(names)
+    };
+    let netflow = match netflow_names {
+        Some(list) => Some(take(list, "netflow", &mut backends)?),
+        None => None,
+    };
+    let kafka = match kafka {
+        Some(k) => {
+            let names = take(k.backend, "kafka", &mut backends)?;
+            Some(resolve_kafka_frontend(
+                k.config.unwrap_or_default(),
+                names,
+                ctx,
+                env,
+            )?)
+        }
+        None => None,
+    };
     // Unused backends are still checked, so a typo does not wait for the day they are used.
     let mut unused_backends = Vec::new();
     for (name, rb) in raw_backends {
@@ -952,6 +1075,8 @@ fn resolve(
         receiver,
         decoder,
         backends,
+        netflow,
+        kafka,
         unused_backends,
         api,
         max_age_days,
@@ -1423,6 +1548,164 @@ fn resolve_kafka(
         batch_bytes,
         lanes,
         rdkafka,
+    })
+}
+
+/// `frontends.kafka`: the Kafka backend's connection keys with their environment variables
+/// (`KAFKA_SERVER`, `KAFKA_TOPIC`, `SASL_USER`, `SASL_PASSWORD`, `SSL`, `SSL_VERIFY` win when
+/// set and not empty), and the consumer's own keys.
+fn resolve_kafka_frontend(
+    c: RawKafkaConsume,
+    backends: Vec<String>,
+    ctx: &Ctx<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<KafkaFrontend, ConfigError> {
+    use goflow_writers::kafka::Format;
+    let p = |k: &'static str| ["frontends", "kafka", "config", k];
+    let pick = |envname: &str, v: &Option<String>| {
+        env(envname)
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| v.clone())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let pick_flag = |envname: &'static str, v: Option<Flag>, default: bool| match env(envname)
+        .filter(|s| !s.trim().is_empty())
+    {
+        Some(s) => parse_bool(&s).ok_or_else(|| {
+            ConfigError(format!(
+                "environment variable {envname}={s:?} is not a boolean (true/false, 1/0, yes/no)"
+            ))
+        }),
+        None => Ok(v.map_or(default, |f| f.0)),
+    };
+    let Some(server) = pick("KAFKA_SERVER", &c.KAFKA_SERVER) else {
+        return Err(ctx.err(
+            &p("KAFKA_SERVER"),
+            "missing (the brokers to read from, host:port[,host:port]; or set $KAFKA_SERVER)",
+        ));
+    };
+    let topic_text = match env("KAFKA_TOPIC").filter(|s| !s.trim().is_empty()) {
+        Some(t) => vec![t],
+        None => match c.KAFKA_TOPIC {
+            None => Vec::new(),
+            Some(OneOrMany::One(t)) => vec![t],
+            Some(OneOrMany::Many(v)) => v,
+        },
+    };
+    let mut topics: Vec<String> = Vec::new();
+    for t in topic_text.iter().flat_map(|t| t.split(',')) {
+        let t = t.trim();
+        if t.is_empty() || topics.iter().any(|x| x == t) {
+            continue;
+        }
+        if t.len() > 249
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(ctx.err(
+                &p("KAFKA_TOPIC"),
+                format_args!(
+                    "{t:?} is not a Kafka topic name (letters, digits, '.', '_', '-'; at most \
+                     249)"
+                ),
+            ));
+        }
+        topics.push(t.to_owned());
+    }
+    if topics.is_empty() {
+        return Err(ctx.err(
+            &p("KAFKA_TOPIC"),
+            "missing (the topic to read, or a list of them; or set $KAFKA_TOPIC)",
+        ));
+    }
+    let group_id = match c.group_id.as_deref().map(str::trim) {
+        None => DEFAULT_GROUP_ID.to_owned(),
+        Some("") => return Err(ctx.err(&p("group_id"), "is empty")),
+        Some(g) => g.to_owned(),
+    };
+    let format = match &c.format {
+        None => Format::default(),
+        Some(f) => Format::parse(f).ok_or_else(|| {
+            ctx.err(
+                &p("format"),
+                format_args!("{f:?} is not one of protobuf, json"),
+            )
+        })?,
+    };
+    let offset_reset = match c.offset_reset.as_deref().map(str::trim) {
+        None => "earliest",
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "earliest" | "beginning" | "smallest" => "earliest",
+            "latest" | "end" | "largest" => "latest",
+            _ => {
+                return Err(ctx.err(
+                    &p("offset_reset"),
+                    format_args!("{v:?} is not one of earliest, latest"),
+                ));
+            }
+        },
+    };
+    let session_timeout_ms = ctx.num(
+        &p("session_timeout_ms"),
+        c.session_timeout_ms,
+        DEFAULT_SESSION_TIMEOUT_MS,
+        1000,
+        3_600_000,
+    )? as u32;
+    let sasl_mechanism = match c.sasl_mechanism.as_deref().map(str::trim) {
+        None | Some("") => "PLAIN".to_owned(),
+        Some(m) => match m.to_ascii_uppercase().as_str() {
+            "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512" => m.to_ascii_uppercase(),
+            _ => {
+                return Err(ctx.err(
+                    &p("sasl_mechanism"),
+                    format_args!("{m:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+                ));
+            }
+        },
+    };
+    let mut rdkafka = Vec::new();
+    for (k, v) in c.rdkafka.iter().flatten() {
+        let v = match v {
+            serde_norway::Value::String(s) => s.clone(),
+            serde_norway::Value::Bool(b) => b.to_string(),
+            serde_norway::Value::Number(n) => n.to_string(),
+            _ => {
+                return Err(ctx.err(
+                    &["frontends", "kafka", "config", "rdkafka", k],
+                    "must be a string, number or boolean (a librdkafka property value)",
+                ));
+            }
+        };
+        rdkafka.push((k.clone(), v));
+    }
+    let kafka = KafkaConfig {
+        server,
+        topic: topics.join(","),
+        sasl_user: pick("SASL_USER", &c.SASL_USER),
+        sasl_password: pick("SASL_PASSWORD", &c.SASL_PASSWORD),
+        sasl_mechanism,
+        ssl: pick_flag("SSL", c.SSL, false)?,
+        ssl_verify: pick_flag("SSL_VERIFY", c.SSL_VERIFY, true)?,
+        ssl_ca_file: c
+            .ssl_ca_file
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+        format,
+        rdkafka,
+        ..KafkaConfig::default()
+    };
+    Ok(KafkaFrontend {
+        kafka,
+        topics,
+        group_id,
+        format,
+        session_timeout_ms,
+        offset_reset,
+        backends,
     })
 }
 
@@ -2163,6 +2446,102 @@ mod tests {
         );
         let e = parse_err(&format!("{base}api: localhost\n"));
         assert!(e.contains("api") && e.contains("line 11"), "{e}");
+    }
+
+    #[test]
+    fn kafka_frontend_alone_and_beside_netflow() {
+        let text = "backends:\n  db:\n    type: postgres\n    config: {SQL_SERVER: h, SQL_USERNAME: u, SQL_DB: d}\n\
+                    frontends:\n  kafka:\n    config:\n      KAFKA_SERVER: 127.0.0.1:19092\n      \
+                    KAFKA_TOPIC: [flows-a, flows-b]\n      group_id: goflow-db\n      \
+                    format: json\n      session_timeout_ms: 6000\n      \
+                    rdkafka: {fetch.min.bytes: 1000}\n    backend: db\n";
+        let cfg = parse_ok(text);
+        assert!(
+            cfg.netflow.is_none(),
+            "a consumer-only config has no netflow frontend"
+        );
+        let k = cfg.kafka.as_ref().expect("kafka frontend");
+        assert_eq!(k.topics, ["flows-a", "flows-b"]);
+        assert_eq!(k.group_id, "goflow-db");
+        assert_eq!(k.format, goflow_writers::kafka::Format::Json);
+        assert_eq!(k.session_timeout_ms, 6000);
+        assert_eq!(k.offset_reset, "earliest");
+        assert_eq!(k.backends, ["db"]);
+        assert_eq!(k.kafka.server, "127.0.0.1:19092");
+        assert_eq!(
+            k.kafka.rdkafka,
+            [("fetch.min.bytes".to_owned(), "1000".to_owned())]
+        );
+        assert_eq!(cfg.backends.len(), 1);
+
+        // Both frontends; a backend both name is one backend; env wins for the connection.
+        let text = "backends:\n  db: {type: null}\n  f: {type: file, config: {path: x}}\n\
+                    frontends:\n  netflow:\n    backend: [db, f]\n  kafka:\n    \
+                    config: {KAFKA_SERVER: file:1, KAFKA_TOPIC: t}\n    backend: db\n";
+        let env = |k: &str| match k {
+            "KAFKA_TOPIC" => Some("a, b,a".to_owned()),
+            "KAFKA_SERVER" => Some("env:2".to_owned()),
+            _ => None,
+        };
+        let cfg = parse(text, "t.yml", &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.netflow.as_deref(),
+            Some(&["db".to_owned(), "f".to_owned()][..])
+        );
+        let k = cfg.kafka.as_ref().expect("kafka frontend");
+        assert_eq!(k.topics, ["a", "b"]);
+        assert_eq!(k.kafka.server, "env:2");
+        assert_eq!(k.group_id, DEFAULT_GROUP_ID);
+        assert_eq!(k.format, goflow_writers::kafka::Format::Protobuf);
+        assert_eq!(
+            cfg.backends
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>(),
+            ["db", "f"]
+        );
+        assert!(cfg.unused_backends.is_empty());
+    }
+
+    #[test]
+    fn kafka_frontend_errors_name_the_key() {
+        let base = "backends:\n  db: {type: null}\nfrontends:\n";
+        let e = parse_err(&format!("{base}  {{}}\n"));
+        assert!(e.contains("names no frontend"), "{e}");
+        let e = parse_err(&format!(
+            "{base}  kafka:\n    config: {{KAFKA_SERVER: h:1}}\n    backend: db\n"
+        ));
+        assert!(
+            e.contains("frontends.kafka.config.KAFKA_TOPIC: missing"),
+            "{e}"
+        );
+        let e = parse_err(&format!(
+            "{base}  kafka:\n    config: {{KAFKA_TOPIC: t}}\n    backend: db\n"
+        ));
+        assert!(
+            e.contains("frontends.kafka.config.KAFKA_SERVER: missing"),
+            "{e}"
+        );
+        let e = parse_err(&format!(
+            "{base}  kafka:\n    config: {{KAFKA_SERVER: h:1, KAFKA_TOPIC: t, format: xml}}\n    \
+             backend: db\n"
+        ));
+        assert!(
+            e.contains("frontends.kafka.config.format") && e.contains("xml"),
+            "{e}"
+        );
+        let e = parse_err(&format!(
+            "{base}  kafka:\n    config: {{KAFKA_SERVER: h:1, KAFKA_TOPIC: \"bad topic\"}}\n    \
+             backend: db\n"
+        ));
+        assert!(e.contains("not a Kafka topic name"), "{e}");
+        let e = parse_err(&format!(
+            "{base}  kafka:\n    config: {{KAFKA_SERVER: h:1, KAFKA_TOPIC: t}}\n    backend: nope\n"
+        ));
+        assert!(
+            e.contains("frontends.kafka.backend") && e.contains("unknown backend name"),
+            "{e}"
+        );
     }
 
     #[test]

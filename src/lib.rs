@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod consume;
 pub mod exit;
 pub mod grafana;
 pub mod ingest;

@@ -25,7 +25,9 @@ enum Item {
 pub fn run(cfg: &RunConfig) -> ExitCode {
     let mut items = vec![Item::Ok(format!("configuration {}", cfg.source_name()))];
     items.push(check_state_dir(&cfg.state_dir));
-    items.push(check_udp(cfg.receiver.bind));
+    if cfg.netflow.is_some() {
+        items.push(check_udp(cfg.receiver.bind));
+    }
     if let Some(api) = cfg.api {
         items.push(check_api(api));
     }

@@ -74,10 +74,25 @@ fn print_plan(cfg: &RunConfig) {
         ingest::ReceiverChoice::Uring => "uring",
         ingest::ReceiverChoice::Mmsg => "mmsg",
     };
-    println!(
-        "listen: udp {} ({} workers, receiver {receiver})",
-        cfg.receiver.bind, cfg.receiver.workers
-    );
+    match &cfg.netflow {
+        Some(names) => println!(
+            "listen: udp {} ({} workers, receiver {receiver}) -> {}",
+            cfg.receiver.bind,
+            cfg.receiver.workers,
+            names.join(", ")
+        ),
+        None => println!("listen: no netflow frontend"),
+    }
+    if let Some(k) = &cfg.kafka {
+        println!(
+            "kafka frontend: {} topics {} group {} ({}) -> {}",
+            k.kafka.server,
+            k.topics.join(", "),
+            k.group_id,
+            k.format.name(),
+            k.backends.join(", ")
+        );
+    }
     for b in &cfg.backends {
         println!(
             "backend {} ({}): {}{}",
@@ -282,6 +297,9 @@ struct Daemon {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
+    /// The Kafka frontend's consumer, when configured.
+    #[cfg(feature = "kafka")]
+    consumer: Option<crate::consume::ConsumerFrontend>,
     backends: Vec<Backend>,
     ops: Option<crate::ops::OpsServer>,
     /// Writes the workers' templates and sampling state to state_dir.
@@ -315,6 +333,7 @@ impl Daemon {
         let histograms = Arc::new(HistogramHub::new(&names));
         let mut backends = Vec::with_capacity(plans.len());
         let mut encoders = Vec::with_capacity(plans.len());
+        let mut factories: Vec<EncoderFactory> = Vec::with_capacity(plans.len());
         for (i, (b, plan)) in cfg.backends.iter().zip(plans).enumerate() {
             let opts = BackendOptions {
                 name: b.name.clone(),
@@ -333,21 +352,38 @@ impl Daemon {
             };
             let backend = Backend::spawn_lanes(plan.sinks, opts)
                 .with_context(|| format!("backend {}: cannot start its thread", b.name))?;
-            encoders.push((plan.encoder, backend.sender()));
+            if cfg.netflow.as_ref().is_some_and(|n| n.contains(&b.name)) {
+                encoders.push((Arc::clone(&plan.encoder), backend.sender()));
+            }
+            factories.push(plan.encoder);
             backends.push(backend);
         }
 
         let rcfg = cfg.receiver.clone();
         let daemon_decoder = cfg.decoder.clone();
+        let netflow_workers = if cfg.netflow.is_some() {
+            rcfg.workers
+        } else {
+            0
+        };
         let mut shared = Shared::new(
             cfg.source_name(),
             rcfg.bind,
             rcfg.choice,
-            rcfg.workers,
+            netflow_workers,
             backends.iter().map(|b| Arc::clone(b.stats())).collect(),
             Arc::clone(&histograms),
         );
         shared.decoder = cfg.decoder.clone();
+        let consumer_stats = cfg.kafka.as_ref().map(|k| {
+            Arc::new(crate::consume::ConsumerStats::new(
+                k.group_id.clone(),
+                k.topics.clone(),
+                k.format.name(),
+                k.kafka.server.clone(),
+            ))
+        });
+        shared.consumers = consumer_stats.iter().cloned().collect();
         let shared = Arc::new(shared);
 
         // The flag is registered before any socket exists: a signal during start-up still stops
@@ -379,8 +415,12 @@ impl Daemon {
         let saver = TemplateSaver::spawn(state.templates_path(), shared.workers.clone())
             .context("cannot start the templates writer thread")?;
 
-        let sockets = ingest::open_sockets(&rcfg)
-            .with_context(|| format!("cannot listen on {} (UDP)", rcfg.bind))?;
+        let sockets = if cfg.netflow.is_some() {
+            ingest::open_sockets(&rcfg)
+                .with_context(|| format!("cannot listen on {} (UDP)", rcfg.bind))?
+        } else {
+            Vec::new()
+        };
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, std::io::Result<ReceiverKind>)>();
         let mut workers = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -413,6 +453,8 @@ impl Daemon {
             shared,
             stop,
             workers,
+            #[cfg(feature = "kafka")]
+            consumer: None,
             backends,
             ops: None,
             saver: Some(saver),
@@ -441,6 +483,12 @@ impl Daemon {
         // Every backend's first connect attempt (and table setup) is over before the ops API
         // answers or systemd hears READY: /healthz is honest from its first answer.
         daemon.wait_backends();
+        if let (Some(k), Some(stats)) = (daemon.cfg.kafka.clone(), consumer_stats)
+            && let Err(e) = daemon.start_consumer(k, &factories, stats)
+        {
+            daemon.shutdown();
+            return Err(e);
+        }
         if let Some(api) = daemon.cfg.api {
             let source: Arc<dyn crate::ops::OpsSource> = Arc::new(crate::grafana::WithGrafana {
                 inner: daemon.shared.clone(),
@@ -476,12 +524,22 @@ impl Daemon {
                 format!("{} {state}", s.name)
             })
             .collect();
-        format!(
-            "receiving on udp {} ({} workers); backends: {}",
-            self.cfg.receiver.bind,
-            self.workers.len(),
-            backends.join(", ")
-        )
+        let mut fronts = Vec::new();
+        if self.cfg.netflow.is_some() {
+            fronts.push(format!(
+                "receiving on udp {} ({} workers)",
+                self.cfg.receiver.bind,
+                self.workers.len()
+            ));
+        }
+        if let Some(k) = &self.cfg.kafka {
+            fronts.push(format!(
+                "consuming kafka {} as group {}",
+                k.topics.join(","),
+                k.group_id
+            ));
+        }
+        format!("{}; backends: {}", fronts.join("; "), backends.join(", "))
     }
 
     /// SIGHUP: reopens the file backends' files, reloads the config file and applies the
@@ -570,6 +628,46 @@ impl Daemon {
         out
     }
 
+    /// Starts the Kafka frontend on the backends it names (each gets its own encoder; chunks go
+    /// to the backend's lanes with their partition's position).
+    #[cfg(feature = "kafka")]
+    fn start_consumer(
+        &mut self,
+        k: config::KafkaFrontend,
+        factories: &[EncoderFactory],
+        stats: Arc<crate::consume::ConsumerStats>,
+    ) -> anyhow::Result<()> {
+        let mut outputs = Vec::with_capacity(k.backends.len());
+        for name in &k.backends {
+            let Some(i) = self.cfg.backends.iter().position(|b| &b.name == name) else {
+                bail!("kafka frontend: backend {name} is not running");
+            };
+            let (b, backend) = (&self.cfg.backends[i], &self.backends[i]);
+            outputs.push(crate::consume::Output {
+                name: name.clone(),
+                encoder: factories[i](),
+                sender: backend.positioned_sender(),
+                // Enough for every lane to fill a flush while the next one gathers.
+                max_rows: b.flush.rows.saturating_mul(backend.lanes() as u64 + 1),
+                max_bytes: b.flush.queue_bytes,
+            });
+        }
+        let c =
+            crate::consume::ConsumerFrontend::start(&k, outputs, stats, Arc::clone(&self.stop))?;
+        self.consumer = Some(c);
+        Ok(())
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    fn start_consumer(
+        &mut self,
+        _k: config::KafkaFrontend,
+        _factories: &[EncoderFactory],
+        _stats: Arc<crate::consume::ConsumerStats>,
+    ) -> anyhow::Result<()> {
+        bail!("frontends.kafka: the Kafka frontend is not available in this build")
+    }
+
     /// Waits (up to [`CONNECT_WAIT`]) for each backend's first connect attempt and logs where
     /// each stands. A backend that cannot connect does not stop the daemon: its lanes logged
     /// why (with what to fix) and keep retrying; /healthz says unhealthy meanwhile.
@@ -603,15 +701,34 @@ impl Daemon {
             );
         }
         let kind = kinds.first().map_or("?", |k| k.as_str());
-        log::info!(
-            "goflow {} listening on udp {} ({} workers, {kind} receiver; config: {}; \
-             state_dir: {})",
-            env!("CARGO_PKG_VERSION"),
-            self.cfg.receiver.bind,
-            self.workers.len(),
-            self.shared.config_source,
-            self.state.path().display()
-        );
+        if self.cfg.netflow.is_some() {
+            log::info!(
+                "goflow {} listening on udp {} ({} workers, {kind} receiver; config: {}; \
+                 state_dir: {})",
+                env!("CARGO_PKG_VERSION"),
+                self.cfg.receiver.bind,
+                self.workers.len(),
+                self.shared.config_source,
+                self.state.path().display()
+            );
+        } else {
+            log::info!(
+                "goflow {} running without a netflow frontend (config: {}; state_dir: {})",
+                env!("CARGO_PKG_VERSION"),
+                self.shared.config_source,
+                self.state.path().display()
+            );
+        }
+        if let Some(k) = &self.cfg.kafka {
+            log::info!(
+                "consuming kafka {} topics {} as group {} ({}), writing to {}",
+                k.kafka.server,
+                k.topics.join(", "),
+                k.group_id,
+                k.format.name(),
+                k.backends.join(", ")
+            );
+        }
         for b in &self.cfg.backends {
             log::info!(
                 "writing to backend {} ({}): {}{}",
@@ -644,6 +761,14 @@ impl Daemon {
             }
             if self.workers.iter().any(|w| w.is_finished()) && !self.stop.load(Ordering::Relaxed) {
                 log::error!("a worker thread stopped unexpectedly; shutting down");
+                failed = true;
+                break;
+            }
+            #[cfg(feature = "kafka")]
+            if self.consumer.as_ref().is_some_and(|c| c.is_finished())
+                && !self.stop.load(Ordering::Relaxed)
+            {
+                log::error!("the kafka consumer thread stopped unexpectedly; shutting down");
                 failed = true;
                 break;
             }
@@ -695,6 +820,11 @@ impl Daemon {
         if let Some(s) = self.saver.take() {
             s.finish();
         }
+        // The consumer hands over what it holds and waits (bounded) for it to be stored.
+        #[cfg(feature = "kafka")]
+        if let Some(c) = self.consumer.take() {
+            c.join();
+        }
         for b in self.backends.drain(..) {
             b.shutdown();
         }
@@ -742,8 +872,11 @@ fn restart_keys(old: &RunConfig, new: &RunConfig) -> Vec<String> {
             .map(|b| b.name.clone())
             .collect::<Vec<_>>()
     };
-    if names(old) != names(new) {
+    if names(old) != names(new) || old.netflow != new.netflow {
         keys.push("frontends.netflow.backend".to_owned());
+    }
+    if format!("{:?}", old.kafka) != format!("{:?}", new.kafka) {
+        keys.push("frontends.kafka".to_owned());
     }
     for b in &new.backends {
         let Some(was) = old.backends.iter().find(|o| o.name == b.name) else {

@@ -50,6 +50,8 @@ pub struct Shared {
     pub histograms: Arc<HistogramHub>,
     /// The decoder bounds every worker runs with (shown on /status).
     pub decoder: goflow_codec::DecoderConfig,
+    /// The Kafka frontend's counters, when it runs.
+    pub consumers: Vec<Arc<crate::consume::ConsumerStats>>,
 }
 
 /// Totals over every worker and backend, read once.
@@ -93,6 +95,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             histograms,
             decoder: goflow_codec::DecoderConfig::default(),
+            consumers: Vec::new(),
         }
     }
 

@@ -16,6 +16,10 @@ pub mod encode;
 pub mod sink;
 
 pub use encode::KafkaEncoder;
+/// The librdkafka binding the producer is built on, for goflow's Kafka frontend (one copy of
+/// the library and its build settings).
+#[cfg(feature = "kafka")]
+pub use rdkafka;
 
 /// Flows per Kafka message by default: large enough that the per-message cost of the producer
 /// and the broker (a record header, a delivery report) is small against the flows' bytes
