@@ -158,7 +158,7 @@ fn decodes_encoded_v5_packets_to_json_lines() {
     assert!(
         stderr.contains("6 packets")
             && stderr.contains("3 NetFlow datagrams")
-            && stderr.contains("38 records")
+            && stderr.contains("38 flow records")
             && stderr.contains("0 errors"),
         "summary: {stderr}"
     );
@@ -315,8 +315,128 @@ fn templates_and_options_carry_over_between_files() {
     assert!(out.status.success());
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // One data set of 4 records: counted as what it is (its records cannot be counted
+    // without the template), with its bytes.
     assert!(
-        stderr.contains("0 records, 1 records without template"),
+        stderr.contains("0 flow records, 1 data set without a template ("),
         "{stderr}"
     );
+
+    // --summary: no JSON; per exporter what it sent, and what the options taught.
+    let out = Command::new(env!("CARGO_BIN_EXE_goflow"))
+        .arg("decode")
+        .arg("--summary")
+        .args(&files)
+        .output()
+        .expect("run goflow");
+    assert!(out.status.success());
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!report.contains('{'), "{report}");
+    assert!(
+        report.contains("4 flow records, 4 options records"),
+        "{report}"
+    );
+    assert!(report.contains("\nexporter "), "{report}");
+    assert!(report.contains("1 in 30000"), "{report}");
+    assert!(
+        report.contains("sampling from options (domain "),
+        "{report}"
+    );
+    assert!(
+        report.contains(" options ("),
+        "the options template is listed: {report}"
+    );
+}
+
+#[test]
+fn decode_dash_reads_the_capture_from_standard_input() {
+    use std::io::Write;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let files = [
+        "options-template.pcap",
+        "options-data.pcap",
+        "template.pcap",
+        "data.pcap",
+    ];
+    let from_files = goflow_decode(&[&dir.join(files[0])]);
+    // One capture on stdin, the rest as files: templates carry over between them.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_goflow"))
+        .arg("decode")
+        .arg("-")
+        .args(files[1..].iter().map(|f| dir.join(f)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run goflow");
+    let capture = std::fs::read(dir.join(files[0])).expect("read capture");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&capture)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(from_files.stdout.is_empty());
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|l| l["sampling_rate"] == 30000));
+}
+
+#[test]
+fn summary_names_interfaces_from_options_records() {
+    use goflow_codec::encode::FieldSpec;
+    use goflow_codec::encode::{IpfixBuilder, IpfixHeader};
+    let f = FieldSpec::new;
+    // An options template: scope ingressInterface, then interfaceName (variable length) and
+    // interfaceDescription (16 bytes); then two interfaces, written as raw sets.
+    let mut b = IpfixBuilder::new(IpfixHeader {
+        export_time: EXPORT_SECS,
+        sequence: 0,
+        observation_domain: 7,
+    });
+    b.options_template(300, &[f(10, 4)], &[f(82, 0xffff), f(83, 16)])
+        .expect("options template");
+    let mut body = Vec::new();
+    for (index, name, desc) in [(3u32, "Gi0/0/1", "uplink to core"), (4, "Gi0/0/2", "")] {
+        body.extend_from_slice(&index.to_be_bytes());
+        body.push(name.len() as u8);
+        body.extend_from_slice(name.as_bytes());
+        let mut d = desc.as_bytes().to_vec();
+        d.resize(16, 0);
+        body.extend_from_slice(&d);
+    }
+    b.raw_set(300, &body).expect("data set");
+    let mut msg = Vec::new();
+    b.finish(&mut msg);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ifnames.pcap");
+    let file = std::fs::File::create(&path).expect("create");
+    let mut w = PcapWriter::new(std::io::BufWriter::new(file), WriteLink::Ethernet).expect("pcap");
+    let exporter = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77)), 4739);
+    let collector = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4739);
+    w.write_udp(1_700_000_000_000_000, exporter, collector, &msg)
+        .expect("write");
+    drop(w);
+    let out = Command::new(env!("CARGO_BIN_EXE_goflow"))
+        .args(["decode", "--summary"])
+        .arg(&path)
+        .output()
+        .expect("run goflow");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("exporter 192.0.2.77 (v10): 1 datagram, 0 flow records, 0 errors"),
+        "{report}"
+    );
+    assert!(report.contains("interfaces from options:"), "{report}");
+    assert!(report.contains("3  Gi0/0/1 (uplink to core)"), "{report}");
+    assert!(report.contains("4  Gi0/0/2\n"), "{report}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 options records"), "{stderr}");
 }

@@ -257,8 +257,9 @@ fn old_collector_config_runs_against_mariadb() -> TestResult {
             .ok_or_else(|| format!("rdssql in {status}"))?;
         assert_eq!(b["type"], "mysql", "{b}");
         let sink = &b["sink"];
-        if sink["partitioned"] == "true" && sink["rows_written"] == rows.to_string().as_str() {
-            assert_eq!(sink["connections"], "2", "{b}");
+        // Numbers and flags as JSON numbers and booleans, not strings.
+        if sink["partitioned"] == true && sink["rows_written"] == rows {
+            assert_eq!(sink["connections"], 2, "{b}");
             break;
         }
         if Instant::now() > deadline {

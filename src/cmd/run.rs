@@ -1073,7 +1073,7 @@ impl Summary {
         let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
         format!(
             "datagrams {} ({:.0}/s), records {} ({:.0}/s), drops: kernel {}, backend rows {}, \
-             truncated {}, decode errors {}, no template {}, sequence gaps {}",
+             truncated {}, decode errors {}, data sets without template {}, sequence gaps {}",
             t.datagrams,
             rate(t.datagrams, p.datagrams),
             t.records,

@@ -48,6 +48,8 @@ pub struct MetricSpec {
     /// One line for `goflow stats`.
     pub title: &'static str,
     pub unit: Unit,
+    /// What one recorded value stands for, plural (`goflow stats` labels the count with it).
+    pub per: &'static str,
     /// Largest value kept exactly; larger ones are clamped to it.
     high: u64,
     /// Significant decimal digits of precision (hdrhistogram's sigfig).
@@ -59,6 +61,7 @@ pub const BATCH_TIME: MetricSpec = MetricSpec {
     name: "batch_time_us",
     title: "batch decode+encode time",
     unit: Unit::Micros,
+    per: "batches",
     high: 60_000_000,
     sigfig: 2,
 };
@@ -66,8 +69,9 @@ pub const BATCH_TIME: MetricSpec = MetricSpec {
 /// row made durable (see [`HistogramHub::record_commit`]).
 pub const COMMIT_AGE: MetricSpec = MetricSpec {
     name: "commit_age_us",
-    title: "datagram age at commit (receive -> durable)",
+    title: "row age at commit (datagram received -> row durable)",
     unit: Unit::Micros,
+    per: "rows",
     high: 3_600_000_000,
     sigfig: 2,
 };
@@ -76,6 +80,7 @@ pub const FLUSH_TIME: MetricSpec = MetricSpec {
     name: "flush_time_us",
     title: "backend flush duration",
     unit: Unit::Micros,
+    per: "flushes",
     high: 600_000_000,
     sigfig: 2,
 };
@@ -84,6 +89,7 @@ pub const BATCH_DATAGRAMS: MetricSpec = MetricSpec {
     name: "batch_datagrams",
     title: "datagrams per batch",
     unit: Unit::Count,
+    per: "batches",
     high: 65_535,
     sigfig: 3,
 };
@@ -92,6 +98,7 @@ pub const DATAGRAM_RECORDS: MetricSpec = MetricSpec {
     name: "datagram_records",
     title: "records per datagram",
     unit: Unit::Count,
+    per: "datagrams",
     high: 65_535,
     sigfig: 3,
 };
@@ -397,6 +404,7 @@ impl HistogramHub {
                 name: w.spec.name.to_owned(),
                 title: w.spec.title.to_owned(),
                 unit: w.spec.unit.as_str().to_owned(),
+                per: w.spec.per.to_owned(),
                 backend: backend.map(str::to_owned),
                 last_minute: w.last_minute(interval).summary(),
                 since_start: w.since_start.summary(),
@@ -527,6 +535,9 @@ pub struct HistogramReport {
     pub title: String,
     /// `us` or `count`.
     pub unit: String,
+    /// What one value stands for, plural: `batches`, `rows`, `flushes`, `datagrams` (the
+    /// summaries' `count` is a number of these).
+    pub per: String,
     /// The backend, for per-backend histograms (`flush_time_us`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,

@@ -102,7 +102,7 @@ fn histogram_title(h: &HistogramReport) -> String {
     }
 }
 
-fn summary_rows(s: &Summary, unit: &str) -> [(&'static str, String); 7] {
+fn summary_rows<'a>(s: &Summary, unit: &str, per: &'a str) -> [(&'a str, String); 7] {
     let v = |x: u64| {
         if s.count == 0 {
             "-".to_owned()
@@ -111,7 +111,10 @@ fn summary_rows(s: &Summary, unit: &str) -> [(&'static str, String); 7] {
         }
     };
     [
-        ("count", s.count.to_string()),
+        (
+            if per.is_empty() { "count" } else { per },
+            s.count.to_string(),
+        ),
         ("p50", v(s.p50)),
         ("p90", v(s.p90)),
         ("p99", v(s.p99)),
@@ -142,13 +145,13 @@ pub fn render_stats(r: &StatsReport) -> String {
         let _ = writeln!(out, "{} ({})", histogram_title(h), h.name);
         let _ = writeln!(
             out,
-            "  {:<8} {:>12} {:>12}",
+            "  {:<9} {:>12} {:>12}",
             "", "last minute", "since start"
         );
-        let lm = summary_rows(&h.last_minute, &h.unit);
-        let ss = summary_rows(&h.since_start, &h.unit);
+        let lm = summary_rows(&h.last_minute, &h.unit, &h.per);
+        let ss = summary_rows(&h.since_start, &h.unit, &h.per);
         for ((label, a), (_, b)) in lm.iter().zip(ss.iter()) {
-            let _ = writeln!(out, "  {label:<8} {a:>12} {b:>12}");
+            let _ = writeln!(out, "  {label:<9} {a:>12} {b:>12}");
         }
         for (label, s) in [
             ("last minute", &h.last_minute),
@@ -331,7 +334,14 @@ pub fn render_status(st: &Status, now_us: i64) -> String {
                 let _ = writeln!(out, "      last error: {e}");
             }
             for (k, v) in &b.sink {
-                let _ = writeln!(out, "      {k}: {v}");
+                match v {
+                    serde_json::Value::String(s) => {
+                        let _ = writeln!(out, "      {k}: {s}");
+                    }
+                    v => {
+                        let _ = writeln!(out, "      {k}: {v}");
+                    }
+                }
             }
             if let Some(k) = &b.kafka {
                 out.push_str(&render_kafka(k, "      "));
@@ -453,6 +463,7 @@ mod tests {
                 name: "flush_time_us".into(),
                 title: "backend flush duration".into(),
                 unit: "us".into(),
+                per: "flushes".into(),
                 backend: Some("pg".into()),
                 last_minute: Summary::default(),
                 since_start: s,
@@ -464,15 +475,15 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("  count               0           10\n"),
+            text.contains("  flushes              0           10\n"),
             "{text}"
         );
         assert!(
-            text.contains("  p50                 -        150µs\n"),
+            text.contains("  p50                  -        150µs\n"),
             "{text}"
         );
         assert!(
-            text.contains("  max                 -       1.00ms\n"),
+            text.contains("  max                  -       1.00ms\n"),
             "{text}"
         );
         assert!(
@@ -501,7 +512,7 @@ mod tests {
                 rows_written: 600,
                 last_flush_unix_us: Some(9_000_000),
                 last_flush_duration_us: Some(1_500),
-                sink: [("table_size".to_owned(), "8192".to_owned())].into(),
+                sink: [("table_size".to_owned(), serde_json::json!(8192))].into(),
                 ..BackendStatus::default()
             }],
             totals: Totals {

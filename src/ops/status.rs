@@ -99,8 +99,9 @@ pub struct BackendStatus {
     pub errors: u64,
     pub reconnects: u64,
     pub last_error: Option<String>,
-    /// What the sink itself reports (e.g. PostgreSQL `table_size`), as strings.
-    pub sink: BTreeMap<String, String>,
+    /// What the sink itself reports (e.g. PostgreSQL `table_size`), as JSON values: numbers
+    /// as numbers, flags as booleans, text as strings.
+    pub sink: BTreeMap<String, serde_json::Value>,
     /// The backend's disk spool, when it has one.
     pub spool: Option<SpoolStatus>,
     /// A Kafka backend's producer (type kafka only).

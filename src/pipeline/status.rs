@@ -123,9 +123,10 @@ impl Shared {
                     sink: detail
                         .status
                         .into_iter()
-                        // Sinks report JSON values; show strings without their quotes.
+                        // Sinks report JSON values; one that is not is shown as a string.
                         .map(|(k, v)| {
-                            let v = serde_json::from_str::<String>(&v).unwrap_or(v);
+                            let v = serde_json::from_str::<serde_json::Value>(&v)
+                                .unwrap_or(serde_json::Value::String(v));
                             (k.to_owned(), v)
                         })
                         .collect::<BTreeMap<_, _>>(),
