@@ -36,6 +36,18 @@ pub const DASHBOARDS: &[(&str, &str)] = &[
         "collector_health.json",
         include_str!("../grafana_db/collector_health.json"),
     ),
+    (
+        "mysql/top_talkers.json",
+        include_str!("../grafana_db/mysql/top_talkers.json"),
+    ),
+    (
+        "mysql/traffic.json",
+        include_str!("../grafana_db/mysql/traffic.json"),
+    ),
+    (
+        "mysql/flow_search.json",
+        include_str!("../grafana_db/mysql/flow_search.json"),
+    ),
 ];
 
 /// The folder every dashboard goes into.
@@ -195,6 +207,10 @@ impl SqlTarget {
             }
             SqlKind::Mysql => json!({
                 "database": self.database,
+                // goflow stores UTC DATETIMEs; FROM_UNIXTIME/UNIX_TIMESTAMP in Grafana's macros
+                // read them in the session's zone, so the session must be UTC whatever the
+                // server's default is.
+                "timezone": "+00:00",
                 "maxOpenConns": 10,
                 "maxIdleConns": 10,
                 "connMaxLifetime": 14400,
@@ -813,11 +829,27 @@ mod tests {
     }
 
     #[test]
+    fn mysql_datasource_runs_its_session_in_utc() {
+        let t = SqlTarget {
+            kind: SqlKind::Mysql,
+            port: 3306,
+            ..target()
+        };
+        let b = t.datasource_body(&t.uid(), "goflow", None);
+        assert_eq!(b["type"], "mysql");
+        assert_eq!(b["jsonData"]["timezone"], "+00:00");
+    }
+
+    #[test]
     fn built_in_dashboards_load_and_bind() {
         let all = load_dashboards(None).expect("built-in");
         assert_eq!(all.len(), DASHBOARDS.len());
         let kinds: Vec<_> = all.iter().map(|d| dashboard_kind(&d.json)).collect();
-        assert!(kinds.contains(&"postgres") && kinds.contains(&"prometheus"));
+        assert!(
+            kinds.contains(&"postgres")
+                && kinds.contains(&"prometheus")
+                && kinds.contains(&"mysql")
+        );
         let d = bind_dashboard(
             &all[0].json,
             "ds1",

@@ -264,6 +264,18 @@ fn format_interval(secs: i64) -> String {
 
 /// The backend's expansion: sqleng's interval variables, then the PostgreSQL macros.
 fn expand_macros(sql: &str, range: Range, interval: i64, timescaledb: bool) -> String {
+    expand_macros_in(sql, range, interval, timescaledb, false)
+}
+
+/// [`expand_macros`] for PostgreSQL (`mysql` false) or MySQL (pkg/tsdb/mysql/macros.go:
+/// FROM_UNIXTIME bounds, `UNIX_TIMESTAMP(col) DIV n * n` groups).
+fn expand_macros_in(
+    sql: &str,
+    range: Range,
+    interval: i64,
+    timescaledb: bool,
+    mysql: bool,
+) -> String {
     let sql = sql
         .replace("$__interval_ms", &(interval * 1000).to_string())
         .replace("$__interval", &format_interval(interval))
@@ -285,7 +297,9 @@ fn expand_macros(sql: &str, range: Range, interval: i64, timescaledb: bool) -> S
         let args: Vec<&str> = tail[1..args_end].split(',').map(str::trim).collect();
         let group = |args: &[&str]| -> String {
             let secs = parse_interval(args.get(1).copied().unwrap_or("")).expect("interval");
-            if timescaledb {
+            if mysql {
+                format!("UNIX_TIMESTAMP({}) DIV {secs} * {secs}", args[0])
+            } else if timescaledb {
                 format!("time_bucket('{secs}.000s',{})", args[0])
             } else {
                 format!("floor(extract(epoch from {})/{secs})*{secs}", args[0])
@@ -294,6 +308,12 @@ fn expand_macros(sql: &str, range: Range, interval: i64, timescaledb: bool) -> S
         let from = rfc3339(range.from);
         let to = rfc3339(range.to);
         let expanded = match name {
+            "timeFilter" if mysql => format!(
+                "{} BETWEEN FROM_UNIXTIME({}) AND FROM_UNIXTIME({})",
+                args[0], range.from, range.to
+            ),
+            "timeFrom" if mysql => format!("FROM_UNIXTIME({})", range.from),
+            "timeTo" if mysql => format!("FROM_UNIXTIME({})", range.to),
             "timeFilter" => format!("{} BETWEEN '{from}' AND '{to}'", args[0]),
             "timeFrom" => format!("'{from}'"),
             "timeTo" => format!("'{to}'"),
@@ -362,6 +382,9 @@ struct Pg {
     port: String,
     user: String,
     db: String,
+    /// A MySQL/MariaDB server, queried with the `mariadb` client (session time zone UTC, as
+    /// configure-grafana sets the datasource's).
+    mysql: bool,
 }
 
 /// Result of one query: column names and rows (NULL as None).
@@ -372,6 +395,9 @@ struct Rows {
 
 impl Pg {
     fn query(&self, sql: &str) -> Result<Rows, String> {
+        if self.mysql {
+            return self.query_mysql(sql);
+        }
         let out = Command::new("psql")
             .args([
                 "-h", &self.host, "-p", &self.port, "-U", &self.user, "-d", &self.db,
@@ -410,6 +436,38 @@ impl Pg {
             .map(|l| {
                 l.split('\x1f')
                     .map(|f| (f != "\x1e").then(|| f.to_owned()))
+                    .collect()
+            })
+            .collect();
+        Ok(Rows { columns, rows })
+    }
+
+    fn query_mysql(&self, sql: &str) -> Result<Rows, String> {
+        let out = Command::new("mariadb")
+            .args([
+                "-h", &self.host, "-P", &self.port, "-u", &self.user, &self.db,
+            ])
+            .args(["--batch", "--raw", "-e"])
+            .arg(format!("SET time_zone = '+00:00'; {sql}"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("mariadb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mariadb failed: {}\n{sql}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        let columns = lines
+            .next()
+            .map(|h| h.split('\t').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let rows = lines
+            .map(|l| {
+                l.split('\t')
+                    .map(|f| (f != "NULL").then(|| f.to_owned()))
                     .collect()
             })
             .collect();
@@ -543,15 +601,27 @@ fn fill(pg: &Pg, kind: &str, table: &str, dir: &Path) -> Result<Daemon, Box<dyn 
 }
 
 fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana_db");
+    let mut root = Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana_db");
+    if pg.mysql {
+        root.push("mysql");
+    }
     let expected = expected_columns();
     // The range covers every stored flow (captures are from years ago, the generator's are now).
-    let bounds = pg.query(&format!(
-        "SELECT floor(extract(epoch from min(last_switched)))::bigint - 60, \
-         ceil(extract(epoch from max(last_switched)))::bigint + 60, \
-         sum(in_bytes * greatest(sampling_rate, 1))::text, sum(in_bytes)::text, \
-         count(DISTINCT exporter) FROM {table}"
-    ))?;
+    let bounds = pg.query(&if pg.mysql {
+        format!(
+            "SELECT floor(UNIX_TIMESTAMP(min(last_switched))) - 60, \
+             ceil(UNIX_TIMESTAMP(max(last_switched))) + 60, \
+             sum(CAST(in_bytes AS DECIMAL(20, 0)) * greatest(sampling_rate, 1)), sum(in_bytes), \
+             count(DISTINCT exporter) FROM {table}"
+        )
+    } else {
+        format!(
+            "SELECT floor(extract(epoch from min(last_switched)))::bigint - 60, \
+             ceil(extract(epoch from max(last_switched)))::bigint + 60, \
+             sum(in_bytes * greatest(sampling_rate, 1))::text, sum(in_bytes)::text, \
+             count(DISTINCT exporter) FROM {table}"
+        )
+    })?;
     let b = &bounds.rows[0];
     let num = |i: usize| -> i64 {
         b[i].as_deref()
@@ -586,9 +656,12 @@ fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
             Some(Some("datasource")),
             "{uid}: a ${{datasource}} variable"
         );
-        if ds_var.map(|v| &v["query"]) != Some(&Value::from("postgres")) {
+        let kind = if pg.mysql { "mysql" } else { "postgres" };
+        if ds_var.map(|v| &v["query"]) != Some(&Value::from(kind)) {
             continue;
         }
+        // The MySQL dashboards are the PostgreSQL ones in MySQL's dialect: the same panels.
+        let uid = uid.replacen("goflow-mysql-", "goflow-", 1);
         let mut vars = default_vars(&dash);
         vars.insert(
             "table".into(),
@@ -602,11 +675,12 @@ fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
             if v["type"] != "query" {
                 continue;
             }
-            let sql = expand_macros(
+            let sql = expand_macros_in(
                 &interpolate(v["query"].as_str().unwrap_or_default(), &vars),
                 wide,
                 60,
                 timescaledb,
+                pg.mysql,
             );
             let rows = pg.query(&sql)?;
             assert!(
@@ -638,7 +712,13 @@ fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
                     .ok_or_else(|| format!("{uid}/{title}: no expected columns in the test"))?;
                 for range in [wide, recent] {
                     let iv = interval_secs(range, 1000);
-                    let sql = expand_macros(&interpolate(raw_sql, &vars), range, iv, timescaledb);
+                    let sql = expand_macros_in(
+                        &interpolate(raw_sql, &vars),
+                        range,
+                        iv,
+                        timescaledb,
+                        pg.mysql,
+                    );
                     assert!(!sql.contains('$'), "{uid}/{title}: all expanded: {sql}");
                     let rows = pg.query(&sql)?;
                     assert_eq!(&rows.columns, want, "{uid}/{title}: columns");
@@ -668,8 +748,9 @@ fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
         }
         // The filters with values: one exporter, one CIDR, one port, one protocol, one AS.
         if uid == "goflow-flow-search" {
+            let host = if pg.mysql { "INET6_NTOA" } else { "host" };
             let r = pg.query(&format!(
-                "SELECT host(exporter), host(src_ip), dst_port, protocol, src_as FROM {table} \
+                "SELECT {host}(exporter), {host}(src_ip), dst_port, protocol, src_as FROM {table} \
                  WHERE src_ip IS NOT NULL AND dst_port IS NOT NULL AND protocol IS NOT NULL \
                  AND src_as IS NOT NULL ORDER BY last_switched DESC LIMIT 1"
             ))?;
@@ -699,7 +780,7 @@ fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
                 .into_iter()
                 .find(|p| p["title"] == "Flows")
                 .ok_or("Flows panel")?;
-            let sql = expand_macros(
+            let sql = expand_macros_in(
                 &interpolate(
                     flows["targets"][0]["rawSql"].as_str().unwrap_or_default(),
                     &vars,
@@ -707,6 +788,7 @@ fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
                 wide,
                 60,
                 timescaledb,
+                pg.mysql,
             );
             let rows = pg.query(&sql)?;
             assert!(
@@ -810,6 +892,7 @@ fn every_panel_runs_on_postgres() -> TestResult {
         port: env_or("PGPORT", "5432"),
         user: env_or("PGUSER", "postgres"),
         db: env_or("PGDATABASE", "test"),
+        mysql: false,
     };
     pg.one("SELECT 1").map_err(|e| {
         format!(
@@ -849,6 +932,7 @@ fn every_panel_runs_on_timescaledb() -> TestResult {
         port: port.to_owned(),
         user: env_or("PGUSER", "postgres"),
         db: "test".to_owned(),
+        mysql: false,
     };
     pg.one("SELECT 1")
         .map_err(|e| format!("GOFLOW_TEST_TIMESCALE={addr} but no server there: {e}"))?;
@@ -865,6 +949,38 @@ fn every_panel_runs_on_timescaledb() -> TestResult {
     })();
     let _ = pg.query(&format!("DROP TABLE IF EXISTS {table} CASCADE"));
     let _ = pg.query(&format!("DROP TABLE IF EXISTS {table}_positions"));
+    result
+}
+
+#[test]
+fn every_mysql_panel_runs_on_mariadb() -> TestResult {
+    let Some(addr) = std::env::var("GOFLOW_TEST_MYSQL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        eprintln!("skipping every_mysql_panel_runs_on_mariadb: GOFLOW_TEST_MYSQL is not set");
+        return Ok(());
+    };
+    let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "3306"));
+    let my = Pg {
+        host: host.to_owned(),
+        port: port.to_owned(),
+        user: env_or("MYSQL_USER", "root"),
+        db: env_or("MYSQL_DATABASE", "test"),
+        mysql: true,
+    };
+    my.one("SELECT 1")
+        .map_err(|e| format!("GOFLOW_TEST_MYSQL={addr} but no server there: {e}"))?;
+    let table = format!("goflow_t_grafana_my_{}", std::process::id());
+    let dir = tempfile::tempdir()?;
+    let result = (|| -> TestResult {
+        let _daemon = fill(&my, "mysql", &table, dir.path())?;
+        check_sql_dashboards(&my, &table, false)?;
+        Ok(())
+    })();
+    let _ = my.query(&format!(
+        "DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {table}_positions"
+    ));
     result
 }
 
@@ -891,6 +1007,17 @@ fn grafana_expansion_matches_the_documented_forms() {
     assert_eq!(
         expand_macros("$__timeGroup(t,'5m')", r, 60, true),
         "time_bucket('300.000s',t)"
+    );
+    assert_eq!(
+        expand_macros_in(
+            "WHERE $__timeFilter(t) GROUP BY $__timeGroupAlias(t, $__interval)",
+            r,
+            300,
+            false,
+            true
+        ),
+        "WHERE t BETWEEN FROM_UNIXTIME(1492750877) AND FROM_UNIXTIME(1492751177) \
+         GROUP BY UNIX_TIMESTAMP(t) DIV 300 * 300 AS \"time\""
     );
     assert_eq!(
         expand_macros("$__unixEpochFilter(t)", r, 60, false),
@@ -922,4 +1049,73 @@ fn grafana_expansion_matches_the_documented_forms() {
         interpolate("'${s}' $e '${e:raw}' [[a]] $__interval", &vars),
         "'o''k' '10.0.0.1' '10.0.0.1' * $__interval"
     );
+}
+
+/// Not a check: writes every SQL panel's query of the PostgreSQL dashboards, expanded as in the
+/// tests, for the last 1 h, 24 h and 7 days before GOFLOW_PANEL_TO (Unix seconds, default now),
+/// on GOFLOW_PANEL_TABLE, one file per panel and range into GOFLOW_PANEL_DUMP
+/// (`<uid>.<n>.<range>.sql`, the panel's title on the first line as a comment), with
+/// `time_bucket` when GOFLOW_PANEL_TIMESCALE=1. perf/grafana.sh times them.
+#[test]
+#[ignore = "a helper of perf/grafana.sh"]
+fn dump_panel_queries() -> TestResult {
+    let dir = PathBuf::from(std::env::var("GOFLOW_PANEL_DUMP")?);
+    let table = std::env::var("GOFLOW_PANEL_TABLE")?;
+    let timescaledb = std::env::var("GOFLOW_PANEL_TIMESCALE").is_ok_and(|v| v == "1");
+    let to: i64 = match std::env::var("GOFLOW_PANEL_TO") {
+        Ok(v) => v.parse()?,
+        Err(_) => i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs(),
+        )?,
+    };
+    std::fs::create_dir_all(&dir)?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana_db");
+    let mut n = 0;
+    for (_, dash) in dashboards(&root)? {
+        let is_pg = dash["templating"]["list"]
+            .as_array()
+            .and_then(|l| l.iter().find(|v| v["type"] == "datasource"))
+            .is_some_and(|v| v["query"] == "postgres");
+        if !is_pg {
+            continue;
+        }
+        let uid = dash["uid"].as_str().unwrap_or_default();
+        let mut vars = default_vars(&dash);
+        vars.insert(
+            "table".into(),
+            Var {
+                value: VarValue::Text(table.clone()),
+                quoted: false,
+            },
+        );
+        for (i, p) in panels(&dash).into_iter().enumerate() {
+            let title = p["title"].as_str().unwrap_or_default();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let Some(raw_sql) = t["rawSql"].as_str() else {
+                    continue;
+                };
+                for (name, secs) in [("1h", 3600), ("24h", 86_400), ("7d", 7 * 86_400)] {
+                    let range = Range {
+                        from: to - secs,
+                        to,
+                    };
+                    let sql = expand_macros(
+                        &interpolate(raw_sql, &vars),
+                        range,
+                        interval_secs(range, 1000),
+                        timescaledb,
+                    );
+                    std::fs::write(
+                        dir.join(format!("{uid}.{i:02}.{name}.sql")),
+                        format!("-- {title}\n{sql};\n"),
+                    )?;
+                    n += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{n} queries in {}", dir.display());
+    Ok(())
 }

@@ -74,14 +74,12 @@ fn insert_rows(rt: &Runtime, c: &Client, t: &str, from_min: i32, to_min: i32) {
 fn differences(rt: &Runtime, c: &Client, t: &str, rollup: &str) -> (i64, i64) {
     let raw = format!(
         "SELECT date_trunc('minute', last_switched) AS bucket, exporter, protocol, direction, \
-         input_if::bigint, output_if::bigint, \
          sum(in_bytes::numeric * greatest(sampling_rate, 1)) AS bytes, \
          sum(in_pkts::numeric * greatest(sampling_rate, 1)) AS packets, count(*) AS flows \
-         FROM {t} GROUP BY 1, 2, 3, 4, 5, 6"
+         FROM {t} GROUP BY 1, 2, 3, 4"
     );
     let r = format!(
-        "SELECT bucket, exporter, protocol, direction, input_if, output_if, bytes, packets, \
-         flows FROM {rollup}"
+        "SELECT bucket, exporter, protocol, direction, bytes, packets, flows FROM {rollup}"
     );
     (
         one(

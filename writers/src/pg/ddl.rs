@@ -403,11 +403,11 @@ pub fn rollup_data_table(table: &str) -> String {
     suffixed(table, "_1m_data")
 }
 
-/// The rollup's grouping columns after `bucket` (the dimensions the traffic panels split and
-/// filter by). Addresses and ports are not among them: per minute they are nearly as many as
-/// the flows, so such a rollup would be as large as the table.
-pub const ROLLUP_DIMENSIONS: &[&str] =
-    &["exporter", "protocol", "direction", "input_if", "output_if"];
+/// The rollup's grouping columns after `bucket` (the dimensions the traffic panels split by).
+/// Few values each, so a minute holds at most a few dozen rows whatever the flow rate.
+/// Addresses, ports and interfaces are not among them: per minute they multiply into nearly as
+/// many rows as there are flows, and the rollup would be as large as the table.
+pub const ROLLUP_DIMENSIONS: &[&str] = &["exporter", "protocol", "direction"];
 
 /// The rollup's aggregate: `bucket` (`bucket_expr` of `last_switched`), the dimensions, and
 /// `bytes`/`packets` with the stored sampling rate applied (0, unknown, counts as 1; numeric,
@@ -416,8 +416,7 @@ fn rollup_select(table: &str, bucket_expr: &str, filter: &str) -> String {
     let t = quote_table(table);
     // Cast to the rollup's types, whatever an older table declared.
     let dims = "exporter::inet AS exporter, protocol::smallint AS protocol, \
-                direction::smallint AS direction, input_if::bigint AS input_if, \
-                output_if::bigint AS output_if";
+                direction::smallint AS direction";
     let groups: Vec<String> = (1..=ROLLUP_DIMENSIONS.len() + 1)
         .map(|i| i.to_string())
         .collect();
@@ -466,8 +465,7 @@ pub fn create_rollup_data_table(table: &str) -> String {
     let bare = data.rsplit('.').next().unwrap_or(&data);
     format!(
         "CREATE TABLE IF NOT EXISTS {d} (bucket timestamptz NOT NULL, exporter inet, \
-         protocol smallint, direction smallint, input_if bigint, output_if bigint, \
-         bytes numeric, packets numeric, flows bigint); \
+         protocol smallint, direction smallint, bytes numeric, packets numeric, flows bigint); \
          CREATE INDEX IF NOT EXISTS {i} ON {d} (bucket)",
         d = quote_table(&data),
         i = quote_ident(&suffixed(bare, "_bucket")),
@@ -494,8 +492,8 @@ pub fn create_rollup_live_function(table: &str) -> String {
     );
     format!(
         "CREATE OR REPLACE FUNCTION {}() RETURNS TABLE (bucket timestamptz, exporter inet, \
-         protocol smallint, direction smallint, input_if bigint, output_if bigint, \
-         bytes numeric, packets numeric, flows bigint) LANGUAGE plpgsql STABLE AS \
+         protocol smallint, direction smallint, bytes numeric, packets numeric, flows bigint) \
+         LANGUAGE plpgsql STABLE AS \
          $goflow$ BEGIN RETURN QUERY EXECUTE $q${query}$q$; END $goflow$",
         quote_table(&rollup_live_function(table)),
     )
@@ -833,7 +831,7 @@ mod tests {
         assert!(cagg.contains("timescaledb.materialized_only = false"));
         assert!(cagg.contains("time_bucket(INTERVAL '1 minute', \"last_switched\") AS bucket"));
         assert!(cagg.contains("sum(in_bytes::numeric * greatest(sampling_rate, 1)) AS bytes"));
-        assert!(cagg.ends_with("GROUP BY 1, 2, 3, 4, 5, 6 WITH NO DATA"));
+        assert!(cagg.ends_with("GROUP BY 1, 2, 3, 4 WITH NO DATA"));
         for dim in ROLLUP_DIMENSIONS {
             assert!(cagg.contains(&format!(" AS {dim}")), "{dim}");
         }
@@ -842,8 +840,8 @@ mod tests {
         assert_eq!(
             view,
             "CREATE OR REPLACE VIEW \"flows_1m\" AS SELECT bucket, exporter, protocol, direction, \
-             input_if, output_if, bytes, packets, flows FROM \"flows_1m_data\" UNION ALL SELECT \
-             bucket, exporter, protocol, direction, input_if, output_if, bytes, packets, flows \
+             bytes, packets, flows FROM \"flows_1m_data\" UNION ALL SELECT \
+             bucket, exporter, protocol, direction, bytes, packets, flows \
              FROM \"flows_1m_live\"()"
         );
         let live = create_rollup_live_function("flows");

@@ -192,7 +192,7 @@ impl PgSink {
     /// A sink for `cfg` (a backend with one lane). Does not connect: the first write (or
     /// [`PgSink::connect`]) does.
     pub fn new(cfg: PgConfig) -> PgSink {
-        PgSink::lane(cfg, 0, &Stats::shared(1), &Arc::default())
+        PgSink::lane(cfg, 0, &Stats::shared(1), &Arc::default(), &Arc::default())
     }
 
     /// The sinks of a backend with `n` lanes (at least one), one connection each, sharing their
@@ -202,8 +202,9 @@ impl PgSink {
         let n = n.max(1);
         let stats = Stats::shared(n);
         let retention: Arc<Mutex<RetentionStats>> = Arc::default();
+        let rollup: Arc<Mutex<RollupStats>> = Arc::default();
         (0..n)
-            .map(|lane| PgSink::lane(cfg.clone(), lane, &stats, &retention))
+            .map(|lane| PgSink::lane(cfg.clone(), lane, &stats, &retention, &rollup))
             .collect()
     }
 
@@ -212,6 +213,7 @@ impl PgSink {
         lane: usize,
         stats: &Arc<Mutex<Stats>>,
         retention: &Arc<Mutex<RetentionStats>>,
+        rollup: &Arc<Mutex<RollupStats>>,
     ) -> PgSink {
         PgSink {
             copy_sql: ddl::copy_statement(&cfg.table),
@@ -232,7 +234,7 @@ impl PgSink {
             stats: Arc::clone(stats),
             retention: Arc::clone(retention),
             retention_stop: None,
-            rollup: Arc::default(),
+            rollup: Arc::clone(rollup),
             rollup_stop: None,
         }
     }
@@ -957,7 +959,7 @@ impl Sink for PgSink {
             ),
             ("times_clamped", encode::clamped_times_total().to_string()),
         ];
-        if self.lane == 0 && self.schema_ready {
+        if self.schema_ready {
             let r = lock(&self.rollup);
             out.extend([
                 (
