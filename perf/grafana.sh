@@ -82,6 +82,7 @@ frontends:
     config: {bindaddr: 127.0.0.1, bindport: $(free_udp), workers: 1}
     backend: db
 api: $api
+state_dir: $OUT/state-$s
 EOF
     SQL_PASSWORD= "$GOFLOW" --config "$cfg" >>"$log" 2>&1 &
     pid=$!
