@@ -466,6 +466,9 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         &sp(&|s| s.oldest_age_secs),
     );
     kafka_families(&mut w, b);
+    if let Some(k) = &status.kafka {
+        kafka_metrics(&mut w, k);
+    }
     let last_flush: Vec<(Labels<'_>, f64)> = b
         .iter()
         .zip(&labels)
@@ -640,6 +643,77 @@ fn kafka_families(w: &mut Writer, backends: &[super::status::BackendStatus]) {
 }
 
 /// The receiver kind as a label value from the closed set.
+/// The Kafka frontend: its counters, and lag per assigned partition (the topics are the
+/// configured ones, the partitions the group assigned: a closed set).
+fn kafka_metrics(w: &mut Writer, k: &super::status::KafkaFrontendStatus) {
+    w.counter(
+        "goflow_kafka_consumer_messages_total",
+        "Kafka messages the frontend read (bad ones included).",
+        &[(&[], k.messages)],
+    );
+    w.counter(
+        "goflow_kafka_consumer_flows_total",
+        "Flows decoded from Kafka messages.",
+        &[(&[], k.flows)],
+    );
+    w.counter(
+        "goflow_kafka_consumer_rows_stored_total",
+        "Rows the backends stored from the Kafka frontend (all backends together).",
+        &[(&[], k.rows_stored)],
+    );
+    w.counter(
+        "goflow_kafka_consumer_rows_cancelled_total",
+        "Rows forgotten because their partition was revoked before they were stored.",
+        &[(&[], k.rows_cancelled)],
+    );
+    let bad: Vec<(Vec<(&str, &str)>, u64)> = k
+        .bad_messages
+        .iter()
+        .map(|(r, n)| (vec![("reason", r.as_str())], *n))
+        .collect();
+    let bad: Vec<(Labels<'_>, u64)> = bad.iter().map(|(l, n)| (&l[..], *n)).collect();
+    w.counter(
+        "goflow_kafka_consumer_bad_messages_total",
+        "Kafka messages skipped because they could not be decoded, by reason.",
+        &bad,
+    );
+    w.counter(
+        "goflow_kafka_consumer_rebalances_total",
+        "Consumer group rebalances (assignments and revocations).",
+        &[(&[], k.rebalances)],
+    );
+    w.gauge(
+        "goflow_kafka_consumer_assigned_partitions",
+        "Partitions assigned to this consumer.",
+        &[(&[], k.partitions.len() as u64)],
+    );
+    w.gauge(
+        "goflow_kafka_consumer_paused",
+        "1 while reading is paused because the backends hold as much as they may.",
+        &[(&[], u64::from(k.paused))],
+    );
+    let parts: Vec<(String, &str, u64)> = k
+        .partitions
+        .iter()
+        .filter(|p| p.lag >= 0)
+        .map(|p| (p.partition.to_string(), p.topic.as_str(), p.lag as u64))
+        .collect();
+    let labels: Vec<[(&str, &str); 2]> = parts
+        .iter()
+        .map(|(p, t, _)| [("topic", *t), ("partition", p.as_str())])
+        .collect();
+    let lag: Vec<(Labels<'_>, u64)> = labels
+        .iter()
+        .zip(&parts)
+        .map(|(l, p)| (&l[..], p.2))
+        .collect();
+    w.gauge(
+        "goflow_kafka_consumer_lag",
+        "Messages of the partition produced and not stored yet (high watermark - stored offset).",
+        &lag,
+    );
+}
+
 fn receiver_kind(kind: &str) -> &'static str {
     match kind {
         "uring" => "uring",
@@ -919,6 +993,56 @@ mod tests {
             ],
             ..StatsReport::default()
         }
+    }
+
+    #[test]
+    fn kafka_frontend_lag_per_partition() -> Result<(), String> {
+        use crate::ops::status::{KafkaFrontendStatus, KafkaPartitionStatus};
+        let mut st = status();
+        st.kafka = Some(KafkaFrontendStatus {
+            messages: 10,
+            bad_messages: [("malformed".to_owned(), 2), ("empty".to_owned(), 0)].into(),
+            partitions: vec![
+                KafkaPartitionStatus {
+                    topic: "flows".into(),
+                    partition: 0,
+                    lag: 7,
+                    ..KafkaPartitionStatus::default()
+                },
+                KafkaPartitionStatus {
+                    topic: "flows".into(),
+                    partition: 1,
+                    lag: -1,
+                    ..KafkaPartitionStatus::default()
+                },
+            ],
+            ..KafkaFrontendStatus::default()
+        });
+        let samples = parse(&render(&st, &stats()))?;
+        let get = |name: &str, label: (&str, &str)| {
+            samples
+                .iter()
+                .find(|s| s.name == name && s.label(label.0) == Some(label.1))
+                .map(|s| s.value)
+        };
+        assert_eq!(
+            get("goflow_kafka_consumer_lag", ("partition", "0")),
+            Some(7.0)
+        );
+        assert_eq!(get("goflow_kafka_consumer_lag", ("partition", "1")), None);
+        assert_eq!(
+            get(
+                "goflow_kafka_consumer_bad_messages_total",
+                ("reason", "malformed")
+            ),
+            Some(2.0)
+        );
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.name == "goflow_kafka_consumer_assigned_partitions" && s.value == 2.0)
+        );
+        Ok(())
     }
 
     #[test]

@@ -53,9 +53,62 @@ pub struct Status {
     /// Where this page of `exporters` starts, and where the next one does (none: last page).
     pub exporters_offset: u64,
     pub exporters_next: Option<u64>,
+    /// The Kafka frontend, when one runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaFrontendStatus>,
     /// One paragraph for humans and for the old collector's clients.
     #[serde(rename = "Msg")]
     pub msg: String,
+}
+
+/// The Kafka frontend (a consumer group member).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaFrontendStatus {
+    pub group_id: String,
+    pub topics: Vec<String>,
+    pub format: String,
+    pub server: String,
+    /// Messages read, their value bytes, flows decoded.
+    pub messages: u64,
+    pub bytes: u64,
+    pub flows: u64,
+    /// Rows the backends stored from this frontend (all backends together), per second over
+    /// the last second.
+    pub rows_stored: u64,
+    pub rows_per_sec: f64,
+    pub flows_per_sec: f64,
+    /// Rows a backend dropped (fatal error), and rows forgotten when their partition was
+    /// revoked before they were stored (the next owner reads them again).
+    pub rows_dropped: u64,
+    pub rows_cancelled: u64,
+    /// Skipped messages by reason (empty, truncated, malformed, bad_value, wrong_format).
+    pub bad_messages: BTreeMap<String, u64>,
+    pub duplicates_skipped: u64,
+    pub rebalances: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// Reading is paused because the backends hold as much as they may.
+    pub paused: bool,
+    /// Messages produced and not stored yet, over the assigned partitions.
+    pub lag: u64,
+    pub partitions: Vec<KafkaPartitionStatus>,
+}
+
+/// One assigned partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaPartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    /// The offset read next (-1: nothing read yet).
+    pub next_offset: i64,
+    /// The offset every backend has stored up to (-1: unknown yet): where it resumes.
+    pub stored_offset: i64,
+    /// The partition's high watermark (-1: not known yet).
+    pub high_watermark: i64,
+    /// `high_watermark - stored_offset` (-1: not known yet).
+    pub lag: i64,
 }
 
 /// The receive side.
@@ -490,7 +543,10 @@ impl Status {
                 .map(|t| now_us.saturating_sub(t).max(0) / 1_000_000)
         };
         let mut reasons = Vec::new();
-        if self.receiver.workers == 0 || self.receiver.running < self.receiver.workers {
+        // Without a netflow frontend (a Kafka consumer only) no receive worker is expected.
+        if (self.receiver.workers == 0 && self.kafka.is_none())
+            || self.receiver.running < self.receiver.workers
+        {
             reasons.push(format!(
                 "receiver: {} of {} workers running",
                 self.receiver.running, self.receiver.workers

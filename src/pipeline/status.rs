@@ -216,6 +216,7 @@ impl Shared {
             exporters_offset: 0,
             exporters_next: None,
             exporters,
+            kafka: self.consumers.first().map(|c| kafka_status(c)),
             msg: String::new(),
         }
     }
@@ -244,5 +245,48 @@ fn spool_status(s: &goflow_writers::spool::SpoolStats) -> crate::ops::status::Sp
             0
         },
         position: get(&s.position),
+    }
+}
+
+/// The Kafka frontend's counters as /status shows them.
+fn kafka_status(c: &crate::consume::ConsumerStats) -> crate::ops::status::KafkaFrontendStatus {
+    use crate::consume::decode::BadReason;
+    use std::sync::atomic::Ordering::Relaxed;
+    let partitions: Vec<crate::ops::status::KafkaPartitionStatus> = c
+        .partitions()
+        .into_iter()
+        .map(|p| crate::ops::status::KafkaPartitionStatus {
+            topic: p.topic,
+            partition: p.partition,
+            next_offset: p.next_offset,
+            stored_offset: p.stored_offset,
+            high_watermark: p.high_watermark,
+            lag: p.lag,
+        })
+        .collect();
+    crate::ops::status::KafkaFrontendStatus {
+        group_id: c.group_id.clone(),
+        topics: c.topics.clone(),
+        format: c.format.to_owned(),
+        server: c.server.clone(),
+        messages: c.messages.load(Relaxed),
+        bytes: c.bytes.load(Relaxed),
+        flows: c.flows.load(Relaxed),
+        rows_stored: c.rows_stored.load(Relaxed),
+        rows_per_sec: c.rows_per_s(),
+        flows_per_sec: c.flows_per_s(),
+        rows_dropped: c.rows_dropped.load(Relaxed),
+        rows_cancelled: c.rows_cancelled.load(Relaxed),
+        bad_messages: BadReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), c.bad[r.index()].load(Relaxed)))
+            .collect(),
+        duplicates_skipped: c.duplicates_skipped.load(Relaxed),
+        rebalances: c.rebalances.load(Relaxed),
+        errors: c.errors.load(Relaxed),
+        last_error: c.last_error(),
+        paused: c.paused.load(Relaxed),
+        lag: partitions.iter().map(|p| p.lag.max(0) as u64).sum(),
+        partitions,
     }
 }
