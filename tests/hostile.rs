@@ -701,3 +701,100 @@ fn healthz_is_unhealthy_while_a_backend_drops_rows() -> TestResult {
     );
     Ok(())
 }
+
+/// Issue 21: per-exporter series on /metrics. Five real exporters each have their own series
+/// with their exact counts; a spoofed flood of 1000 one-record sources does not grow the page
+/// past the bound (the rest are summed under exporter="other" and counted as folded); the page
+/// passes the strict parser and `promtool check metrics`.
+#[test]
+fn per_exporter_series_stay_bounded_under_a_spoofed_flood() -> TestResult {
+    use goflow::ops::metrics::{EXPORTER_SERIES_MAX, parse};
+    let d = start("exporters: 5000")?;
+    for r in 1..=5u8 {
+        let s = UdpSocket::bind(SocketAddr::from((Ipv4Addr::new(127, 2, 0, r), 0)))?;
+        for seq in 0..20u32 {
+            let mut b = V5Builder::new(V5Header {
+                flow_sequence: seq * 30,
+                ..V5Header::default()
+            });
+            for i in 0..30 {
+                let _ = b.push(&sample_flow_v4(i));
+            }
+            let mut dgram = Vec::new();
+            b.finish(&mut dgram);
+            s.send_to(&dgram, d.target())?;
+        }
+    }
+    spray(d.target(), 1000, |i| v5(0, i))?;
+    let total = 5 * 600 + 1000;
+    d.wait_status("every record", |s| s.totals.records >= total)?;
+    // The snapshot the series come from is published about once a second.
+    let deadline = Instant::now() + DEADLINE;
+    let page = loop {
+        let (code, page) = d.get("/metrics")?;
+        assert_eq!(code, 200, "{page}");
+        let folded = metric(&page, "goflow_exporter_series_folded");
+        if folded == Some(1005 - EXPORTER_SERIES_MAX as u64) {
+            break page;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("folded {folded:?}: {page}").into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let samples = parse(&page)?;
+    let records: Vec<(&str, f64)> = samples
+        .iter()
+        .filter(|s| s.name == "goflow_exporter_records_total")
+        .map(|s| (s.label("exporter").unwrap_or(""), s.value))
+        .collect();
+    assert_eq!(
+        records.len(),
+        EXPORTER_SERIES_MAX + 1,
+        "the bound plus other"
+    );
+    for r in 1..=5 {
+        let a = format!("127.2.0.{r}");
+        assert!(records.contains(&(a.as_str(), 600.0)), "{a}: {records:?}");
+        let seen = samples.iter().find(|s| {
+            s.name == "goflow_exporter_last_seen_timestamp_seconds"
+                && s.label("exporter") == Some(a.as_str())
+        });
+        assert!(seen.is_some_and(|s| s.value > 1.7e9), "{a}");
+    }
+    let sum: f64 = records.iter().map(|(_, v)| v).sum();
+    assert_eq!(sum, total as f64, "nothing lost in the fold");
+    let other = records.iter().find(|(a, _)| *a == "other").map(|r| r.1);
+    assert_eq!(other, Some((1005 - EXPORTER_SERIES_MAX) as f64));
+    let exporters: std::collections::BTreeSet<&str> =
+        samples.iter().filter_map(|s| s.label("exporter")).collect();
+    assert!(
+        exporters.len() <= EXPORTER_SERIES_MAX + 1,
+        "{}",
+        exporters.len()
+    );
+    // promtool, where installed.
+    if let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write as _;
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(page.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool: {said}"
+        );
+    }
+    Ok(())
+}

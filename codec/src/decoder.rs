@@ -254,6 +254,9 @@ struct DomainState {
 struct ExporterState {
     datagrams: u64,
     records: u64,
+    /// Bytes of its datagrams, and data sets of it skipped for want of their template.
+    bytes: u64,
+    no_template_sets: u64,
     errors: u64,
     last_seen_us: UnixMicros,
     /// Bit 0: v5, bit 1: v9, bit 2: IPFIX.
@@ -275,6 +278,11 @@ pub struct ExporterSnapshot {
     pub versions: Vec<u16>,
     pub datagrams: u64,
     pub records: u64,
+    /// Bytes of the exporter's datagrams.
+    pub bytes: u64,
+    /// Data sets skipped because their template was not known (held sets count when they
+    /// are decoded, not here).
+    pub no_template_sets: u64,
     /// Datagrams that ended in a decode error.
     pub errors: u64,
     /// Sequence accounting summed over the exporter's domains.
@@ -448,6 +456,8 @@ impl Decoder {
                 .collect(),
             datagrams: e.datagrams,
             records: e.records,
+            bytes: e.bytes,
+            no_template_sets: e.no_template_sets,
             errors: e.errors,
             sequence_missing: u64::try_from(e.sequence.missing).unwrap_or(0),
             sequence_resets: e.sequence.resets,
@@ -671,7 +681,7 @@ impl Decoder {
             self.stats.count_error(e);
         }
         if o.version != 0 {
-            self.note_exporter(exporter, received_us, &p, result.is_err());
+            self.note_exporter(exporter, received_us, &p, datagram.len(), result.is_err());
         }
         result.map(|()| o)
     }
@@ -699,7 +709,14 @@ impl Decoder {
         s.sequence_resets += d.resets;
     }
 
-    fn note_exporter(&mut self, exporter: IpAddr, now: UnixMicros, p: &Progress, failed: bool) {
+    fn note_exporter(
+        &mut self,
+        exporter: IpAddr,
+        now: UnixMicros,
+        p: &Progress,
+        bytes: usize,
+        failed: bool,
+    ) {
         if !p.tracked {
             self.stats.exporters_untracked += 1;
             return;
@@ -712,6 +729,8 @@ impl Decoder {
         e.sequence.add(p.sequence);
         e.datagrams += 1;
         e.records += u64::from(p.outcome.records);
+        e.bytes += bytes as u64;
+        e.no_template_sets += u64::from(p.outcome.records_without_template);
         e.errors += u64::from(failed);
         e.last_seen_us = e.last_seen_us.max(now);
         e.versions |= match p.outcome.version {

@@ -54,7 +54,36 @@ pub struct MetricSpec {
     high: u64,
     /// Significant decimal digits of precision (hdrhistogram's sigfig).
     sigfig: u8,
+    /// Upper bounds (inclusive, in the unit) of the Prometheus histogram buckets /metrics
+    /// exports; `+Inf` follows.
+    pub bounds: &'static [u64],
 }
+
+/// Bucket bounds of latencies, µs: 100 µs to 60 s.
+const LATENCY_BOUNDS_US: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+/// Bucket bounds of the receive-to-durable age, µs: 10 ms to an hour (a backend outage with a
+/// spool delays rows by minutes).
+const AGE_BOUNDS_US: &[u64] = &[
+    10_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+    900_000_000,
+    3_600_000_000,
+];
+/// Bucket bounds of counts (datagrams per batch, records per datagram).
+const COUNT_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16_384];
 
 /// Decode + encode time of one batch, µs.
 pub const BATCH_TIME: MetricSpec = MetricSpec {
@@ -64,6 +93,7 @@ pub const BATCH_TIME: MetricSpec = MetricSpec {
     per: "batches",
     high: 60_000_000,
     sigfig: 2,
+    bounds: LATENCY_BOUNDS_US,
 };
 /// Receive timestamp -> the backend flush that made the datagram durable, µs: one value per
 /// row made durable (see [`HistogramHub::record_commit`]).
@@ -74,6 +104,7 @@ pub const COMMIT_AGE: MetricSpec = MetricSpec {
     per: "rows",
     high: 3_600_000_000,
     sigfig: 2,
+    bounds: AGE_BOUNDS_US,
 };
 /// One backend flush, µs.
 pub const FLUSH_TIME: MetricSpec = MetricSpec {
@@ -83,6 +114,7 @@ pub const FLUSH_TIME: MetricSpec = MetricSpec {
     per: "flushes",
     high: 600_000_000,
     sigfig: 2,
+    bounds: LATENCY_BOUNDS_US,
 };
 /// Datagrams in one batch.
 pub const BATCH_DATAGRAMS: MetricSpec = MetricSpec {
@@ -92,6 +124,7 @@ pub const BATCH_DATAGRAMS: MetricSpec = MetricSpec {
     per: "batches",
     high: 65_535,
     sigfig: 3,
+    bounds: COUNT_BOUNDS,
 };
 /// Flow records in one datagram.
 pub const DATAGRAM_RECORDS: MetricSpec = MetricSpec {
@@ -101,6 +134,7 @@ pub const DATAGRAM_RECORDS: MetricSpec = MetricSpec {
     per: "datagrams",
     high: 65_535,
     sigfig: 3,
+    bounds: COUNT_BOUNDS,
 };
 
 /// A histogram and the exact sum, minimum and maximum of the values recorded in it
@@ -108,6 +142,7 @@ pub const DATAGRAM_RECORDS: MetricSpec = MetricSpec {
 #[derive(Clone, Debug)]
 pub struct Recorded {
     hist: Histogram<u64>,
+    bounds: &'static [u64],
     sum: u64,
     min: u64,
     max: u64,
@@ -121,6 +156,7 @@ impl Recorded {
             .expect("histogram bounds are valid constants");
         Recorded {
             hist,
+            bounds: spec.bounds,
             sum: 0,
             min: u64::MAX,
             max: 0,
@@ -181,11 +217,36 @@ impl Recorded {
     pub fn summary(&self) -> Summary {
         let h = &self.hist;
         if h.is_empty() {
-            return Summary::default();
+            return Summary {
+                cumulative: self
+                    .bounds
+                    .iter()
+                    .map(|&le| Bucket { le, count: 0 })
+                    .collect(),
+                ..Summary::default()
+            };
         }
         // hdrhistogram answers with the top of a value's bucket; never above the exact max.
         let q = |quantile: f64| h.value_at_quantile(quantile).clamp(self.min, self.max);
         let mut buckets: Vec<Bucket> = Vec::new();
+        // Prometheus buckets: each recorded value (the middle of its hdrhistogram bucket,
+        // within the spec's precision) counted under the first bound at or above it.
+        let mut cumulative: Vec<Bucket> = self
+            .bounds
+            .iter()
+            .map(|&le| Bucket { le, count: 0 })
+            .collect();
+        for v in h.iter_recorded() {
+            let mid = h.median_equivalent(v.value_iterated_to());
+            if let Some(b) = cumulative.iter_mut().find(|b| mid <= b.le) {
+                b.count += v.count_at_value();
+            }
+        }
+        let mut running = 0;
+        for b in &mut cumulative {
+            running += b.count;
+            b.count = running;
+        }
         for v in h.iter_recorded() {
             let value = v.value_iterated_to();
             let le = log2_bucket_upper(value);
@@ -208,6 +269,7 @@ impl Recorded {
             p99: q(0.99),
             p999: q(0.999),
             buckets,
+            cumulative,
         }
     }
 }
@@ -249,6 +311,10 @@ pub struct Summary {
     /// Power-of-two buckets from the lowest to the highest recorded value (empty ones inside
     /// that range are omitted), for drawing the distribution.
     pub buckets: Vec<Bucket>,
+    /// Values at or below each of the spec's fixed bounds (cumulative, as Prometheus
+    /// histograms count; empty when nothing was recorded). Not in /stats' JSON.
+    #[serde(skip)]
+    pub cumulative: Vec<Bucket>,
 }
 
 /// A metric since start plus a ring of recent intervals.
@@ -323,7 +389,8 @@ pub struct HistogramHub {
     batch_time: Mutex<Windowed>,
     batch_datagrams: Mutex<Windowed>,
     datagram_records: Mutex<Windowed>,
-    commit_age: Mutex<Windowed>,
+    /// Per backend, in the order given to [`HistogramHub::new`].
+    commit_age: Vec<(String, Mutex<Windowed>)>,
     /// One per backend, in configuration order: (backend name, flush durations).
     flush_time: Vec<(String, Mutex<Windowed>)>,
 }
@@ -336,7 +403,10 @@ impl HistogramHub {
             batch_time: Mutex::new(Windowed::new(BATCH_TIME)),
             batch_datagrams: Mutex::new(Windowed::new(BATCH_DATAGRAMS)),
             datagram_records: Mutex::new(Windowed::new(DATAGRAM_RECORDS)),
-            commit_age: Mutex::new(Windowed::new(COMMIT_AGE)),
+            commit_age: backends
+                .iter()
+                .map(|b| (b.as_ref().to_owned(), Mutex::new(Windowed::new(COMMIT_AGE))))
+                .collect(),
             flush_time: backends
                 .iter()
                 .map(|b| (b.as_ref().to_owned(), Mutex::new(Windowed::new(FLUSH_TIME))))
@@ -356,8 +426,10 @@ impl HistogramHub {
         if let Some((_, m)) = self.flush_time.get(backend) {
             lock(m).record(interval, duration_us);
         }
-        if let Some(age) = oldest_age_us {
-            lock(&self.commit_age).record(interval, age);
+        if let Some(age) = oldest_age_us
+            && let Some((_, m)) = self.commit_age.get(backend)
+        {
+            lock(m).record(interval, age);
         }
     }
 
@@ -377,8 +449,10 @@ impl HistogramHub {
         if let Some((_, m)) = self.flush_time.get(backend) {
             lock(m).record(interval, duration_us);
         }
-        if !chunks.is_empty() {
-            let mut w = lock(&self.commit_age);
+        if !chunks.is_empty()
+            && let Some((_, m)) = self.commit_age.get(backend)
+        {
+            let mut w = lock(m);
             for (received_us, rows) in chunks {
                 let age = u64::try_from(committed_us.saturating_sub(*received_us)).unwrap_or(0);
                 w.record_n(interval, age, *rows);
@@ -410,7 +484,10 @@ impl HistogramHub {
                 since_start: w.since_start.summary(),
             }
         };
-        let mut histograms = vec![entry(&self.batch_time, None), entry(&self.commit_age, None)];
+        let mut histograms = vec![entry(&self.batch_time, None)];
+        for (name, m) in &self.commit_age {
+            histograms.push(entry(m, Some(name)));
+        }
         for (name, m) in &self.flush_time {
             histograms.push(entry(m, Some(name)));
         }
@@ -583,6 +660,36 @@ mod tests {
         assert_eq!(les, [1, 3, 7, 15, 31, 63, 127]);
         let counts: Vec<u64> = s.buckets.iter().map(|b| b.count).collect();
         assert_eq!(counts, [1, 2, 4, 8, 16, 32, 37]);
+        // Prometheus buckets: cumulative at the spec's fixed bounds.
+        let cum: Vec<(u64, u64)> = s.cumulative.iter().map(|b| (b.le, b.count)).collect();
+        assert_eq!(
+            cum,
+            [
+                (1, 1),
+                (2, 2),
+                (4, 4),
+                (8, 8),
+                (16, 16),
+                (32, 32),
+                (64, 64),
+                (128, 100),
+                (256, 100),
+                (512, 100),
+                (1024, 100),
+                (4096, 100),
+                (16_384, 100)
+            ]
+        );
+        // Latencies: 150 µs and 3 ms land under 250 µs and 5 ms.
+        let mut r = Recorded::new(&FLUSH_TIME);
+        r.record(150);
+        r.record(3_000);
+        let s = r.summary();
+        let at = |le: u64| s.cumulative.iter().find(|b| b.le == le).map(|b| b.count);
+        assert_eq!(
+            (at(100), at(250), at(2_500), at(5_000)),
+            (Some(0), Some(1), Some(1), Some(2))
+        );
     }
 
     #[test]
@@ -655,14 +762,23 @@ mod tests {
             .map(|h| (h.backend.as_deref(), h.since_start.count))
             .collect();
         assert_eq!(flush, [(Some("pg"), 0), (Some("file"), 2)]);
-        let age = rep.histograms.iter().find(|h| h.name == "commit_age_us");
-        assert_eq!(age.map(|h| h.since_start.count), Some(2));
+        let ages: Vec<(Option<&str>, u64)> = rep
+            .histograms
+            .iter()
+            .filter(|h| h.name == "commit_age_us")
+            .map(|h| (h.backend.as_deref(), h.since_start.count))
+            .collect();
+        // Per backend; the unknown backend's age is ignored too.
+        assert_eq!(ages, [(Some("pg"), 0), (Some("file"), 1)]);
         // Two minutes later the window is empty, since-start is not.
         let later = hub.report(now + Duration::from_secs(120));
-        let age = later.histograms.iter().find(|h| h.name == "commit_age_us");
+        let age = later
+            .histograms
+            .iter()
+            .find(|h| h.name == "commit_age_us" && h.backend.as_deref() == Some("file"));
         assert_eq!(
             age.map(|h| (h.last_minute.count, h.since_start.count)),
-            Some((0, 2))
+            Some((0, 1))
         );
     }
 

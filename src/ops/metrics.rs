@@ -67,6 +67,15 @@ impl Writer {
         }
     }
 
+    /// A counter family of floats (seconds); `name` must end in `_total`.
+    pub fn counter_f64(&mut self, name: &str, help: &str, samples: &[(Labels<'_>, f64)]) {
+        debug_assert!(name.ends_with("_total"), "{name}");
+        self.header(name, "counter", help);
+        for (labels, v) in samples {
+            self.sample(name, labels, &format_f64(*v));
+        }
+    }
+
     /// A gauge family of integers.
     pub fn gauge(&mut self, name: &str, help: &str, samples: &[(Labels<'_>, u64)]) {
         self.header(name, "gauge", help);
@@ -141,6 +150,36 @@ impl Writer {
             self.sample(&format!("{name}_count"), s.labels, &s.count.to_string());
         }
     }
+
+    /// A histogram family: the cumulative `_bucket` series at each fixed bound (`le`, divided
+    /// by `divisor`) and `+Inf`, then `_sum` and `_count`.
+    pub fn histogram_of(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: &[(Labels<'_>, &Summary)],
+        divisor: f64,
+    ) {
+        self.header(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        for (labels, s) in samples {
+            for b in &s.cumulative {
+                let le = format_f64(b.le as f64 / divisor);
+                let mut l: Vec<(&str, &str)> = labels.to_vec();
+                l.push(("le", &le));
+                self.sample(&bucket, &l, &b.count.to_string());
+            }
+            let mut l: Vec<(&str, &str)> = labels.to_vec();
+            l.push(("le", "+Inf"));
+            self.sample(&bucket, &l, &s.count.to_string());
+            self.sample(
+                &format!("{name}_sum"),
+                labels,
+                &format_f64(s.sum as f64 / divisor),
+            );
+            self.sample(&format!("{name}_count"), labels, &s.count.to_string());
+        }
+    }
 }
 
 /// One labelled histogram for [`Writer::histogram`].
@@ -155,6 +194,80 @@ pub struct HistogramSample<'a> {
 
 /// The smallest Kafka ack-latency bucket exported: 2^7 µs (the ones below fold into it).
 const KAFKA_ACK_FIRST_BUCKET: usize = 7;
+/// Exporters with series of their own on /metrics (those that sent the most flow records;
+/// exporters that sent no valid record never get one). The rest are summed under
+/// `exporter="other"` and counted in `goflow_exporter_series_folded`, so spoofed sources
+/// cannot grow the page or a Prometheus server's series count.
+pub const EXPORTER_SERIES_MAX: usize = 200;
+
+/// The label value the folded exporters share.
+pub const OTHER_EXPORTER: &str = "other";
+
+/// This process as the Prometheus client libraries describe one (`process_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessStats {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+}
+
+impl ProcessStats {
+    /// Read from the kernel now (/proc/self and the process CPU clock); what cannot be read
+    /// stays 0.
+    pub fn read() -> ProcessStats {
+        let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(key)?
+                        .trim()
+                        .strip_suffix("kB")?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+                * 1024
+        };
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let max_fds = limits
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Max open files")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        ProcessStats {
+            cpu_seconds: cpu.tv_sec as f64 + cpu.tv_nsec as f64 / 1e9,
+            resident_bytes: kib("VmRSS:"),
+            virtual_bytes: kib("VmSize:"),
+            open_fds: std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64),
+            max_fds,
+        }
+    }
+}
+
+/// The backends this build can write to (`goflow_build_info`'s `backends` label).
+pub fn built_backends() -> String {
+    let mut b = vec!["file", "dump", "null", "postgres", "timescale"];
+    if cfg!(feature = "mysql") {
+        b.push("mysql");
+    }
+    if cfg!(feature = "kafka") {
+        b.push("kafka");
+    }
+    b.join(",")
+}
+
+/// The commit this binary was built from (build.rs; `unknown` outside a git checkout).
+pub const COMMIT: &str = env!("GOFLOW_COMMIT");
 
 /// A float as the exposition format spells it.
 pub fn format_f64(v: f64) -> String {
@@ -182,23 +295,73 @@ fn escape_label(s: &str) -> String {
 /// 1e-6, keeps 200 µs printing as 0.0002).
 const US_PER_S: f64 = 1e6;
 
-/// The whole /metrics page.
+/// The whole /metrics page, with this process's `process_*` figures read now.
 pub fn render(status: &Status, stats: &StatsReport) -> String {
+    render_with(status, stats, &ProcessStats::read(), EXPORTER_SERIES_MAX)
+}
+
+/// The whole /metrics page, at most `exporter_series` exporters with series of their own.
+pub fn render_with(
+    status: &Status,
+    stats: &StatsReport,
+    process: &ProcessStats,
+    exporter_series: usize,
+) -> String {
     let mut w = Writer::new();
     let version = status.version.as_str();
+    let backends = built_backends();
     w.gauge(
         "goflow_build_info",
-        "Always 1; the version label says which goflow runs.",
-        &[(&[("version", version)], 1)],
+        "Always 1: which goflow runs (version, commit, the backends built in, the receiver in \
+         use).",
+        &[(
+            &[
+                ("version", version),
+                ("commit", COMMIT),
+                ("backends", &backends),
+                ("receiver", receiver_kind(&status.receiver.kind)),
+            ],
+            1,
+        )],
+    );
+    w.counter_f64(
+        "process_cpu_seconds_total",
+        "User and system CPU time of the process, in seconds.",
+        &[(&[], process.cpu_seconds)],
+    );
+    w.gauge(
+        "process_resident_memory_bytes",
+        "Resident memory of the process, in bytes.",
+        &[(&[], process.resident_bytes)],
+    );
+    w.gauge(
+        "process_virtual_memory_bytes",
+        "Virtual memory of the process, in bytes.",
+        &[(&[], process.virtual_bytes)],
+    );
+    w.gauge(
+        "process_open_fds",
+        "Open file descriptors of the process (sockets included).",
+        &[(&[], process.open_fds)],
+    );
+    w.gauge(
+        "process_max_fds",
+        "The process's limit on open file descriptors (RLIMIT_NOFILE, soft).",
+        &[(&[], process.max_fds)],
+    );
+    w.gauge(
+        "process_start_time_seconds",
+        "Unix time at which the process started, in seconds.",
+        &[(&[], status.started_unix_secs)],
     );
     w.gauge(
         "goflow_process_uptime_seconds",
-        "Seconds since the daemon started.",
+        "Time since the daemon started, in seconds.",
         &[(&[], status.uptime_secs)],
     );
     w.gauge(
         "goflow_process_start_time_seconds",
-        "Unix time at which the daemon started.",
+        "Unix time at which the daemon started, in seconds (as process_start_time_seconds).",
         &[(&[], status.started_unix_secs)],
     );
 
@@ -480,7 +643,10 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
         &last_flush,
     );
 
-    // Histograms, since start.
+    exporter_series_into(&mut w, status, exporter_series);
+
+    // Histograms, since start: Prometheus histograms (aggregatable across instances) at fixed
+    // bounds; /stats keeps the exact percentiles.
     fn find<'s>(
         stats: &'s StatsReport,
         name: &'s str,
@@ -493,48 +659,54 @@ pub fn render(status: &Status, stats: &StatsReport) -> String {
             .map(|h| h.since_start.clone())
             .unwrap_or_default()
     };
+    let per_backend = |name: &str| -> Vec<(String, Summary)> {
+        find(stats, name)
+            .map(|h| (h.backend.clone().unwrap_or_default(), h.since_start.clone()))
+            .collect()
+    };
     let batch = one("batch_time_us");
-    w.summary(
+    w.histogram_of(
         "goflow_pipeline_batch_duration_seconds",
-        "Decode and encode time of one batch.",
+        "Decode and encode time of one batch of datagrams, in seconds.",
         &[(&[], &batch)],
         US_PER_S,
     );
-    let age = one("commit_age_us");
-    w.summary(
-        "goflow_backend_commit_age_seconds",
-        "Age of the oldest datagram of a flush when the flush made it durable (receive -> \
-         durable).",
-        &[(&[], &age)],
-        US_PER_S,
-    );
-    let flushes: Vec<(&str, Summary)> = find(stats, "flush_time_us")
-        .map(|h| (h.backend.as_deref().unwrap_or(""), h.since_start.clone()))
-        .collect();
-    let flush_labels: Vec<[(&str, &str); 1]> =
-        flushes.iter().map(|(n, _)| [("backend", *n)]).collect();
-    let samples: Vec<(Labels<'_>, &Summary)> = flushes
-        .iter()
-        .zip(&flush_labels)
-        .map(|((_, s), l)| (&l[..], s))
-        .collect();
-    w.summary(
-        "goflow_backend_flush_duration_seconds",
-        "Duration of one backend flush.",
-        &samples,
-        US_PER_S,
-    );
+    for (name, key, help) in [
+        (
+            "goflow_backend_commit_age_seconds",
+            "commit_age_us",
+            "Age of a row when the flush that made it durable committed (receive -> durable), \
+             in seconds; one observation per row.",
+        ),
+        (
+            "goflow_backend_flush_duration_seconds",
+            "flush_time_us",
+            "Duration of one backend flush, in seconds.",
+        ),
+    ] {
+        let list = per_backend(key);
+        let labels: Vec<[(&str, &str); 1]> = list
+            .iter()
+            .map(|(n, _)| [("backend", n.as_str())])
+            .collect();
+        let samples: Vec<(Labels<'_>, &Summary)> = list
+            .iter()
+            .zip(&labels)
+            .map(|((_, s), l)| (&l[..], s))
+            .collect();
+        w.histogram_of(name, help, &samples, US_PER_S);
+    }
     let dpb = one("batch_datagrams");
-    w.summary(
+    w.histogram_of(
         "goflow_pipeline_batch_datagrams",
-        "Datagrams per batch.",
+        "Datagrams per batch (one receive wake-up), in datagrams.",
         &[(&[], &dpb)],
         1.0,
     );
     let rpd = one("datagram_records");
-    w.summary(
+    w.histogram_of(
         "goflow_decoder_datagram_records",
-        "Flow records per datagram.",
+        "Flow records per datagram, in records.",
         &[(&[], &rpd)],
         1.0,
     );
@@ -639,6 +811,114 @@ fn kafka_families(w: &mut Writer, backends: &[super::status::BackendStatus]) {
         "goflow_kafka_ack_latency_seconds",
         "Time from handing a Kafka message to the producer to the brokers' acknowledgement.",
         &hist,
+    );
+}
+
+/// Per-exporter series: the `limit` exporters that sent the most flow records have their
+/// own (`exporter="ADDR"`); all others (and any that sent no valid record) are summed under
+/// `exporter="other"`.
+fn exporter_series_into(w: &mut Writer, status: &Status, limit: usize) {
+    use super::status::ExporterStatus;
+    let mut ranked: Vec<&ExporterStatus> =
+        status.exporters.iter().filter(|e| e.records > 0).collect();
+    ranked.sort_by(|a, b| b.records.cmp(&a.records).then(a.address.cmp(&b.address)));
+    ranked.truncate(limit);
+    let mut own: Vec<&ExporterStatus> = ranked;
+    own.sort_by(|a, b| a.address.cmp(&b.address));
+    let folded: Vec<&ExporterStatus> = status
+        .exporters
+        .iter()
+        .filter(|e| !own.iter().any(|o| std::ptr::eq(*o, *e)))
+        .collect();
+    let other = folded.iter().fold(ExporterStatus::default(), |mut acc, e| {
+        acc.datagrams += e.datagrams;
+        acc.records += e.records;
+        acc.bytes += e.bytes;
+        acc.no_template_sets += e.no_template_sets;
+        acc.errors += e.errors;
+        acc.sequence_missing += e.sequence_missing;
+        acc.templates += e.templates;
+        acc
+    });
+    w.gauge(
+        "goflow_exporter_series_max",
+        "The most exporters with series of their own here (the others are summed under \
+         exporter=\"other\").",
+        &[(&[], limit as u64)],
+    );
+    w.gauge(
+        "goflow_exporter_series_folded",
+        "Exporters summed under exporter=\"other\" now (beyond the bound, or no valid record \
+         yet).",
+        &[(&[], folded.len() as u64)],
+    );
+    let labels: Vec<[(&str, &str); 1]> = own
+        .iter()
+        .map(|e| [("exporter", e.address.as_str())])
+        .collect();
+    let with_other = |f: &dyn Fn(&ExporterStatus) -> u64| -> Vec<(Labels<'_>, u64)> {
+        let mut v: Vec<(Labels<'_>, u64)> = own
+            .iter()
+            .zip(&labels)
+            .map(|(e, l)| (&l[..], f(e)))
+            .collect();
+        if !folded.is_empty() {
+            v.push((&[("exporter", OTHER_EXPORTER)], f(&other)));
+        }
+        v
+    };
+    w.counter(
+        "goflow_exporter_datagrams_total",
+        "Datagrams received from the exporter, in datagrams.",
+        &with_other(&|e| e.datagrams),
+    );
+    w.counter(
+        "goflow_exporter_records_total",
+        "Flow records decoded from the exporter's datagrams, in records.",
+        &with_other(&|e| e.records),
+    );
+    w.counter(
+        "goflow_exporter_bytes_total",
+        "Bytes of the exporter's datagrams (UDP payload), in bytes.",
+        &with_other(&|e| e.bytes),
+    );
+    w.counter(
+        "goflow_exporter_no_template_sets_total",
+        "The exporter's data sets skipped because their template was not known, in data sets.",
+        &with_other(&|e| e.no_template_sets),
+    );
+    w.counter(
+        "goflow_exporter_decode_errors_total",
+        "The exporter's datagrams rejected by the decoder, in datagrams.",
+        &with_other(&|e| e.errors),
+    );
+    w.gauge(
+        "goflow_exporter_sequence_missing",
+        "Units the exporter numbered but goflow never received, by its protocol's unit (v5: \
+         flows, v9: export packets, IPFIX: data records); falls when a late datagram fills a \
+         gap.",
+        &with_other(&|e| e.sequence_missing),
+    );
+    w.gauge(
+        "goflow_exporter_templates",
+        "Templates held for the exporter, in templates.",
+        &with_other(&|e| e.templates),
+    );
+    let own_only = |f: &dyn Fn(&ExporterStatus) -> Option<f64>| -> Vec<(Labels<'_>, f64)> {
+        own.iter()
+            .zip(&labels)
+            .filter_map(|(e, l)| f(e).map(|v| (&l[..], v)))
+            .collect()
+    };
+    w.gauge_f64(
+        "goflow_exporter_last_seen_timestamp_seconds",
+        "Unix time of the exporter's last datagram, in seconds (alert on time() minus this).",
+        &own_only(&|e| e.last_seen_unix_us.map(|t| t as f64 / US_PER_S)),
+    );
+    w.gauge_f64(
+        "goflow_exporter_sampling_rate",
+        "The sampling in force for the exporter's latest records: 1 in N packets (0: unknown).",
+        &own_only(&|e| Some(f64::from(e.sampling_rate))),
     );
 }
 
@@ -812,6 +1092,18 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
         samples.push(s);
     }
     for (name, kind) in &types {
+        if kind == "histogram" {
+            let base = samples.iter().any(|s| s.name == *name);
+            let inf = samples
+                .iter()
+                .any(|s| s.name == format!("{name}_bucket") && s.label("le") == Some("+Inf"));
+            let any = samples.iter().any(|s| s.name.starts_with(name.as_str()));
+            if base || (any && !inf) {
+                return Err(format!(
+                    "histogram {name} lacks le=\"+Inf\" or has a bare sample"
+                ));
+            }
+        }
         if kind == "summary" {
             let has = |suffix: &str| {
                 let want = format!("{name}{suffix}");
@@ -976,6 +1268,10 @@ mod tests {
             p99: 400,
             p999: 400,
             max: 400,
+            cumulative: [(100, 0), (250, 2), (500, 4)]
+                .iter()
+                .map(|&(le, count)| crate::ops::histogram::Bucket { le, count })
+                .collect(),
             ..Summary::default()
         };
         StatsReport {
@@ -1087,12 +1383,20 @@ mod tests {
             get("goflow_backend_last_flush_timestamp_seconds", None),
             Some(1_800_000_000.5)
         );
+        // Histograms: cumulative buckets at the fixed bounds, +Inf = count.
         assert_eq!(
             get(
-                "goflow_pipeline_batch_duration_seconds",
-                Some(("quantile", "0.5"))
+                "goflow_pipeline_batch_duration_seconds_bucket",
+                Some(("le", "0.00025"))
             ),
-            Some(0.0002)
+            Some(2.0)
+        );
+        assert_eq!(
+            get(
+                "goflow_pipeline_batch_duration_seconds_bucket",
+                Some(("le", "+Inf"))
+            ),
+            Some(4.0)
         );
         assert_eq!(
             get("goflow_pipeline_batch_duration_seconds_sum", None),
@@ -1102,19 +1406,40 @@ mod tests {
             get("goflow_pipeline_batch_duration_seconds_count", None),
             Some(4.0)
         );
-        // An empty summary: NaN quantiles, zero count.
-        let q = get(
-            "goflow_backend_flush_duration_seconds",
-            Some(("quantile", "0.99")),
+        // An empty histogram: zero buckets, zero count, per backend.
+        assert_eq!(
+            get(
+                "goflow_backend_flush_duration_seconds_bucket",
+                Some(("le", "+Inf"))
+            ),
+            Some(0.0)
         );
-        assert!(q.is_some_and(f64::is_nan));
         assert_eq!(
             get("goflow_backend_flush_duration_seconds_count", None),
             Some(0.0)
         );
+        // Build info and process figures.
+        let info = samples.iter().find(|s| s.name == "goflow_build_info");
+        assert_eq!(info.and_then(|s| s.label("receiver")), Some("mmsg"));
+        assert_eq!(info.and_then(|s| s.label("commit")), Some(COMMIT));
+        assert!(
+            info.and_then(|s| s.label("backends"))
+                .is_some_and(|b| b.contains("postgres"))
+        );
+        assert!(get("process_resident_memory_bytes", None).is_some_and(|v| v > 0.0));
+        assert!(get("process_open_fds", None).is_some_and(|v| v >= 3.0));
+        assert!(get("process_cpu_seconds_total", None).is_some_and(|v| v > 0.0));
+        assert_eq!(
+            get("process_start_time_seconds", None),
+            Some(1_800_000_000.0)
+        );
         // Every family has HELP and TYPE before its samples.
         for s in &samples {
-            let family = s.name.trim_end_matches("_sum").trim_end_matches("_count");
+            let family = s
+                .name
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count")
+                .trim_end_matches("_bucket");
             assert!(text.contains(&format!("# HELP {family} ")), "{family}");
         }
         Ok(())
@@ -1155,6 +1480,79 @@ mod tests {
     }
 
     #[test]
+    fn exporters_beyond_the_bound_fold_into_other() -> Result<(), String> {
+        use crate::ops::status::ExporterStatus;
+        let mut st = status();
+        let e = |addr: &str, records: u64| ExporterStatus {
+            address: addr.into(),
+            datagrams: 1 + records / 30,
+            records,
+            bytes: 100 * records,
+            errors: u64::from(records == 0),
+            sampling_rate: 64,
+            last_seen_unix_us: Some(1_800_000_000_000_000),
+            templates: 2,
+            ..ExporterStatus::default()
+        };
+        // Two real routers, three spoofed one-record sources, one that only sent garbage.
+        st.exporters = vec![
+            e("10.0.0.1", 9000),
+            e("10.0.0.2", 6000),
+            e("127.1.0.1", 1),
+            e("127.1.0.2", 1),
+            e("127.1.0.3", 1),
+            e("127.1.0.4", 0),
+        ];
+        let text = render_with(&st, &stats(), &ProcessStats::default(), 3);
+        let samples = parse(&text)?;
+        let series = |name: &str| -> Vec<(String, f64)> {
+            samples
+                .iter()
+                .filter(|s| s.name == name)
+                .map(|s| (s.label("exporter").unwrap_or("").to_owned(), s.value))
+                .collect()
+        };
+        assert_eq!(
+            series("goflow_exporter_records_total"),
+            [
+                ("10.0.0.1".to_owned(), 9000.0),
+                ("10.0.0.2".to_owned(), 6000.0),
+                ("127.1.0.1".to_owned(), 1.0),
+                ("other".to_owned(), 2.0)
+            ]
+        );
+        assert_eq!(
+            series("goflow_exporter_decode_errors_total")[3],
+            ("other".to_owned(), 1.0)
+        );
+        assert_eq!(
+            series("goflow_exporter_templates")[3],
+            ("other".to_owned(), 6.0)
+        );
+        assert_eq!(
+            series("goflow_exporter_sampling_rate").len(),
+            3,
+            "none for other"
+        );
+        assert_eq!(
+            series("goflow_exporter_series_folded"),
+            [(String::new(), 3.0)]
+        );
+        assert_eq!(series("goflow_exporter_series_max"), [(String::new(), 3.0)]);
+        // Within the bound: only the exporter without a valid record is folded.
+        let text = render_with(&st, &stats(), &ProcessStats::default(), 100);
+        let samples = parse(&text)?;
+        let errors: Vec<(String, f64)> = samples
+            .iter()
+            .filter(|s| s.name == "goflow_exporter_decode_errors_total")
+            .map(|s| (s.label("exporter").unwrap_or("").to_owned(), s.value))
+            .collect();
+        assert_eq!(errors.len(), 6, "{errors:?}");
+        assert_eq!(errors[5], ("other".to_owned(), 1.0));
+        Ok(())
+    }
+
+    #[test]
     fn labels_are_escaped() {
         let mut w = Writer::new();
         w.gauge("x_y", "a \\ help\nline", &[(&[("l", "a\"b\\c\nd")], 1)]);
@@ -1178,6 +1576,7 @@ mod tests {
             "# TYPE x_total counter\nx_total -1\n",                  // negative counter
             "# TYPE 1x gauge\n",                                     // bad name
             "# TYPE s summary\ns{quantile=\"0.5\"} 1\n",             // summary without _sum
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n",            // histogram without +Inf
             "# TYPE a gauge\n# TYPE b gauge\na 1\n",                 // sample outside family
             "# TYPE a gauge\na 1\n# TYPE b gauge\n# HELP a again\n", // split family
         ] {

@@ -455,6 +455,7 @@ mod tests {
             p99: 1_000,
             p999: 1_000,
             buckets: vec![Bucket { le: 255, count: 8 }, Bucket { le: 1023, count: 2 }],
+            cumulative: Vec::new(),
         };
         let r = StatsReport {
             uptime_secs: 61,

@@ -22,6 +22,8 @@ pub fn exporter_status(s: &ExporterSnapshot) -> ExporterStatus {
         versions: s.versions.clone(),
         datagrams: s.datagrams,
         records: s.records,
+        bytes: s.bytes,
+        no_template_sets: s.no_template_sets,
         errors: s.errors,
         sequence_missing: s.sequence_missing,
         sequence_resets: s.sequence_resets,
@@ -59,6 +61,8 @@ pub fn merge_exporters<'a>(
                 m.versions.sort_unstable();
                 m.datagrams += e.datagrams;
                 m.records += e.records;
+                m.bytes += e.bytes;
+                m.no_template_sets += e.no_template_sets;
                 m.errors += e.errors;
                 m.sequence_missing += e.sequence_missing;
                 m.sequence_resets += e.sequence_resets;
@@ -249,6 +253,8 @@ mod tests {
             versions: vec![9],
             datagrams: 1,
             records,
+            bytes: 100,
+            no_template_sets: 1,
             errors: 0,
             sequence_missing: 2,
             sequence_resets: 0,
@@ -273,6 +279,7 @@ mod tests {
         assert_eq!(m[1].address, "10.0.0.2");
         assert_eq!(m[1].domains, [1, 2]);
         assert_eq!((m[1].records, m[1].sequence_missing), (15, 4));
+        assert_eq!((m[1].bytes, m[1].no_template_sets), (200, 2));
         assert_eq!((m[1].sampling_rate, m[1].last_seen_unix_us), (64, Some(9)));
         assert_eq!(m[1].sampling_source, "sampler");
     }

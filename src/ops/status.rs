@@ -414,6 +414,10 @@ pub struct ExporterStatus {
     pub versions: Vec<u16>,
     pub datagrams: u64,
     pub records: u64,
+    /// Bytes of its datagrams.
+    pub bytes: u64,
+    /// Its data sets skipped because their template was not known.
+    pub no_template_sets: u64,
     /// Datagrams from this exporter that ended in a decode error.
     pub errors: u64,
     pub sequence_missing: u64,
