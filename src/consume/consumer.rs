@@ -396,8 +396,13 @@ impl Ctx {
                     Offset::Offset(p)
                 }
                 _ => {
+                    let why = if stored.iter().any(Option::is_none) {
+                        "a backend keeps no offsets of its own"
+                    } else {
+                        "no stored offset yet"
+                    };
                     lines.push(format!(
-                        "{topic}/{partition} at the group's committed offset (no stored one)"
+                        "{topic}/{partition} at the group's committed offset ({why})"
                     ));
                     Offset::Invalid
                 }

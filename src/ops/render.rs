@@ -243,6 +243,55 @@ pub fn render_kafka(k: &KafkaStatus, indent: &str) -> String {
     out
 }
 
+/// The Kafka frontend: group, rates, bad messages, and one line per assigned partition.
+fn render_kafka_frontend(out: &mut String, k: &super::status::KafkaFrontendStatus) {
+    let bad: Vec<String> = k
+        .bad_messages
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nkafka frontend: group {} on {} ({}), {} partitions{}\n  \
+         {} messages, {} flows ({:.0}/s), {} rows stored ({:.0}/s), lag {}, bad messages {}, \
+         {} rebalances",
+        k.group_id,
+        k.topics.join(", "),
+        k.format,
+        k.partitions.len(),
+        if k.paused {
+            ", PAUSED (the backends hold their bound)"
+        } else {
+            ""
+        },
+        k.messages,
+        k.flows,
+        k.flows_per_sec,
+        k.rows_stored,
+        k.rows_per_sec,
+        k.lag,
+        if bad.is_empty() {
+            "none".to_owned()
+        } else {
+            bad.join(", ")
+        },
+        k.rebalances
+    );
+    for p in &k.partitions {
+        let lag = if p.lag < 0 {
+            "?".to_owned()
+        } else {
+            p.lag.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "  {}/{}: next {}, stored {}, high watermark {}, lag {lag}",
+            p.topic, p.partition, p.next_offset, p.stored_offset, p.high_watermark
+        );
+    }
+}
+
 fn ago(now_us: i64, t_us: Option<i64>) -> String {
     match t_us {
         None => "never".to_owned(),
@@ -299,6 +348,10 @@ pub fn render_status(st: &Status, now_us: i64) -> String {
         "sequence  {} missing (reported by exporters' sequence numbers)",
         t.sequence_missing
     );
+
+    if let Some(k) = &st.kafka {
+        render_kafka_frontend(&mut out, k);
+    }
 
     out.push_str("\nbackends\n");
     if st.backends.is_empty() {
