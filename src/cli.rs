@@ -75,7 +75,8 @@ pub enum Command {
     Decode(cmd::decode::DecodeOpt),
     /// Send synthetic NetFlow/IPFIX at an exact rate (a load generator).
     Bench(cmd::bench::BenchOpt),
-    /// Show the running daemon's state: receiver, totals, drops, backends, exporters.
+    /// Show the running daemon's state: receiver, totals, drops, backends, exporters. Exits 0
+    /// when the daemon reports itself healthy, 4 when unhealthy, 1 when it cannot be reached.
     Status(cmd::status::StatusOpt),
     /// Show the running daemon's latency and size histograms (percentiles and bar charts).
     Stats(cmd::stats::StatsOpt),

@@ -7,6 +7,7 @@
 //! | 1 | runtime failure: the daemon ran and then failed, or lost rows (the final summary says where); a client command that could not talk to the daemon |
 //! | 2 | configuration or command-line error (the message names the key, the file and the line) |
 //! | 3 | start failure: the configuration is valid but cannot run here (a port in use, a path not creatable, a backend type not built, a backend unreachable under `run --check`) |
+//! | 4 | `goflow status`: the daemon answered and reports itself unhealthy (its /healthz is 503; the reasons are printed) |
 //!
 //! An error is a start failure when it was wrapped with [`start`] (or [`StartContext`]) on its
 //! way up, a configuration error when its chain holds a [`crate::config::ConfigError`]; any
@@ -23,6 +24,8 @@ pub const RUNTIME: u8 = 1;
 pub const CONFIG: u8 = 2;
 /// A valid configuration that cannot start here (ports, paths, backends).
 pub const START: u8 = 3;
+/// `goflow status`: the daemon is running but reports itself unhealthy.
+pub const UNHEALTHY: u8 = 4;
 
 /// The exit-code table for `--help` (after the options).
 pub const EXIT_CODES_HELP: &str = "\
@@ -31,7 +34,8 @@ Exit codes:
   1  runtime failure (the daemon failed or lost rows; a client could not reach the daemon)
   2  configuration or command-line error (names the key, the file and the line)
   3  start failure (port in use, path not creatable, backend not built or unreachable; \
-`run --check` found a problem)";
+`run --check` found a problem)
+  4  `goflow status`: the daemon runs but reports itself unhealthy (/healthz 503)";
 
 /// Marks an error as a start failure (exit code [`START`]). Displays as the wrapped error's
 /// whole chain, so `main`'s `{:#}` prints every cause once.

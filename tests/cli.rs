@@ -56,6 +56,7 @@ fn help_lists_the_exit_codes() -> TestResult {
         "1  runtime failure",
         "2  configuration or command-line error",
         "3  start failure",
+        "4  `goflow status`: the daemon runs but reports itself unhealthy",
     ] {
         assert!(help.contains(line), "{line:?} in {help}");
     }

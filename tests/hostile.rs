@@ -668,6 +668,19 @@ fn healthz_is_unhealthy_while_a_backend_drops_rows() -> TestResult {
     )?;
     let (code, body) = d.get("/healthz")?;
     assert_eq!(code, 200, "{body}");
+    // `goflow status` exits by the daemon's health: 0 now (issue 21).
+    let status_cmd = |json: bool| {
+        let mut c = Command::new(BIN);
+        c.args(["status", "--api", &d.api]);
+        if json {
+            c.arg("--json");
+        }
+        c.env_remove("GOFLOW_CONFIG").stdin(Stdio::null()).output()
+    };
+    for json in [false, true] {
+        let out = status_cmd(json)?;
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
     let mut b = V5Builder::new(V5Header::default());
     for i in 0..30 {
         let _ = b.push(&sample_flow_v4(i));
@@ -699,6 +712,19 @@ fn healthz_is_unhealthy_while_a_backend_drops_rows() -> TestResult {
             .any(|r| r.starts_with("backend out (dump): dropped rows")),
         "{h:?}"
     );
+    // ... and 4 (unhealthy) now, with the reason; --json prints the same JSON as before.
+    let out = status_cmd(false)?;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("NOT HEALTHY") && text.contains("dropped rows"),
+        "{text}"
+    );
+    let out = status_cmd(true)?;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let st: Status = serde_json::from_slice(&out.stdout)?;
+    assert!(st.backends[0].rows_dropped > 0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unhealthy: backend out (dump)"));
     Ok(())
 }
 

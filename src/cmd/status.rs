@@ -28,14 +28,55 @@ pub fn run(cli: &Cli, opt: &StatusOpt) -> anyhow::Result<ExitCode> {
         Ok(body) => body,
         Err(code) => return Ok(code),
     };
+    // The daemon's own verdict decides the exit code (0 healthy, 4 unhealthy).
+    let health = health(&addr)?;
     if opt.json {
         emit(&body)?;
-        return Ok(ExitCode::SUCCESS);
+        if !health.healthy {
+            for r in &health.reasons {
+                eprintln!("goflow: unhealthy: {r}");
+            }
+        }
+    } else {
+        let status: Status = serde_json::from_str(&body).with_context(|| {
+            format!("the ops API at {addr} sent a /status this goflow cannot read")
+        })?;
+        let mut text = render::render_status(&status, now_us());
+        // The daemon's reasons, when its verdict differs from the one read from /status (it
+        // also knows what /status does not carry).
+        if !health.healthy && !text.contains("NOT HEALTHY") {
+            text.push_str("\nNOT HEALTHY:\n");
+            for r in &health.reasons {
+                text.push_str(&format!("  {r}\n"));
+            }
+        }
+        emit(&text)?;
     }
-    let status: Status = serde_json::from_str(&body)
-        .with_context(|| format!("the ops API at {addr} sent a /status this goflow cannot read"))?;
-    emit(&render::render_status(&status, now_us()))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(crate::exit::exit(if health.healthy {
+        crate::exit::SUCCESS
+    } else {
+        crate::exit::UNHEALTHY
+    }))
+}
+
+/// GET /healthz: 200 healthy, 503 unhealthy with its reasons.
+fn health(addr: &str) -> anyhow::Result<crate::ops::status::Health> {
+    match client::get(addr, "/healthz") {
+        Ok((code @ (200 | 503), body)) => {
+            let mut h: crate::ops::status::Health = serde_json::from_str(&body).unwrap_or_default();
+            h.healthy = code == 200;
+            if !h.healthy && h.reasons.is_empty() {
+                h.reasons
+                    .push("the daemon answered /healthz with 503".into());
+            }
+            Ok(h)
+        }
+        Ok((code, body)) => anyhow::bail!(
+            "the ops API at {addr} answered /healthz with {code}: {}",
+            body.trim()
+        ),
+        Err(e) => Err(anyhow::anyhow!("the ops API at {addr}: {e}")),
+    }
 }
 
 /// GETs `path`; an unreachable daemon prints the one message and yields exit code 1.
