@@ -3,7 +3,9 @@
 //! are NetFlow v5 records read through the codec's static v5 plan, and IPv6 records through a
 //! v9-like plan with 16-byte addresses and 8-byte counters. The output buffer is reused across
 //! iterations, as a worker reuses its batch buffer. Throughput is in records
-//! (`Throughput::Elements`); bytes per row are printed once.
+//! (`Throughput::Elements`); bytes per row are printed once. Each encoder runs with every column
+//! (`all`, the default) and with the old collector's eight (`columns: legacy`), both
+//! straight-line code (`schema::ColumnSet`).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -14,6 +16,7 @@ use goflow_codec::v5::V5_PLAN;
 use goflow_codec::{FlowRecord, PacketContext, Plan, Sampling, SamplingSource, Slot, TimeKind};
 use goflow_writers::json;
 use goflow_writers::pg;
+use goflow_writers::schema::ColumnSet;
 use goflow_writers::sink::RowEncoder;
 
 /// Records per timed iteration (one worker batch of about 34 v5 datagrams).
@@ -118,31 +121,35 @@ fn encoders(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Elements(RECORDS as u64));
     for (name, recs) in &inputs {
-        let mut enc = pg::encoder();
-        let mut out = BytesMut::with_capacity(RECORDS * pg::encode::ROW_LEN_MAX);
-        for r in recs {
-            enc.encode(r, &mut out);
+        for (set_name, set) in [("all", ColumnSet::ALL), ("legacy", ColumnSet::LEGACY)] {
+            let id = format!("{name}/{set_name}");
+            let mut enc = pg::encoder_for(set);
+            let mut out = BytesMut::with_capacity(RECORDS * pg::encode::ROW_LEN_MAX);
+            for r in recs {
+                enc.encode(r, &mut out);
+            }
+            eprintln!("pg_copy/{id}: {} bytes per row", out.len() / recs.len());
+            g.bench_with_input(BenchmarkId::new("pg_copy", &id), recs, |b, recs| {
+                b.iter(|| {
+                    out.clear();
+                    for r in recs {
+                        enc.encode(r, &mut out);
+                    }
+                    black_box(out.len())
+                })
+            });
+            let mut lines = json::JsonLines::new(set);
+            let mut line = Vec::with_capacity(RECORDS * 600);
+            g.bench_with_input(BenchmarkId::new("json", &id), recs, |b, recs| {
+                b.iter(|| {
+                    line.clear();
+                    for r in recs {
+                        lines.encode(r, &mut line);
+                    }
+                    black_box(line.len())
+                })
+            });
         }
-        eprintln!("pg_copy/{name}: {} bytes per row", out.len() / recs.len());
-        g.bench_with_input(BenchmarkId::new("pg_copy", name), recs, |b, recs| {
-            b.iter(|| {
-                out.clear();
-                for r in recs {
-                    enc.encode(r, &mut out);
-                }
-                black_box(out.len())
-            })
-        });
-        let mut line = Vec::with_capacity(RECORDS * 600);
-        g.bench_with_input(BenchmarkId::new("json", name), recs, |b, recs| {
-            b.iter(|| {
-                line.clear();
-                for r in recs {
-                    json::encode_line(r, &mut line);
-                }
-                black_box(line.len())
-            })
-        });
     }
     g.finish();
 }

@@ -300,6 +300,9 @@ struct RawFileBackend {
     spool_bytes: Option<Num>,
     /// Leave written lines in the page cache (default false: dropped 32 MiB behind the end).
     keep_page_cache: Option<Flag>,
+    /// The columns to store: a list of schema column names, or `all` (the default) or
+    /// `legacy` (the old collector's eight), alone or in the list. Stored in schema order.
+    columns: Option<OneOrMany>,
 }
 
 /// `type: dump` and `type: null`.
@@ -312,6 +315,9 @@ struct RawStreamBackend {
     flush_ms: Option<Num>,
     /// Bound of the queue in front of the writer, bytes (default 16 MiB).
     queue_bytes: Option<Num>,
+    /// The columns to store: a list of schema column names, or `all` (the default) or
+    /// `legacy` (the old collector's eight), alone or in the list. Stored in schema order.
+    columns: Option<OneOrMany>,
 }
 
 /// `type: timescale`, `postgres` and `mysql`: the old collector's keys.
@@ -354,6 +360,10 @@ struct RawSqlBackend {
     /// TimescaleDB only: compress chunks wholly older than this many days (segment by exporter,
     /// order by time; 0 or absent: no compression).
     compress_after_days: Option<Num>,
+    /// The columns to store and create: a list of schema column names, or `all` (the
+    /// default) or `legacy` (the old collector's eight); `last_switched` is required (time
+    /// index, retention). Stored in schema order.
+    columns: Option<OneOrMany>,
 }
 
 /// `type: kafka`: the old collector's keys (environment variables of the same names win).
@@ -402,6 +412,9 @@ struct RawKafkaBackend {
     /// Bound of the disk spool under state_dir for rows the backend cannot take, bytes
     /// (default 1 GiB; 0 = no spool: such rows are dropped and counted).
     spool_bytes: Option<Num>,
+    /// `format: json` only: the columns in each message (as for the file backend; protobuf
+    /// messages are goflow2's FlowMessage and always carry its fields).
+    columns: Option<OneOrMany>,
 }
 
 /// `frontends`: at least one of them.
@@ -656,6 +669,7 @@ impl RunConfig {
                     keep_page_cache: false,
                 },
                 flush: FlushConfig::file_defaults(),
+                columns: goflow_writers::schema::ColumnSet::ALL,
             }],
             netflow: Some(vec!["default".to_owned()]),
             kafka: None,
@@ -709,6 +723,8 @@ pub struct BackendConfig {
     pub name: String,
     pub kind: BackendKind,
     pub flush: FlushConfig,
+    /// The columns it stores (`columns:`, default all).
+    pub columns: goflow_writers::schema::ColumnSet,
 }
 
 /// When a backend flushes and how much it may queue.
@@ -1322,7 +1338,7 @@ fn resolve_backend(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<BackendConfig, ConfigError> {
     let is_dump = matches!(rb, RawBackend::Dump(_));
-    let (kind, flush) = match rb {
+    let (kind, flush, columns) = match rb {
         RawBackend::File(c) => {
             let c = c.unwrap_or_default();
             let path = match c.path.as_deref().map(str::trim) {
@@ -1344,12 +1360,14 @@ fn resolve_backend(
                 c.spool_bytes,
             )?;
             let keep_page_cache = c.keep_page_cache.is_some_and(|f| f.0);
+            let columns = resolve_columns(ctx, name, c.columns.as_ref(), false)?;
             (
                 BackendKind::File {
                     path,
                     keep_page_cache,
                 },
                 flush,
+                columns,
             )
         }
         RawBackend::Dump(c) | RawBackend::Null(c) => {
@@ -1372,7 +1390,8 @@ fn resolve_backend(
                 spool_bytes: 0,
                 ..flush
             };
-            (kind, flush)
+            let columns = resolve_columns(ctx, name, c.columns.as_ref(), false)?;
+            (kind, flush, columns)
         }
         RawBackend::Timescale(c) => resolve_pg(name, c, true, ctx, env)?,
         RawBackend::Postgres(c) => resolve_pg(name, c, false, ctx, env)?,
@@ -1396,6 +1415,7 @@ fn resolve_backend(
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from);
             let (sql, flush) = resolve_sql(name, c, DEFAULT_MYSQL_PORT, ctx, env)?;
+            let columns = sql.columns;
             (
                 BackendKind::Mysql {
                     sql,
@@ -1403,6 +1423,7 @@ fn resolve_backend(
                     connections: usize::try_from(connections).unwrap_or(1),
                 },
                 flush,
+                columns,
             )
         }
         RawBackend::Kafka(c) => {
@@ -1417,14 +1438,43 @@ fn resolve_backend(
                 c.queue_bytes,
                 c.spool_bytes,
             )?;
-            (BackendKind::Kafka(k), flush)
+            let columns = resolve_columns(ctx, name, c.columns.as_ref(), false)?;
+            (BackendKind::Kafka(k), flush, columns)
         }
     };
     Ok(BackendConfig {
         name: name.to_owned(),
         kind,
         flush,
+        columns,
     })
+}
+
+/// `backends.<name>.config.columns`: names, `all`, `legacy`; an unknown name, an empty list,
+/// or (`sql`) a set without `last_switched` is an error naming the key.
+fn resolve_columns(
+    ctx: &Ctx<'_>,
+    name: &str,
+    v: Option<&OneOrMany>,
+    sql: bool,
+) -> Result<goflow_writers::schema::ColumnSet, ConfigError> {
+    use goflow_writers::schema::ColumnSet;
+    let path = ["backends", name, "config", "columns"];
+    let set = match v {
+        None => ColumnSet::ALL,
+        Some(OneOrMany::One(s)) => {
+            let names: Vec<&str> = s.split(',').collect();
+            ColumnSet::parse(&names).map_err(|e| ctx.err(&path, e))?
+        }
+        Some(OneOrMany::Many(list)) => ColumnSet::parse(list).map_err(|e| ctx.err(&path, e))?,
+    };
+    if sql && !set.contains("last_switched") {
+        return Err(ctx.err(
+            &path,
+            "must include last_switched (the table's time index, retention and partitions use it)",
+        ));
+    }
+    Ok(set)
 }
 
 /// `type: kafka`: the old collector's keys with their environment variables (the variable wins
@@ -1716,7 +1766,7 @@ fn resolve_pg(
     timescale: bool,
     ctx: &Ctx<'_>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(BackendKind, FlushConfig), ConfigError> {
+) -> Result<(BackendKind, FlushConfig, goflow_writers::schema::ColumnSet), ConfigError> {
     if c.as_ref().is_some_and(|c| c.SQL_SOCKET.is_some()) {
         return Err(ctx.err(
             &["backends", name, "config", "SQL_SOCKET"],
@@ -1740,12 +1790,13 @@ fn resolve_pg(
     )?;
     let (mut sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;
     sql.compress_after_days = u32::try_from(compress).ok().filter(|d| *d > 0);
+    let columns = sql.columns;
     let kind = BackendKind::Postgres {
         timescale,
         sql,
         connections: usize::try_from(connections).unwrap_or(1),
     };
-    Ok((kind, flush))
+    Ok((kind, flush, columns))
 }
 
 fn resolve_sql(
@@ -1756,6 +1807,7 @@ fn resolve_sql(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(SqlConfig, FlushConfig), ConfigError> {
     let c = c.unwrap_or_default();
+    let columns = resolve_columns(ctx, name, c.columns.as_ref(), true)?;
     let p = |k: &'static str| ["backends", name, "config", k];
     let required = |k: &'static str, v: Option<String>| {
         v.filter(|s| !s.trim().is_empty())
@@ -1845,6 +1897,7 @@ fn resolve_sql(
         sslmode,
         max_age_days: None,
         compress_after_days: None,
+        columns,
     };
     Ok((sql, flush))
 }
@@ -2037,6 +2090,50 @@ mod tests {
         );
         let e = parse_err(&limits("held_bytes: lots"));
         assert!(e.contains("held_bytes"), "{e}");
+    }
+
+    /// `columns:` per backend: default all, `legacy`, a list (schema order kept), a comma
+    /// string; an unknown column or (SQL) a set without last_switched names the key and file.
+    #[test]
+    fn backend_columns() {
+        use goflow_writers::schema::ColumnSet;
+        let base = "backends:\n  pg:\n    type: postgres\n    config:\n      \
+                    SQL_SERVER: db.example\n      SQL_USERNAME: goflow\n      SQL_DB: goflow\n\
+                    frontends:\n  netflow:\n    backend: pg\n";
+        let with = |extra: &str| {
+            base.replace(
+                "SQL_DB: goflow\n",
+                &format!("SQL_DB: goflow\n      columns: {extra}\n"),
+            )
+        };
+        let cols = |c: &RunConfig| c.backends[0].columns;
+        assert_eq!(cols(&parse_ok(base)), ColumnSet::ALL);
+        assert_eq!(cols(&parse_ok(&with("legacy"))), ColumnSet::LEGACY);
+        let c = parse_ok(&with("[in_bytes, last_switched, exporter]"));
+        assert_eq!(cols(&c).names(), "last_switched,exporter,in_bytes");
+        match &c.backends[0].kind {
+            BackendKind::Postgres { sql, .. } => assert_eq!(sql.columns, cols(&c)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cols(&parse_ok(&with("\"legacy, sampling_rate\""))).len(), 9);
+        let e = parse_err(&with("[last_switched, srcaddr]"));
+        assert!(
+            e.contains("test.yml")
+                && e.contains("backends.pg.config.columns")
+                && e.contains("unknown column \"srcaddr\""),
+            "{e}"
+        );
+        let e = parse_err(&with("[src_ip, dst_ip]"));
+        assert!(
+            e.contains("backends.pg.config.columns") && e.contains("last_switched"),
+            "{e}"
+        );
+        // A file backend may store any set.
+        let f = parse_ok(
+            "backends:\n  f:\n    type: file\n    config:\n      path: /tmp/x.json\n      \
+             columns: [src_ip]\nfrontends:\n  netflow:\n    backend: f\n",
+        );
+        assert_eq!(cols(&f).names(), "src_ip");
     }
 
     /// The old Go collector's example loads unchanged; mysql is resolved (it fails only at start).

@@ -99,7 +99,7 @@ fn print_plan(cfg: &RunConfig) {
             b.name,
             b.kind.type_name(),
             b.kind.target(),
-            connections_note(&b.kind)
+            connections_note(&b.kind) + &columns_note(b.columns)
         );
     }
     match cfg.api {
@@ -115,6 +115,15 @@ fn api_taken_hint(api: std::net::SocketAddr) -> String {
     let mut other = api;
     other.set_port(api.port().wrapping_add(1).max(1));
     format!("set `api: {other}` (another address) or `api: off` in the config")
+}
+
+/// `, columns a,b,c` for a backend that stores fewer than all columns.
+fn columns_note(set: goflow_writers::schema::ColumnSet) -> String {
+    if set.is_all() {
+        String::new()
+    } else {
+        format!(", columns {}", set.names())
+    }
 }
 
 /// `, N connections` for a PostgreSQL backend with more than one (for the plan and the log).
@@ -139,7 +148,9 @@ pub(crate) struct Plan {
 /// Builds the encoder and sink of one configured backend. Types that are not built fail here,
 /// at start (never while parsing the config).
 pub(crate) fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyhow::Result<Plan> {
-    let json: EncoderFactory = Arc::new(|| Box::new(JsonEncoder::default()) as Box<dyn RowEncoder>);
+    let columns = b.columns;
+    let json: EncoderFactory =
+        Arc::new(move || Box::new(JsonEncoder::new(columns)) as Box<dyn RowEncoder>);
     Ok(match &b.kind {
         BackendKind::File {
             path,
@@ -188,7 +199,7 @@ pub(crate) fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyh
             b.kind.type_name()
         ),
         #[cfg(feature = "kafka")]
-        BackendKind::Kafka(k) => kafka_plan(k, &b.name)?,
+        BackendKind::Kafka(k) => kafka_plan(k, &b.name, columns)?,
         #[cfg(not(feature = "kafka"))]
         BackendKind::Kafka(_) => bail!(
             "backend {}: backend type {} is not available in this build",
@@ -202,7 +213,11 @@ pub(crate) fn plan_backend(b: &BackendConfig, max_age_days: Option<u32>) -> anyh
 /// that is down does not stop the start: a background probe logs whether it answered, and the
 /// backend delivers (retrying its flushes) once it does.
 #[cfg(feature = "kafka")]
-fn kafka_plan(k: &config::KafkaConfig, name: &str) -> anyhow::Result<Plan> {
+fn kafka_plan(
+    k: &config::KafkaConfig,
+    name: &str,
+    columns: goflow_writers::schema::ColumnSet,
+) -> anyhow::Result<Plan> {
     use goflow_writers::kafka::{KafkaEncoder, sink::KafkaSink};
     let sinks = KafkaSink::lanes(k, name).map_err(|e| anyhow::anyhow!("backend {name}: {e}"))?;
     if let Some(first) = sinks.first() {
@@ -222,7 +237,9 @@ fn kafka_plan(k: &config::KafkaConfig, name: &str) -> anyhow::Result<Plan> {
     }
     let (format, key) = (k.format, k.key);
     Ok(Plan {
-        encoder: Arc::new(move || Box::new(KafkaEncoder::new(format, key)) as Box<dyn RowEncoder>),
+        encoder: Arc::new(move || {
+            Box::new(KafkaEncoder::new(format, key).with_columns(columns)) as Box<dyn RowEncoder>
+        }),
         sinks: sinks
             .into_iter()
             .map(|s| Box::new(s) as Box<dyn Sink>)
@@ -239,8 +256,9 @@ fn pg_plan(sql: &SqlConfig, connections: usize, max_age_days: Option<u32>) -> Pl
         max_age_days,
         ..sql.clone()
     };
+    let columns = cfg.columns;
     Plan {
-        encoder: Arc::new(|| Box::new(pg::encoder()) as Box<dyn RowEncoder>),
+        encoder: Arc::new(move || Box::new(pg::encoder_for(columns)) as Box<dyn RowEncoder>),
         sinks: PgSink::lanes(cfg, connections)
             .into_iter()
             .map(|s| Box::new(s) as Box<dyn Sink>)
@@ -269,9 +287,11 @@ fn mysql_plan(
         table: sql.table.clone(),
         sslmode: sql.sslmode.clone(),
         max_age_days,
+        columns: sql.columns,
     };
+    let columns = sql.columns;
     Plan {
-        encoder: Arc::new(|| Box::new(mysql::encoder()) as Box<dyn RowEncoder>),
+        encoder: Arc::new(move || Box::new(mysql::encoder_for(columns)) as Box<dyn RowEncoder>),
         sinks: MysqlSink::lanes(cfg, connections)
             .into_iter()
             .map(|s| Box::new(s) as Box<dyn Sink>)
@@ -279,14 +299,11 @@ fn mysql_plan(
     }
 }
 
-/// What the rows a backend spools are: its encoder and the schema's columns. A segment written
-/// under another format (an upgrade that added columns) is set aside, not replayed.
-fn spool_format(kind: &BackendKind) -> String {
-    let cols: Vec<&str> = goflow_writers::schema::COLUMNS
-        .iter()
-        .map(|c| c.name)
-        .collect();
-    format!("{}:{}", kind.type_name(), cols.join(","))
+/// What the rows a backend spools are: its encoder and its columns (`columns:`). A segment
+/// written under another format (an upgrade that added columns, another column set) is set
+/// aside, not replayed.
+fn spool_format(kind: &BackendKind, columns: goflow_writers::schema::ColumnSet) -> String {
+    format!("{}:{}", kind.type_name(), columns.names())
 }
 
 /// The running daemon.
@@ -347,7 +364,7 @@ impl Daemon {
                 spool: (b.flush.spool_bytes > 0).then(|| SpoolConfig {
                     dir: state.spool_dir(&b.name),
                     max_bytes: b.flush.spool_bytes,
-                    format: spool_format(&b.kind),
+                    format: spool_format(&b.kind, b.columns),
                 }),
             };
             let backend = Backend::spawn_lanes(plan.sinks, opts)
@@ -735,7 +752,7 @@ impl Daemon {
                 b.name,
                 b.kind.type_name(),
                 b.kind.target(),
-                connections_note(&b.kind)
+                connections_note(&b.kind) + &columns_note(b.columns)
             );
         }
     }

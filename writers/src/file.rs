@@ -35,6 +35,15 @@ pub struct JsonEncoder {
     lines: json::JsonLines,
 }
 
+impl JsonEncoder {
+    /// An encoder of the columns in `set` (`columns:`).
+    pub fn new(set: crate::schema::ColumnSet) -> Self {
+        JsonEncoder {
+            lines: json::JsonLines::new(set),
+        }
+    }
+}
+
 impl RowEncoder for JsonEncoder {
     fn encode(&mut self, rec: &FlowRecord<'_>, out: &mut BytesMut) {
         self.lines.encode(rec, out);

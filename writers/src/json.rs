@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use bytes::BufMut;
 use goflow_codec::{FlowRecord, UnixMicros};
 
-use crate::schema::{self, COLUMNS, Value, flow_columns};
+use std::sync::Arc;
+
+use crate::schema::{self, COLUMNS, ColumnSet, Value, flow_columns};
 
 /// Appends one record as a JSON object and a newline, to any buffer (`Vec<u8>`, `BytesMut`).
 /// A convenience over a per-thread [`JsonLines`].
@@ -80,26 +82,78 @@ pub struct JsonLines {
     days: [Option<(i64, u128)>; 2],
     /// The line buffer, [`LINE_CAP`] bytes once used; reused so it is not zeroed per record.
     line: Vec<u8>,
+    /// The row code of the encoder's column set.
+    rows: Rows,
+}
+
+/// Writes one column as `,"name":value`.
+type ColumnFn = fn(&mut JsonLines, &FlowRecord<'_>, &mut Line<'_>);
+
+/// How a line's columns are written: chosen once per column set. The two common sets are
+/// straight-line code (every accessor inlined, membership decided at compile time); any other
+/// set walks a precomputed list of per-column writers.
+#[derive(Clone, Debug, Default)]
+enum Rows {
+    #[default]
+    All,
+    Legacy,
+    Plan(Arc<[ColumnFn]>),
 }
 
 macro_rules! json_columns {
     ($($name:ident: $ty:ident, $nullable:literal, $read:expr;)*) => {
         impl JsonLines {
-            /// Every column as `,"name":value`, in schema order, each accessor inlined (the
-            /// caller turns the first `,` into `{`).
+            /// The columns of the set `MASK` as `,"name":value`, in schema order, each
+            /// accessor inlined (the caller turns the first `,` into `{`).
             #[inline(always)]
-            fn put_columns(&mut self, rec: &FlowRecord<'_>, line: &mut Line<'_>) {
+            fn put_columns<const MASK: u64>(&mut self, rec: &FlowRecord<'_>, line: &mut Line<'_>) {
                 $(
-                    line.put(concat!(",\"", stringify!($name), "\":").as_bytes());
-                    self.put_value(schema::read(rec, $read), line);
+                    if schema::in_mask(MASK, schema::Col::$name) {
+                        line.put(concat!(",\"", stringify!($name), "\":").as_bytes());
+                        self.put_value(schema::read(rec, $read), line);
+                    }
                 )*
             }
         }
+
+        /// One writer per column, in schema order (for sets other than all and legacy).
+        const COLUMN_FNS: [ColumnFn; COLUMNS.len()] = [
+            $({
+                fn put(e: &mut JsonLines, rec: &FlowRecord<'_>, line: &mut Line<'_>) {
+                    line.put(concat!(",\"", stringify!($name), "\":").as_bytes());
+                    e.put_value(schema::read(rec, $read), line);
+                }
+                put
+            },)*
+        ];
     };
 }
 flow_columns!(json_columns);
 
+const ALL: u64 = ColumnSet::ALL.bits();
+const LEGACY: u64 = ColumnSet::LEGACY.bits();
+
 impl JsonLines {
+    /// An encoder of the columns in `set` (schema order).
+    pub fn new(set: ColumnSet) -> Self {
+        let rows = match set {
+            ColumnSet::ALL => Rows::All,
+            ColumnSet::LEGACY => Rows::Legacy,
+            _ => Rows::Plan(
+                COLUMNS
+                    .iter()
+                    .zip(COLUMN_FNS)
+                    .filter(|(c, _)| set.contains(c.name))
+                    .map(|(_, f)| f)
+                    .collect(),
+            ),
+        };
+        JsonLines {
+            rows,
+            ..JsonLines::default()
+        }
+    }
+
     /// Appends one record as a JSON object and a newline.
     pub fn encode<B: BufMut + ?Sized>(&mut self, rec: &FlowRecord<'_>, out: &mut B) {
         if self.line.len() != LINE_CAP {
@@ -110,7 +164,19 @@ impl JsonLines {
             buf: &mut buf,
             len: 0,
         };
-        self.put_columns(rec, &mut line);
+        match &self.rows {
+            Rows::All => self.put_columns::<ALL>(rec, &mut line),
+            Rows::Legacy => self.put_columns::<LEGACY>(rec, &mut line),
+            Rows::Plan(_) => {
+                // Moved out for the walk (the writers take the encoder), then put back.
+                if let Rows::Plan(plan) = std::mem::take(&mut self.rows) {
+                    for put in plan.iter() {
+                        put(self, rec, &mut line);
+                    }
+                    self.rows = Rows::Plan(plan);
+                }
+            }
+        }
         line.put_block(b"}\n", 2);
         let len = line.len;
         if let Some(first) = buf.first_mut() {
@@ -492,6 +558,57 @@ mod tests {
         let mut v = Vec::new();
         write_rfc3339(t, &mut v);
         String::from_utf8(v).expect("ascii")
+    }
+
+    #[test]
+    fn column_sets_write_their_keys_of_the_full_line() {
+        use goflow_codec::{PacketContext, Plan, Sampling, Slot};
+        let plan = Plan {
+            record_len: 7,
+            dst_ip: Slot::new(0, 4),
+            src_port: Slot::new(4, 2),
+            protocol: Slot::new(6, 1),
+            ..Plan::EMPTY
+        };
+        let bytes = [198, 51, 100, 7, 1, 187, 6];
+        let c = PacketContext {
+            exporter: IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
+            observation_domain: 7,
+            version: 10,
+            export_time_us: 1_700_000_000_123_456,
+            sys_uptime_ms: 0,
+            received_us: 1_700_000_000_123_457,
+            system_init_ms: None,
+        };
+        let rec = FlowRecord::new(&bytes, &plan, &c, Sampling::default());
+        let line = |mut e: JsonLines| {
+            let mut out = Vec::new();
+            e.encode(&rec, &mut out);
+            let v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&out).expect("a JSON object");
+            (v, String::from_utf8(out).expect("utf-8"))
+        };
+        let (full, _) = line(JsonLines::default());
+        assert_eq!(full.len(), COLUMNS.len());
+        let custom = ColumnSet::parse(&["etype", "time_received", "dst_port"]).expect("set");
+        for set in [ColumnSet::LEGACY, custom] {
+            let (got, text) = line(JsonLines::new(set));
+            let mut keys: Vec<&str> = got.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            let want: Vec<&str> = set.columns().map(|c| c.name).collect();
+            // Written in schema order.
+            let at: Vec<usize> = want
+                .iter()
+                .map(|k| text.find(&format!("\"{k}\":")).expect("key"))
+                .collect();
+            assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+            let mut sorted = want.clone();
+            sorted.sort_unstable();
+            assert_eq!(keys, sorted);
+            for (k, v) in &got {
+                assert_eq!(Some(v), full.get(k), "{k}");
+            }
+        }
     }
 
     #[test]

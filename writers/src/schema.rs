@@ -186,13 +186,157 @@ macro_rules! column_table {
         pub const COLUMNS: &[Column] = &[
             $(col(stringify!($name), ColumnType::$ty, $nullable, $read),)*
         ];
+
+        /// Each column's position in [`COLUMNS`] (and its bit in a [`ColumnSet`]).
+        #[allow(non_camel_case_types, reason = "the columns' own names")]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum Col {
+            $($name,)*
+        }
     };
 }
 flow_columns!(column_table);
 
+const _: () = assert!(COLUMNS.len() <= 64, "a ColumnSet is a 64-bit mask");
+
 /// The column by name.
 pub fn column(name: &str) -> Option<&'static Column> {
     COLUMNS.iter().find(|c| c.name == name)
+}
+
+/// The old Go collector's eight columns (the `legacy` shorthand of `columns:`).
+pub const LEGACY_COLUMNS: [&str; 8] = [
+    "last_switched",
+    "src_ip",
+    "dst_ip",
+    "src_port",
+    "dst_port",
+    "in_bytes",
+    "in_pkts",
+    "protocol",
+];
+
+/// The columns one backend stores (its `columns:` setting), always in schema order: a bit per
+/// column of [`COLUMNS`]. DDL, COPY / LOAD DATA column lists and every encoder follow it; the
+/// encoders pick their row code once per set (a straight-line expansion for [`ColumnSet::ALL`]
+/// and [`ColumnSet::LEGACY`], a precomputed list of per-column writers for any other set), so
+/// no record tests a column's membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ColumnSet(u64);
+
+impl Default for ColumnSet {
+    fn default() -> Self {
+        ColumnSet::ALL
+    }
+}
+
+impl ColumnSet {
+    /// Every column (the default).
+    pub const ALL: ColumnSet = ColumnSet(if COLUMNS.len() == 64 {
+        u64::MAX
+    } else {
+        (1u64 << COLUMNS.len()) - 1
+    });
+    /// The old collector's eight columns.
+    pub const LEGACY: ColumnSet = ColumnSet(
+        Col::last_switched.bit()
+            | Col::src_ip.bit()
+            | Col::dst_ip.bit()
+            | Col::src_port.bit()
+            | Col::dst_port.bit()
+            | Col::in_bytes.bit()
+            | Col::in_pkts.bit()
+            | Col::protocol.bit(),
+    );
+
+    /// The set's bits (bit `i` = `COLUMNS[i]`).
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// A set from column names and the shorthands `all` and `legacy` (order and repeats do not
+    /// matter: the table keeps schema order). An unknown name is an error naming it.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<ColumnSet, String> {
+        let mut bits = 0u64;
+        for n in names {
+            let n = n.as_ref().trim();
+            bits |= match n {
+                "all" => ColumnSet::ALL.0,
+                "legacy" => ColumnSet::LEGACY.0,
+                _ => match COLUMNS.iter().position(|c| c.name == n) {
+                    Some(i) => 1 << i,
+                    None => {
+                        return Err(format!(
+                            "unknown column {n:?} (the columns: {}; or all, legacy)",
+                            COLUMNS
+                                .iter()
+                                .map(|c| c.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                },
+            };
+        }
+        if bits == 0 {
+            return Err("no columns (leave the key out for all of them)".to_owned());
+        }
+        Ok(ColumnSet(bits))
+    }
+
+    pub fn contains(self, name: &str) -> bool {
+        COLUMNS
+            .iter()
+            .position(|c| c.name == name)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    pub fn is_all(self) -> bool {
+        self == ColumnSet::ALL
+    }
+
+    /// Columns in the set.
+    pub const fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The set's columns in schema order.
+    pub fn columns(self) -> impl Iterator<Item = &'static Column> {
+        COLUMNS
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, c)| c)
+    }
+
+    /// The set's column names, comma-separated (for logs, /status and the spool format).
+    pub fn names(self) -> String {
+        self.columns().map(|c| c.name).collect::<Vec<_>>().join(",")
+    }
+
+    /// The longest row this set can take: `len_of` is a column's widest encoding.
+    pub fn max_len(self, len_of: impl Fn(&Column) -> usize) -> usize {
+        self.columns().map(len_of).sum()
+    }
+}
+
+impl Col {
+    /// The column's bit in a [`ColumnSet`].
+    pub const fn bit(self) -> u64 {
+        1 << self as u8
+    }
+}
+
+/// Whether a column (by its [`Col`] bit) is in a compile-time set mask: the encoders' const
+/// generic row functions test this, and the branch folds away.
+#[inline(always)]
+pub(crate) const fn in_mask(mask: u64, col: Col) -> bool {
+    mask & col.bit() != 0
 }
 
 #[cfg(test)]
@@ -200,21 +344,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn column_sets() {
+        assert_eq!(ColumnSet::ALL.len(), COLUMNS.len());
+        assert_eq!(ColumnSet::LEGACY.len(), 8);
+        let legacy: Vec<_> = ColumnSet::LEGACY.columns().map(|c| c.name).collect();
+        let mut want = LEGACY_COLUMNS.to_vec();
+        want.sort_by_key(|n| COLUMNS.iter().position(|c| c.name == *n));
+        assert_eq!(legacy, want);
+        assert_eq!(ColumnSet::parse(&["legacy"]), Ok(ColumnSet::LEGACY));
+        assert_eq!(ColumnSet::parse(&["all", "src_ip"]), Ok(ColumnSet::ALL));
+        let s = ColumnSet::parse(&["dst_port", "time_received", "dst_port"]);
+        assert_eq!(
+            s.map(|s| s.names()),
+            Ok("time_received,dst_port".to_owned())
+        );
+        let e = ColumnSet::parse(&["src_ip", "srcip"]).expect_err("unknown");
+        assert!(e.contains("\"srcip\"") && e.contains("legacy"), "{e}");
+        assert!(ColumnSet::parse::<&str>(&[]).is_err());
+        for (i, c) in COLUMNS.iter().enumerate() {
+            assert!(ColumnSet(1 << i).contains(c.name));
+        }
+    }
+
+    #[test]
     fn names_are_unique_and_include_the_old_collectors() {
         let mut names: Vec<_> = COLUMNS.iter().map(|c| c.name).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), COLUMNS.len());
-        for old in [
-            "last_switched",
-            "src_ip",
-            "dst_ip",
-            "src_port",
-            "dst_port",
-            "in_bytes",
-            "in_pkts",
-            "protocol",
-        ] {
+        for old in LEGACY_COLUMNS {
             assert!(column(old).is_some(), "{old}");
         }
     }

@@ -757,3 +757,55 @@ fn sslmode_prefer_falls_back_and_require_refuses_a_server_without_tls() {
     assert!(!err.is_retriable(), "{err}");
     assert!(err.to_string().contains("SQL_SSLMODE is require"), "{err}");
 }
+
+/// `columns: legacy`: a table with the old collector's eight columns only, LOAD DATA names
+/// them, every row and byte arrives.
+#[test]
+fn a_column_set_makes_a_narrow_table() {
+    use goflow_codec::{Decoder, DecoderConfig};
+    use goflow_writers::schema::{ColumnSet, LEGACY_COLUMNS};
+    let Some(server) = server("a_column_set_makes_a_narrow_table") else {
+        return;
+    };
+    let table = random_table("narrow");
+    let mut db = Db::connect(&server, &table);
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let mut enc = mysql::encoder_for(ColumnSet::LEGACY);
+    let mut buf = BytesMut::new();
+    let (mut rows, mut bytes, mut pkts) = (0u64, 0u64, 0u64);
+    for d in 0..20u32 {
+        let pkt = pg_common::v5_datagram(d * 30, 30, d * 30 + 1);
+        decoder
+            .decode(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                1_767_225_601_000_000,
+                &pkt,
+                |rec| {
+                    enc.encode(rec, &mut buf);
+                    rows += 1;
+                    bytes += rec.in_bytes().unwrap_or(0);
+                    pkts += rec.in_pkts().unwrap_or(0);
+                },
+            )
+            .expect("decode");
+    }
+    let chunk = Chunk {
+        rows: buf.split().freeze(),
+        count: rows,
+        oldest_received_us: 1_767_225_601_000_000,
+        position: None,
+    };
+    let mut sink = MysqlSink::new(mysql::MysqlConfig {
+        columns: ColumnSet::LEGACY,
+        ..config(&server, &table, None)
+    });
+    sink.connect().expect("connect");
+    sink.write(&chunk).expect("write");
+    sink.flush().expect("flush");
+    let mut cols = db.columns();
+    cols.sort();
+    let mut want: Vec<String> = LEGACY_COLUMNS.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(cols, want, "only the set's columns");
+    db.assert_totals(rows, bytes, pkts);
+}

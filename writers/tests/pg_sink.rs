@@ -368,3 +368,71 @@ fn empty_flush_is_a_no_op() {
     };
     assert!(err.is_retriable(), "connection refused is retriable: {err}");
 }
+
+/// `columns: legacy`: goflow creates the table with the old collector's eight columns only,
+/// COPY names them, every row and byte arrives; a full table whose NOT NULL columns the set
+/// leaves out is refused at setup, naming the column.
+#[test]
+fn a_column_set_makes_a_narrow_table() {
+    use goflow_codec::{Decoder, DecoderConfig};
+    use goflow_writers::schema::{ColumnSet, LEGACY_COLUMNS};
+    let table = random_table("narrow");
+    let db = Db::connect(&table);
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let mut enc = pg::encoder_for(ColumnSet::LEGACY);
+    let mut buf = BytesMut::new();
+    let (mut rows, mut bytes, mut pkts) = (0u64, 0u64, 0u64);
+    for d in 0..20u32 {
+        let pkt = v5_datagram(d * 30, 30, d * 30 + 1);
+        decoder
+            .decode(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                1_767_225_601_000_000,
+                &pkt,
+                |rec| {
+                    enc.encode(rec, &mut buf);
+                    rows += 1;
+                    bytes += rec.in_bytes().unwrap_or(0);
+                    pkts += rec.in_pkts().unwrap_or(0);
+                },
+            )
+            .expect("decode");
+    }
+    let chunk = Chunk {
+        rows: buf.split().freeze(),
+        count: rows,
+        oldest_received_us: 1_767_225_601_000_000,
+        position: None,
+    };
+    let cfg = goflow_writers::pg::PgConfig {
+        columns: ColumnSet::LEGACY,
+        ..pg_config(&table, None)
+    };
+    let mut sink = PgSink::new(cfg.clone());
+    sink.write(&chunk).expect("write");
+    sink.flush().expect("flush");
+    let mut cols = db.columns();
+    cols.sort();
+    let mut want: Vec<String> = LEGACY_COLUMNS.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(cols, want, "only the set's columns");
+    db.assert_totals(rows, bytes, pkts);
+
+    // A table goflow made with every column: time_received is NOT NULL, legacy leaves it out.
+    let full = random_table("narrowfull");
+    let db2 = Db::connect(&full);
+    db2.exec(&goflow_writers::pg::ddl::create_table(&full));
+    let mut sink = PgSink::new(goflow_writers::pg::PgConfig {
+        columns: ColumnSet::LEGACY,
+        ..pg_config(&full, None)
+    });
+    let err = sink
+        .write(&chunk)
+        .and_then(|()| sink.flush())
+        .expect_err("refused");
+    assert!(!err.is_retriable(), "{err}");
+    assert!(
+        err.to_string().contains("time_received") && err.to_string().contains("columns:"),
+        "{err}"
+    );
+}

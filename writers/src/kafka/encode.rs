@@ -275,6 +275,13 @@ impl KafkaEncoder {
             json: JsonLines::default(),
         }
     }
+
+    /// `format: json` messages carry only the columns of `set` (`columns:`); protobuf messages
+    /// are goflow2's FlowMessage, whose fields are fixed, and ignore it.
+    pub fn with_columns(mut self, set: crate::schema::ColumnSet) -> KafkaEncoder {
+        self.json = JsonLines::new(set);
+        self
+    }
 }
 
 impl RowEncoder for KafkaEncoder {

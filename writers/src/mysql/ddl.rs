@@ -29,7 +29,7 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, params};
 
-use crate::schema::{COLUMNS, Column, ColumnType};
+use crate::schema::{COLUMNS, Column, ColumnSet, ColumnType};
 
 /// The column retention, the index and the partitions are on.
 pub const TIME_COLUMN: &str = "last_switched";
@@ -115,9 +115,17 @@ impl Layout {
 /// `LOAD DATA LOCAL INFILE` for the encoder's lines (see `encode.rs`) into `table` laid out as
 /// `layout`: explicit column list in schema order, `CHARACTER SET binary`, TAB / LF / backslash.
 pub fn load_statement(table: &str, layout: &Layout) -> String {
+    load_statement_for(table, layout, ColumnSet::ALL)
+}
+
+/// [`load_statement`] for the columns of `set` (what an encoder of that set writes).
+pub fn load_statement_for(table: &str, layout: &Layout, set: ColumnSet) -> String {
     let mut targets = Vec::with_capacity(COLUMNS.len());
     let mut sets = Vec::new();
     for (col, load) in COLUMNS.iter().zip(&layout.loads) {
+        if !set.contains(col.name) {
+            continue;
+        }
         match load {
             Load::Direct => targets.push(quote_ident(col.name)),
             Load::IntAddress { v6 } => {
@@ -179,7 +187,12 @@ fn day_partitions(days: impl Iterator<Item = i64>) -> Vec<String> {
 /// CREATE TABLE IF NOT EXISTS with every schema column, InnoDB, the time index; partitioned by
 /// day from `partitioned_from` (a day since 1970-01-01: today) when given.
 pub fn create_table(table: &str, partitioned_from: Option<i64>) -> String {
-    let mut defs: Vec<String> = COLUMNS.iter().map(|c| column_def(c, true)).collect();
+    create_table_for(table, partitioned_from, ColumnSet::ALL)
+}
+
+/// [`create_table`] with the columns of `set` only.
+pub fn create_table_for(table: &str, partitioned_from: Option<i64>, set: ColumnSet) -> String {
+    let mut defs: Vec<String> = set.columns().map(|c| column_def(c, true)).collect();
     defs.push(format!(
         "KEY {} ({})",
         quote_ident(TIME_INDEX),
@@ -269,6 +282,17 @@ pub fn plan_columns(
     existing: &[ExistingColumn],
     has_time_index: bool,
 ) -> Result<ColumnPlan, String> {
+    plan_columns_for(table, existing, has_time_index, ColumnSet::ALL)
+}
+
+/// [`plan_columns`] for a backend that writes only the columns of `set`: others are neither
+/// added nor checked, and one of them that is NOT NULL without a default is an error.
+pub fn plan_columns_for(
+    table: &str,
+    existing: &[ExistingColumn],
+    has_time_index: bool,
+    set: ColumnSet,
+) -> Result<ColumnPlan, String> {
     let mut plan = ColumnPlan::default();
     let incompatible = |e: &ExistingColumn, want: &str| {
         format!(
@@ -280,6 +304,9 @@ pub fn plan_columns(
         )
     };
     for (i, col) in COLUMNS.iter().enumerate() {
+        if !set.contains(col.name) {
+            continue;
+        }
         let Some(e) = existing
             .iter()
             .find(|e| e.name.eq_ignore_ascii_case(col.name))
@@ -362,7 +389,7 @@ pub fn plan_columns(
         }
     }
     for e in existing {
-        let ours = COLUMNS.iter().any(|c| c.name.eq_ignore_ascii_case(&e.name));
+        let ours = set.columns().any(|c| c.name.eq_ignore_ascii_case(&e.name));
         let filled_by_set = plan.layout.loads.iter().any(
             |l| matches!(l, Load::IntAddress { v6: Some(v6) } if v6.eq_ignore_ascii_case(&e.name)),
         );
@@ -468,6 +495,7 @@ pub async fn ensure_schema(
     db: &str,
     table: &str,
     partition_today: Option<i64>,
+    set: ColumnSet,
 ) -> Result<SchemaReport, SchemaError> {
     let lock = schema_lock_name(db, table);
     let got: Option<Option<i64>> = conn
@@ -485,7 +513,7 @@ pub async fn ensure_schema(
             .into(),
         )));
     }
-    let result = ensure_schema_locked(conn, table, partition_today).await;
+    let result = ensure_schema_locked(conn, table, partition_today, set).await;
     let released = conn
         .exec_drop("SELECT RELEASE_LOCK(?)", (lock.as_str(),))
         .await;
@@ -556,11 +584,12 @@ async fn ensure_schema_locked(
     conn: &mut Conn,
     table: &str,
     partition_today: Option<i64>,
+    set: ColumnSet,
 ) -> Result<SchemaReport, SchemaError> {
     let mut report = SchemaReport::default();
     let existing = existing_columns(conn, table).await?;
     if existing.is_empty() {
-        conn.query_drop(create_table(table, partition_today))
+        conn.query_drop(create_table_for(table, partition_today, set))
             .await?;
         report.created = true;
     } else {
@@ -571,7 +600,7 @@ async fn ensure_schema_locked(
                 (table, TIME_COLUMN),
             )
             .await?;
-        let plan = plan_columns(table, &existing, indexed.unwrap_or(0) > 0)
+        let plan = plan_columns_for(table, &existing, indexed.unwrap_or(0) > 0, set)
             .map_err(SchemaError::Incompatible)?;
         if !plan.clauses.is_empty() {
             conn.query_drop(format!(

@@ -29,7 +29,9 @@ use bytes::{BufMut, BytesMut};
 use goflow_codec::{FlowRecord, UnixMicros};
 
 use crate::json::civil_from_days;
-use crate::schema::{self, COLUMNS, ColumnType, Value, flow_columns};
+use std::sync::Arc;
+
+use crate::schema::{self, COLUMNS, ColumnSet, ColumnType, Value, flow_columns};
 use crate::sink::RowEncoder;
 
 /// DATETIME's range in Unix microseconds: 1000-01-01 00:00:00 ..= 9999-12-31 23:59:59.999999.
@@ -97,11 +99,50 @@ pub struct MysqlRowEncoder {
     /// The `YYYY-MM-DD ` of the last two days seen, by day parity (around midnight a record's
     /// times straddle two days).
     days: [Option<(i64, [u8; 11])>; 2],
+    /// The row code of the column set.
+    rows: Rows,
 }
 
-/// A fresh row encoder.
+/// Writes one column's field and its TAB.
+type ColumnFn = fn(&mut MysqlRowEncoder, &FlowRecord<'_>, &mut BytesMut);
+
+/// How a line's fields are written, chosen once per column set: straight-line code for all
+/// columns and for the old collector's eight, a precomputed list of per-column writers for any
+/// other set (LOAD DATA names the same columns: [`super::ddl::plan_columns_for`]).
+#[derive(Clone, Debug, Default)]
+enum Rows {
+    #[default]
+    All,
+    Legacy,
+    Plan(Arc<[ColumnFn]>),
+}
+
+const ALL: u64 = ColumnSet::ALL.bits();
+const LEGACY: u64 = ColumnSet::LEGACY.bits();
+
+/// A fresh row encoder of every column.
 pub fn encoder() -> MysqlRowEncoder {
     MysqlRowEncoder::default()
+}
+
+/// A fresh row encoder of the columns in `set`.
+pub fn encoder_for(set: ColumnSet) -> MysqlRowEncoder {
+    let rows = match set {
+        ColumnSet::ALL => Rows::All,
+        ColumnSet::LEGACY => Rows::Legacy,
+        _ => Rows::Plan(
+            COLUMNS
+                .iter()
+                .zip(COLUMN_FNS)
+                .filter(|(c, _)| set.contains(c.name))
+                .map(|(_, f)| f)
+                .collect(),
+        ),
+    };
+    MysqlRowEncoder {
+        rows,
+        ..MysqlRowEncoder::default()
+    }
 }
 
 impl MysqlRowEncoder {
@@ -119,7 +160,19 @@ impl MysqlRowEncoder {
     #[inline]
     pub fn encode_row(&mut self, rec: &FlowRecord<'_>, out: &mut BytesMut) {
         out.reserve(ROW_LEN_MAX);
-        self.put_columns(rec, out);
+        match &self.rows {
+            Rows::All => self.put_columns::<ALL>(rec, out),
+            Rows::Legacy => self.put_columns::<LEGACY>(rec, out),
+            Rows::Plan(_) => {
+                // Moved out for the walk (the writers take the encoder), then put back.
+                if let Rows::Plan(plan) = std::mem::take(&mut self.rows) {
+                    for put in plan.iter() {
+                        put(self, rec, out);
+                    }
+                    self.rows = Rows::Plan(plan);
+                }
+            }
+        }
         // Every field was followed by a TAB: the last one becomes the line end.
         if let Some(last) = out.last_mut() {
             *last = b'\n';
@@ -250,12 +303,27 @@ fn put_escaped(bytes: &[u8], out: &mut BytesMut) {
 macro_rules! load_columns {
     ($($name:ident: $ty:ident, $nullable:literal, $read:expr;)*) => {
         impl MysqlRowEncoder {
-            /// Every column's field and a TAB, in schema order, each accessor inlined.
+            /// The fields of the set `MASK`, each with a TAB, in schema order, each accessor
+            /// inlined.
             #[inline(always)]
-            fn put_columns(&mut self, rec: &FlowRecord<'_>, out: &mut BytesMut) {
-                $(self.put_value(ColumnType::$ty, schema::read(rec, $read), out);)*
+            fn put_columns<const MASK: u64>(&mut self, rec: &FlowRecord<'_>, out: &mut BytesMut) {
+                $(
+                    if schema::in_mask(MASK, schema::Col::$name) {
+                        self.put_value(ColumnType::$ty, schema::read(rec, $read), out);
+                    }
+                )*
             }
         }
+
+        /// One writer per column, in schema order (for sets other than all and legacy).
+        const COLUMN_FNS: [ColumnFn; COLUMNS.len()] = [
+            $({
+                fn put(e: &mut MysqlRowEncoder, rec: &FlowRecord<'_>, out: &mut BytesMut) {
+                    e.put_value(ColumnType::$ty, schema::read(rec, $read), out);
+                }
+                put
+            },)*
+        ];
     };
 }
 flow_columns!(load_columns);
@@ -335,6 +403,40 @@ mod tests {
         let mut out = BytesMut::new();
         encoder().put_time(t, &mut out);
         String::from_utf8(out.to_vec()).expect("ascii")
+    }
+
+    #[test]
+    fn column_sets_write_their_fields_of_the_full_line() {
+        let plan = Plan {
+            record_len: 7,
+            dst_ip: Slot::new(0, 4),
+            src_port: Slot::new(4, 2),
+            protocol: Slot::new(6, 1),
+            ..Plan::EMPTY
+        };
+        let bytes = [198, 51, 100, 7, 1, 187, 6];
+        let c = ctx(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+        let rec = FlowRecord::new(&bytes, &plan, &c, Sampling::default());
+        let line = |mut e: MysqlRowEncoder| {
+            let mut out = BytesMut::new();
+            e.encode_row(&rec, &mut out);
+            let body = out.strip_suffix(b"\n").expect("line end").to_vec();
+            body.split(|b| *b == b'\t')
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        };
+        let full = line(encoder());
+        assert_eq!(full.len(), COLUMNS.len());
+        let custom = ColumnSet::parse(&["etype", "last_switched", "dst_port"]).expect("set");
+        for set in [ColumnSet::LEGACY, custom] {
+            let want: Vec<_> = COLUMNS
+                .iter()
+                .zip(&full)
+                .filter(|(c, _)| set.contains(c.name))
+                .map(|(_, f)| f.clone())
+                .collect();
+            assert_eq!(line(encoder_for(set)), want, "{}", set.names());
+        }
     }
 
     #[test]

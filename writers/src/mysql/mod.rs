@@ -13,7 +13,7 @@ pub mod encode;
 pub mod sink;
 
 pub use crate::pg::SslMode;
-pub use encode::{MysqlRowEncoder, encoder};
+pub use encode::{MysqlRowEncoder, encoder, encoder_for};
 pub use sink::MysqlSink;
 
 /// Where and how the sink connects. `password` is never logged, shown on status, or printed by
@@ -36,6 +36,8 @@ pub struct MysqlConfig {
     /// `None` or 0 keeps everything. A table goflow creates while this is set gets daily
     /// partitions (see [`ddl`]).
     pub max_age_days: Option<u32>,
+    /// The columns stored (`columns:`; the table gets only these).
+    pub columns: crate::schema::ColumnSet,
 }
 
 impl Default for MysqlConfig {
@@ -50,6 +52,7 @@ impl Default for MysqlConfig {
             table: "goflow_records".into(),
             sslmode: SslMode::Disable,
             max_age_days: None,
+            columns: crate::schema::ColumnSet::ALL,
         }
     }
 }

@@ -336,7 +336,7 @@ impl MysqlSink {
         let result = rt.block_on(async {
             tokio::time::timeout(
                 SCHEMA_TIMEOUT,
-                ddl::ensure_schema(conn, &db, &table, partition_today),
+                ddl::ensure_schema(conn, &db, &table, partition_today, self.cfg.columns),
             )
             .await
         });
@@ -387,7 +387,7 @@ impl MysqlSink {
         }
         lock(&self.stats).partitioned = report.partitioned;
         self.table = Some(Table {
-            load_sql: ddl::load_statement(&table, &report.layout),
+            load_sql: ddl::load_statement_for(&table, &report.layout, self.cfg.columns),
             partitioned: report.partitioned,
         });
         self.start_retention();

@@ -18,7 +18,7 @@
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
-use crate::schema::{COLUMNS, Column, ColumnType};
+use crate::schema::{COLUMNS, Column, ColumnSet, ColumnType};
 
 /// The column retention and the hypertable partition on.
 pub const TIME_COLUMN: &str = "last_switched";
@@ -69,17 +69,45 @@ pub fn quote_table(table: &str) -> String {
 
 /// `"col1","col2",...` in schema order: the COPY column list.
 pub fn column_list() -> String {
-    let names: Vec<String> = COLUMNS.iter().map(|c| quote_ident(c.name)).collect();
+    column_list_for(ColumnSet::ALL)
+}
+
+/// The COPY column list of `set` (schema order, what its encoder writes).
+pub fn column_list_for(set: ColumnSet) -> String {
+    let names: Vec<String> = set.columns().map(|c| quote_ident(c.name)).collect();
     names.join(",")
 }
 
 /// `COPY <table> (<columns>) FROM STDIN (FORMAT binary)`.
 pub fn copy_statement(table: &str) -> String {
+    copy_statement_for(table, ColumnSet::ALL)
+}
+
+/// [`copy_statement`] for the columns of `set`.
+pub fn copy_statement_for(table: &str, set: ColumnSet) -> String {
     format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
         quote_table(table),
-        column_list()
+        column_list_for(set)
     )
+}
+
+/// The columns the rollup `<table>_1m` reads; a column set without one of them gets no rollup.
+pub const ROLLUP_COLUMNS: [&str; 9] = [
+    "last_switched",
+    "exporter",
+    "protocol",
+    "direction",
+    "input_if",
+    "output_if",
+    "in_bytes",
+    "in_pkts",
+    "sampling_rate",
+];
+
+/// Whether a table of `set` can have the rollup.
+pub fn rollup_possible(set: ColumnSet) -> bool {
+    ROLLUP_COLUMNS.iter().all(|c| set.contains(c))
 }
 
 fn column_def(col: &Column, with_not_null: bool) -> String {
@@ -93,7 +121,12 @@ fn column_def(col: &Column, with_not_null: bool) -> String {
 
 /// CREATE TABLE IF NOT EXISTS with every schema column.
 pub fn create_table(table: &str) -> String {
-    let defs: Vec<String> = COLUMNS.iter().map(|c| column_def(c, true)).collect();
+    create_table_for(table, ColumnSet::ALL)
+}
+
+/// [`create_table`] with the columns of `set` only.
+pub fn create_table_for(table: &str, set: ColumnSet) -> String {
+    let defs: Vec<String> = set.columns().map(|c| column_def(c, true)).collect();
     format!(
         "CREATE TABLE IF NOT EXISTS {} ({})",
         quote_table(table),
@@ -197,6 +230,7 @@ pub async fn ensure_schema(
     client: &Client,
     table: &str,
     compress_after_days: Option<u32>,
+    set: ColumnSet,
 ) -> Result<SchemaReport, SchemaError> {
     let key = schema_lock_key(table);
     client
@@ -205,7 +239,7 @@ pub async fn ensure_schema(
             &[&SCHEMA_LOCK_CLASS, &key],
         )
         .await?;
-    let result = ensure_schema_locked(client, table, compress_after_days).await;
+    let result = ensure_schema_locked(client, table, compress_after_days, set).await;
     let unlocked = client
         .execute(
             "SELECT pg_advisory_unlock($1::int4, $2::int4)",
@@ -221,6 +255,7 @@ async fn ensure_schema_locked(
     client: &Client,
     table: &str,
     compress_after_days: Option<u32>,
+    set: ColumnSet,
 ) -> Result<SchemaReport, SchemaError> {
     let mut report = SchemaReport::default();
     let qualified = quote_table(table);
@@ -229,22 +264,35 @@ async fn ensure_schema_locked(
         .await?
         .try_get::<_, bool>(0)?;
     if !exists {
-        client.batch_execute(&create_table(table)).await?;
+        client.batch_execute(&create_table_for(table, set)).await?;
         report.created = true;
     }
 
     let rows = client
         .query(
-            "SELECT attname::text, atttypid::oid, format_type(atttypid, atttypmod) \
+            "SELECT attname::text, atttypid::oid, format_type(atttypid, atttypmod), \
+             attnotnull AND NOT atthasdef \
              FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
             &[&qualified],
         )
         .await?;
     let mut present: Vec<(String, u32, String)> = Vec::with_capacity(rows.len());
     for row in rows {
-        present.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+        let name: String = row.try_get(0)?;
+        // A NOT NULL column without a default that this backend's columns leave out would
+        // refuse every COPY: say so now.
+        let required: bool = row.try_get(3)?;
+        if required && !set.contains(&name) && COLUMNS.iter().any(|c| c.name == name) {
+            return Err(SchemaError::Incompatible(format!(
+                "column {} of table {qualified} is NOT NULL without a default, and this \
+                 backend's `columns:` leaves it out; add it to `columns:`, drop NOT NULL, or \
+                 choose another SQL_TABLE",
+                quote_ident(&name)
+            )));
+        }
+        present.push((name, row.try_get(1)?, row.try_get(2)?));
     }
-    for col in COLUMNS {
+    for col in set.columns() {
         match present.iter().find(|(name, _, _)| name == col.name) {
             Some((_, oid, shown)) if !type_accepts(col.ty, *oid) => {
                 return Err(SchemaError::Incompatible(format!(
@@ -268,7 +316,9 @@ async fn ensure_schema_locked(
         client.batch_execute(&create_brin_index(table)).await?;
     }
     client.batch_execute(&create_positions_table(table)).await?;
-    report.rollup_created = ensure_rollup(client, table, report.timescaledb).await?;
+    if rollup_possible(set) {
+        report.rollup_created = ensure_rollup(client, table, report.timescaledb).await?;
+    }
     if let Some(days) = compress_after_days.filter(|d| *d > 0) {
         report.compression = Some(if report.timescaledb {
             ensure_compression(client, table, days).await?

@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{BufMut, BytesMut};
 use goflow_codec::{FlowRecord, UnixMicros};
 
-use crate::schema::{self, COLUMNS, ColumnType, Value, flow_columns};
+use std::sync::Arc;
+
+use crate::schema::{self, COLUMNS, ColumnSet, ColumnType, Value, flow_columns};
 use crate::sink::RowEncoder;
 
 /// Signature, flags field (no OIDs) and header-extension length: the 19 bytes every binary COPY
@@ -47,8 +49,6 @@ const PGSQL_AF_INET6: u8 = 3;
 /// The longest [`Value::Str`] a text column holds (the schema's labels are short words).
 const TEXT_LEN_MAX: usize = 16;
 
-/// Field count of every row.
-const FIELD_COUNT: i16 = COLUMNS.len() as i16;
 const _: () = assert!(COLUMNS.len() <= i16::MAX as usize);
 
 /// The longest a row can be: its field count plus each column's length prefix and widest value.
@@ -97,21 +97,75 @@ pub fn write_trailer(out: &mut BytesMut) {
 
 /// Encodes records as binary COPY rows (no header or trailer: the sink frames each COPY).
 /// One per worker; `Clone` gives a fresh copy with the same counts.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PgRowEncoder {
     clamped_counters: u64,
     clamped_times: u64,
     /// The row being assembled: [`ROW_LEN_MAX`] bytes once used, reused so it is never zeroed
     /// per row.
     row: Vec<u8>,
+    /// Fields per row: the column set's size.
+    field_count: i16,
+    /// The row code of the column set.
+    rows: Rows,
 }
 
-/// A fresh row encoder.
+impl Default for PgRowEncoder {
+    fn default() -> Self {
+        PgRowEncoder::new(ColumnSet::ALL)
+    }
+}
+
+/// Writes one column's field.
+type ColumnFn = fn(&mut PgRowEncoder, &FlowRecord<'_>, &mut RowWriter<'_>);
+
+/// How a row's fields are written, chosen once per column set: straight-line code for all
+/// columns and for the old collector's eight, a precomputed list of per-column writers for any
+/// other set (the COPY statement names the same columns: [`super::ddl::copy_statement`]).
+#[derive(Clone, Debug)]
+enum Rows {
+    All,
+    Legacy,
+    Plan(Arc<[ColumnFn]>),
+}
+
+/// A fresh row encoder of every column.
 pub fn encoder() -> PgRowEncoder {
     PgRowEncoder::default()
 }
 
+/// A fresh row encoder of the columns in `set`.
+pub fn encoder_for(set: ColumnSet) -> PgRowEncoder {
+    PgRowEncoder::new(set)
+}
+
+const ALL: u64 = ColumnSet::ALL.bits();
+const LEGACY: u64 = ColumnSet::LEGACY.bits();
+
 impl PgRowEncoder {
+    /// An encoder of the columns in `set` (schema order).
+    pub fn new(set: ColumnSet) -> Self {
+        let rows = match set {
+            ColumnSet::ALL => Rows::All,
+            ColumnSet::LEGACY => Rows::Legacy,
+            _ => Rows::Plan(
+                COLUMNS
+                    .iter()
+                    .zip(COLUMN_FNS)
+                    .filter(|(c, _)| set.contains(c.name))
+                    .map(|(_, f)| f)
+                    .collect(),
+            ),
+        };
+        PgRowEncoder {
+            clamped_counters: 0,
+            clamped_times: 0,
+            row: Vec::new(),
+            field_count: set.len() as i16,
+            rows,
+        }
+    }
+
     /// Integer values this encoder clamped to their column's maximum.
     pub fn clamped_counters(&self) -> u64 {
         self.clamped_counters
@@ -135,8 +189,20 @@ impl PgRowEncoder {
             buf: &mut row,
             at: 0,
         };
-        w.put(FIELD_COUNT.to_be_bytes());
-        self.put_columns(rec, &mut w);
+        w.put(self.field_count.to_be_bytes());
+        match &self.rows {
+            Rows::All => self.put_columns::<ALL>(rec, &mut w),
+            Rows::Legacy => self.put_columns::<LEGACY>(rec, &mut w),
+            Rows::Plan(_) => {
+                // Moved out for the walk (the writers take the encoder), then put back.
+                if let Rows::Plan(plan) = std::mem::replace(&mut self.rows, Rows::All) {
+                    for put in plan.iter() {
+                        put(self, rec, &mut w);
+                    }
+                    self.rows = Rows::Plan(plan);
+                }
+            }
+        }
         let len = w.at;
         out.extend_from_slice(row.get(..len).unwrap_or_default());
         self.row = row;
@@ -257,12 +323,26 @@ fn put_inet(ip: IpAddr, w: &mut RowWriter<'_>) {
 macro_rules! copy_columns {
     ($($name:ident: $ty:ident, $nullable:literal, $read:expr;)*) => {
         impl PgRowEncoder {
-            /// Every column's field, in schema order, each accessor inlined.
+            /// The fields of the set `MASK`, in schema order, each accessor inlined.
             #[inline(always)]
-            fn put_columns(&mut self, rec: &FlowRecord<'_>, w: &mut RowWriter<'_>) {
-                $(self.put_value(ColumnType::$ty, schema::read(rec, $read), w);)*
+            fn put_columns<const MASK: u64>(&mut self, rec: &FlowRecord<'_>, w: &mut RowWriter<'_>) {
+                $(
+                    if schema::in_mask(MASK, schema::Col::$name) {
+                        self.put_value(ColumnType::$ty, schema::read(rec, $read), w);
+                    }
+                )*
             }
         }
+
+        /// One writer per column, in schema order (for sets other than all and legacy).
+        const COLUMN_FNS: [ColumnFn; COLUMNS.len()] = [
+            $({
+                fn put(e: &mut PgRowEncoder, rec: &FlowRecord<'_>, w: &mut RowWriter<'_>) {
+                    e.put_value(ColumnType::$ty, schema::read(rec, $read), w);
+                }
+                put
+            },)*
+        ];
     };
 }
 flow_columns!(copy_columns);
@@ -473,6 +553,72 @@ mod tests {
             Some(&[0, 0, 0, 0, 0, 0, 0, 7][..])
         );
         assert_eq!(field(&f, "ip_version"), Some(&[0, 6][..]));
+    }
+
+    /// Fields of a row of any width.
+    fn any_fields(row: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let n = i16::from_be_bytes([row[0], row[1]]);
+        let mut rest = &row[2..];
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            rest = &rest[4..];
+            if len < 0 {
+                out.push(None);
+            } else {
+                out.push(Some(rest[..len as usize].to_vec()));
+                rest = &rest[len as usize..];
+            }
+        }
+        assert!(rest.is_empty(), "trailing bytes");
+        out
+    }
+
+    #[test]
+    fn column_sets_write_their_columns_of_the_full_row() {
+        let plan = Plan {
+            record_len: 23,
+            src_ip: Slot::new(0, 16),
+            dst_ip: Slot::new(16, 4),
+            src_port: Slot::new(20, 2),
+            protocol: Slot::new(22, 1),
+            ..Plan::EMPTY
+        };
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().expect("v6").octets());
+        bytes.extend_from_slice(&[198, 51, 100, 7, 1, 187, 6]);
+        let c = ctx(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        let rec = FlowRecord::new(&bytes, &plan, &c, Sampling::default());
+        let encode = |mut e: PgRowEncoder| {
+            let mut out = BytesMut::new();
+            e.encode_row(&rec, &mut out);
+            any_fields(&out)
+        };
+        let full = encode(encoder());
+        assert_eq!(full.len(), COLUMNS.len());
+        let custom =
+            ColumnSet::parse(&["etype", "time_received", "dst_port", "src_mac"]).expect("columns");
+        for set in [ColumnSet::LEGACY, custom, ColumnSet::ALL] {
+            let want: Vec<_> = COLUMNS
+                .iter()
+                .zip(&full)
+                .filter(|(c, _)| set.contains(c.name))
+                .map(|(_, f)| f.clone())
+                .collect();
+            assert_eq!(encode(encoder_for(set)), want, "{}", set.names());
+        }
+        // The per-column plan (used for other sets) writes what the straight-line code does.
+        let mut planned = encoder_for(custom);
+        planned.field_count = 8;
+        planned.rows = Rows::Plan(
+            COLUMNS
+                .iter()
+                .zip(COLUMN_FNS)
+                .filter(|(c, _)| ColumnSet::LEGACY.contains(c.name))
+                .map(|(_, f)| f)
+                .collect(),
+        );
+        assert_eq!(encode(planned), encode(encoder_for(ColumnSet::LEGACY)));
     }
 
     #[test]

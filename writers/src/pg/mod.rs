@@ -12,7 +12,7 @@ pub mod encode;
 pub mod sink;
 mod tls;
 
-pub use encode::{PgRowEncoder, encoder};
+pub use encode::{PgRowEncoder, encoder, encoder_for};
 pub use sink::PgSink;
 
 /// TLS use towards the server (`SQL_SSLMODE`), with libpq's meanings. Over a Unix socket every
@@ -65,6 +65,8 @@ pub struct PgConfig {
     /// order by time); `None` or 0 leaves chunks uncompressed. Ignored, with a warning, on a
     /// plain PostgreSQL table.
     pub compress_after_days: Option<u32>,
+    /// The columns stored (`columns:`; the table gets only these, COPY names them).
+    pub columns: crate::schema::ColumnSet,
 }
 
 impl Default for PgConfig {
@@ -79,6 +81,7 @@ impl Default for PgConfig {
             sslmode: SslMode::default(),
             max_age_days: None,
             compress_after_days: None,
+            columns: crate::schema::ColumnSet::ALL,
         }
     }
 }

@@ -216,7 +216,7 @@ impl PgSink {
         rollup: &Arc<Mutex<RollupStats>>,
     ) -> PgSink {
         PgSink {
-            copy_sql: ddl::copy_statement(&cfg.table),
+            copy_sql: ddl::copy_statement_for(&cfg.table, cfg.columns),
             cfg,
             lane,
             connected_before: false,
@@ -423,13 +423,14 @@ impl PgSink {
         }
         let table = self.cfg.table.clone();
         let compress = self.cfg.compress_after_days;
+        let columns = self.cfg.columns;
         let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
             return Err(SinkError::retriable("postgres: not connected"));
         };
         let result = rt.block_on(async {
             tokio::time::timeout(
                 SCHEMA_TIMEOUT,
-                ddl::ensure_schema(&session.client, &table, compress),
+                ddl::ensure_schema(&session.client, &table, compress, columns),
             )
             .await
         });
@@ -485,7 +486,11 @@ impl PgSink {
     /// aggregate's policy does that, and the thread only materializes the history of a table
     /// the rollup was just created on, then ends.
     fn start_rollup(&mut self, created: bool) {
-        if self.lane != 0 || self.rollup_stop.is_some() || (self.timescaledb && !created) {
+        if self.lane != 0
+            || self.rollup_stop.is_some()
+            || (self.timescaledb && !created)
+            || !ddl::rollup_possible(self.cfg.columns)
+        {
             return;
         }
         let (stop_tx, stop_rx) = mpsc::channel::<()>();

@@ -49,6 +49,7 @@ pub fn config(server: &(String, u16), table: &str, port: Option<u16>) -> MysqlCo
         table: table.to_string(),
         sslmode: SslMode::Disable,
         max_age_days: None,
+        columns: goflow_writers::schema::ColumnSet::ALL,
     }
 }
 

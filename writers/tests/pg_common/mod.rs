@@ -49,6 +49,7 @@ pub fn pg_config(table: &str, port: Option<u16>) -> PgConfig {
         sslmode: SslMode::Disable,
         max_age_days: None,
         compress_after_days: None,
+        columns: goflow_writers::schema::ColumnSet::ALL,
     }
 }
 
