@@ -10,11 +10,15 @@ use crate::cmd;
 #[derive(Debug, Parser)]
 #[command(
     name = "goflow",
-    version,
-    propagate_version = true,
+    disable_version_flag = true,
     after_help = crate::exit::EXIT_CODES_HELP
 )]
 pub struct Cli {
+    /// Print the version, the commit, the backends this build has and whether io_uring is
+    /// usable here.
+    #[arg(short = 'V', long)]
+    pub version: bool,
+
     /// Configuration file (default: $GOFLOW_CONFIG, else ./config.yml, else built-in defaults).
     #[arg(long, global = true, env = "GOFLOW_CONFIG")]
     pub config: Option<PathBuf>,
@@ -82,4 +86,9 @@ pub enum Command {
     Stats(cmd::stats::StatsOpt),
     /// Provision Grafana through the running daemon: folder, datasources, dashboards.
     ConfigureGrafana(cmd::configure_grafana::ConfigureGrafanaOpt),
+    /// List every column of the flow table: its type in each backend and the information
+    /// elements that fill it.
+    Fields(cmd::fields::FieldsOpt),
+    /// Show the templates the running daemon holds, per exporter and domain.
+    Templates(cmd::templates::TemplatesOpt),
 }

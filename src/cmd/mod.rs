@@ -8,12 +8,19 @@ pub mod bench;
 pub mod check;
 pub mod configure_grafana;
 pub mod decode;
+pub mod fields;
 pub mod run;
 pub mod stats;
 pub mod status;
+pub mod templates;
+pub mod version;
 
 /// Runs the chosen subcommand (the daemon when none is given).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.version {
+        status::emit(&version::text())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match cli.command {
         None => run::run(&cli, &run::RunOpt::default()),
         Some(Command::Run(ref opt)) => run::run(&cli, opt),
@@ -22,6 +29,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Status(ref opt)) => status::run(&cli, opt),
         Some(Command::Stats(ref opt)) => stats::run(&cli, opt),
         Some(Command::ConfigureGrafana(ref opt)) => configure_grafana::run(&cli, opt),
+        Some(Command::Fields(ref opt)) => fields::run(opt),
+        Some(Command::Templates(ref opt)) => templates::run(&cli, opt),
     }
 }
 
