@@ -1051,10 +1051,12 @@ fn resolve(
     let api = match raw.api.as_deref().map(str::trim) {
         None | Some("") => Some(DEFAULT_API),
         Some(s) if matches!(s.to_ascii_lowercase().as_str(), "off" | "none" | "false") => None,
-        Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
+        Some(s) => Some(parse_api(s).ok_or_else(|| {
             ctx.err(
                 &["api"],
-                format_args!("{s:?} is not an address:port (e.g. 127.0.0.1:8880) or off"),
+                format_args!(
+                    "{s:?} is not an address:port (e.g. 127.0.0.1:8880, localhost:8880) or off"
+                ),
             )
         })?),
     };
@@ -1993,6 +1995,24 @@ fn find_key(line: &str, key: &str, from: usize) -> Option<usize> {
     None
 }
 
+/// `api:` as an address: `IP:PORT`, `localhost:PORT` (127.0.0.1, whatever the resolver
+/// prefers), or `HOST:PORT` resolved now (its first address).
+pub fn parse_api(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)));
+    }
+    if host.is_empty() {
+        return None;
+    }
+    use std::net::ToSocketAddrs as _;
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2543,6 +2563,21 @@ mod tests {
         );
         let e = parse_err(&format!("{base}api: localhost\n"));
         assert!(e.contains("api") && e.contains("line 11"), "{e}");
+        // Host names with a port are accepted; localhost is loopback IPv4.
+        assert_eq!(
+            parse_api("localhost:8880"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8880)))
+        );
+        assert_eq!(
+            parse_api("LOCALHOST:1"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 1)))
+        );
+        assert_eq!(
+            parse_api("[::1]:9"),
+            Some(SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], 9)))
+        );
+        assert_eq!(parse_api(":8880"), None);
+        assert_eq!(parse_api("localhost:x"), None);
     }
 
     #[test]

@@ -824,3 +824,45 @@ fn per_exporter_series_stay_bounded_under_a_spoofed_flood() -> TestResult {
     }
     Ok(())
 }
+
+/// Issue 21: the periodic summary is quiet while nothing arrives: one line when traffic stops,
+/// none during the silence (checked over a whole summary interval), one when it resumes.
+#[test]
+fn the_summary_is_quiet_while_idle() -> TestResult {
+    let d = start("")?;
+    let send = || -> TestResult {
+        UdpSocket::bind("127.0.0.1:0")?.send_to(&v5(0, 1), d.target())?;
+        Ok(())
+    };
+    send()?;
+    let summaries = |t: &str| {
+        t.lines()
+            .filter(|l| l.contains(" datagrams ") || l.contains("] datagrams "))
+            .count()
+    };
+    let wait_for = |needle: &str| -> Result<String, Box<dyn Error>> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = d.log_text();
+            if t.contains(needle) {
+                return Ok(t);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no {needle:?} in: {t}").into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let paused = wait_for("the summary pauses until traffic resumes")?;
+    assert_eq!(paused.matches("the summary pauses").count(), 1, "{paused}");
+    let before = summaries(&paused);
+    // A whole interval (10 s) of silence adds nothing at INFO.
+    std::thread::sleep(goflow::cmd::run::SUMMARY_INTERVAL + Duration::from_secs(1));
+    let quiet = d.log_text();
+    assert_eq!(summaries(&quiet), before, "{quiet}");
+    assert_eq!(quiet.matches("the summary pauses").count(), 1, "{quiet}");
+    send()?;
+    let resumed = wait_for("traffic resumed after")?;
+    assert_eq!(summaries(&resumed), before + 1, "{resumed}");
+    Ok(())
+}

@@ -761,6 +761,7 @@ impl Daemon {
     fn wait(mut self) -> anyhow::Result<ExitCode> {
         let mut last = Summary::take(&self.shared);
         let mut next = Instant::now() + SUMMARY_INTERVAL;
+        let mut idle_since: Option<Instant> = None;
         let mut failed = false;
         let mut watchdog = Watchdog::new(&self.notifier, self.shared.workers.len(), Instant::now());
         while !self.stop.load(Ordering::Relaxed) {
@@ -792,7 +793,29 @@ impl Daemon {
             if Instant::now() >= next {
                 let now = Summary::take(&self.shared);
                 let line = now.line(&last);
-                log::info!("{line}");
+                // Quiet when idle: one line when nothing moved for an interval, none while
+                // it stays so, one when traffic resumes.
+                let moved = now.totals != last.totals;
+                match (moved, idle_since) {
+                    (true, Some(since)) => {
+                        log::info!(
+                            "traffic resumed after {} without any",
+                            crate::ops::status::human_duration(since.elapsed().as_secs())
+                        );
+                        log::info!("{line}");
+                        idle_since = None;
+                    }
+                    (true, None) => log::info!("{line}"),
+                    (false, None) => {
+                        log::info!(
+                            "nothing received or written in the last {}s; the summary pauses \
+                             until traffic resumes",
+                            SUMMARY_INTERVAL.as_secs()
+                        );
+                        idle_since = Some(last.at);
+                    }
+                    (false, Some(_)) => log::debug!("{line}"),
+                }
                 self.notifier.status(&line);
                 last = now;
                 next += SUMMARY_INTERVAL;
