@@ -140,9 +140,19 @@ const PB_BODY_MAX: usize = (PB_FIELDS.len() + 1) * 19;
 
 /// The body being written: a fixed buffer and a cursor. Writes past the end are dropped
 /// rather than panicking (PB_BODY_MAX makes that impossible; a test checks the worst case).
+#[derive(Clone, Debug)]
 struct Body {
     buf: [u8; PB_BODY_MAX],
     len: usize,
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body {
+            buf: [0; PB_BODY_MAX],
+            len: 0,
+        }
+    }
 }
 
 impl Body {
@@ -230,15 +240,26 @@ pub fn encode_flow_message<B: BufMut + ?Sized>(rec: &FlowRecord<'_>, out: &mut B
         buf: [0; PB_BODY_MAX],
         len: 0,
     };
+    encode_into(rec, &mut body, out);
+}
+
+/// [`encode_flow_message`] with a scratch body the caller keeps (no buffer zeroed per flow:
+/// only the bytes written are read back).
+#[inline(always)]
+fn encode_into<B: BufMut + ?Sized>(rec: &FlowRecord<'_>, body: &mut Body, out: &mut B) {
+    body.len = 0;
     body.uint(1, flow_type(rec.netflow_version()));
-    put_columns(rec, &mut body);
+    put_columns(rec, body);
     let len = body.len;
-    let mut prefix = Body {
-        buf: [0; PB_BODY_MAX],
-        len: 0,
-    };
-    prefix.varint_raw(len as u64);
-    out.put_slice(prefix.buf.get(..prefix.len).unwrap_or_default());
+    // The length prefix: a varint of at most 10 bytes.
+    let (mut prefix, mut n, mut v) = ([0u8; 10], 0, len as u64);
+    while v >= 0x80 && n < 9 {
+        prefix[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    prefix[n] = v as u8;
+    out.put_slice(prefix.get(..=n).unwrap_or_default());
     out.put_slice(body.buf.get(..len).unwrap_or_default());
 }
 
@@ -265,6 +286,8 @@ pub struct KafkaEncoder {
     format: Format,
     key: KeyBy,
     json: JsonLines,
+    /// The protobuf body scratch, reused flow after flow.
+    body: Box<Body>,
 }
 
 impl KafkaEncoder {
@@ -273,6 +296,7 @@ impl KafkaEncoder {
             format,
             key,
             json: JsonLines::default(),
+            body: Box::default(),
         }
     }
 
@@ -307,7 +331,7 @@ impl RowEncoder for KafkaEncoder {
         let at = out.len();
         out.put_u32_le(0);
         match self.format {
-            Format::Protobuf => encode_flow_message(rec, out),
+            Format::Protobuf => encode_into(rec, &mut self.body, out),
             Format::Json => self.json.encode(rec, out),
         }
         let len = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
