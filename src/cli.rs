@@ -31,6 +31,11 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// `n` and the noun, singular or plural: `1 packet`, `2 packets`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `RUST_LOG`: env_logger's filter; when set it decides alone (no `-v`, no `log_level`).
 pub const RUST_LOG_ENV: &str = "RUST_LOG";
 

@@ -52,10 +52,7 @@ struct Totals {
     unreadable_files: u64,
 }
 
-/// `n` and the noun, singular or plural: `1 packet`, `2 packets`.
-pub fn count(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
+pub use crate::cli::count;
 
 pub fn run(opt: &DecodeOpt) -> anyhow::Result<ExitCode> {
     let mut decoder = Decoder::new(DecoderConfig::default());

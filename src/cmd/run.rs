@@ -422,10 +422,13 @@ impl Daemon {
         let saved = Arc::new(state.load_templates());
         if !saved.templates.is_empty() || !saved.domains.is_empty() {
             log::info!(
-                "state_dir: restoring {} templates and the sampling state of {} exporter \
-                 domains from {}",
-                saved.templates.len(),
-                saved.domains.len(),
+                "state_dir: restoring {} and the sampling state of {} from {}",
+                crate::cli::count(saved.templates.len() as u64, "template", "templates"),
+                crate::cli::count(
+                    saved.domains.len() as u64,
+                    "exporter domain",
+                    "exporter domains"
+                ),
                 state.templates_path().display()
             );
         }
@@ -1073,12 +1076,11 @@ impl WorkerStart {
             let r = pipeline.restore(&self.saved);
             if index == 0 {
                 log::info!(
-                    "state_dir: restored {} templates ({} older than the template TTL, {} \
-                     refused) and {} sampling states",
-                    r.templates,
+                    "state_dir: restored {} ({} older than the template TTL, {} refused) and {}",
+                    crate::cli::count(r.templates as u64, "template", "templates"),
                     r.expired,
                     r.refused,
-                    r.domains
+                    crate::cli::count(r.domains as u64, "sampling state", "sampling states")
                 );
             }
         }

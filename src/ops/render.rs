@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use super::histogram::{Bucket, HistogramReport, StatsReport, Summary};
 use super::status::{KafkaStatus, Status, human_duration};
+use crate::cli::count;
 
 /// Bar heights, lowest to highest; a bucket with no values is drawn as a space.
 const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -319,12 +320,12 @@ pub fn render_status(st: &Status, now_us: i64) -> String {
     let t = &st.totals;
     let _ = writeln!(
         out,
-        "received  {} datagrams ({}), {} records, {} batches; {} templates",
-        t.datagrams,
+        "received  {} ({}), {}, {}; {}",
+        count(t.datagrams, "datagram", "datagrams"),
         format_bytes(t.bytes),
-        t.records,
-        t.batches,
-        t.templates
+        count(t.records, "record", "records"),
+        count(t.batches, "batch", "batches"),
+        count(t.templates, "template", "templates")
     );
     let drops: Vec<String> = t
         .drops
