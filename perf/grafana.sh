@@ -175,7 +175,7 @@ for s in $SERVERS; do
     fi
     drop_table "$s" || true
     echo "--- $s: table and rollup by goflow ($(uptime))" >&2
-    goflow_until "$s" '.sink.connected == "true" and .sink.rollup != null'
+    goflow_until "$s" '(.sink.connected | tostring) == "true" and .sink.rollup != null'
     echo "--- $s: generating $ROWS rows over $DAYS days" >&2
     t0=$SECONDS
     generate "$s"
@@ -185,7 +185,7 @@ for s in $SERVERS; do
     if [[ $s == ts ]]; then
         sql "$s" -c "CALL refresh_continuous_aggregate('${TABLE}_1m', NULL, date_trunc('minute', now()) - interval '1 minute')"
     else
-        goflow_until "$s" '.sink.rollup_materialized_to != "null"'
+        goflow_until "$s" '(.sink.rollup_materialized_to | tostring) != "null"'
     fi
     echo "$s: rollup materialized in $((SECONDS - t0)) s: $(sql "$s" -c "SELECT count(*) FROM ${TABLE}_1m") rows" | tee -a "$OUT/load.txt" >&2
     time_panels "$s" "$s"
