@@ -10,9 +10,10 @@
 # SQL panel of grafana_db/ (expanded as Grafana expands it, by tests/grafana_panels.rs's
 # dump_panel_queries) runs for the last 1 h, 24 h and 7 days, REPEATS times each, and the
 # median wall time (psql \timing) is kept. On TimescaleDB the chunks older than a day are then
-# compressed (goflow's compress_after_days settings: segment by exporter, order by time), the
-# compression ratio is printed and the panels are timed again. The tables are dropped at the
-# end (10 M rows take ~3 GB per server).
+# compressed (goflow's compress_after_days settings: segment by exporter, order by time) and the
+# compression ratio is printed. The tables are dropped at the end (10 M rows take ~3 GB per
+# server). A query is stopped after TIMEOUT_MS (30 s) and counts as that long;
+# COMPRESSED_TIMING=1 times the panels again on the compressed chunks.
 #
 #   perf/grafana.sh
 #   ROWS=1000000 perf/grafana.sh           # a quicker look
@@ -30,6 +31,8 @@ DAYS=${DAYS:-7.5}
 BATCH=${BATCH:-1000000}
 REPEATS=${REPEATS:-3}
 SERVERS=${SERVERS:-"pg ts"}
+TIMEOUT_MS=${TIMEOUT_MS:-30000}
+COMPRESSED_TIMING=${COMPRESSED_TIMING:-0}
 PG_ADDR=${PGHOST:-127.0.0.1}:${PGPORT:-5432}
 TS_ADDR=${GOFLOW_TEST_TIMESCALE:-127.0.0.1:5433}
 PGUSER=${PGUSER:-postgres}
@@ -156,12 +159,14 @@ time_panels() { # server, label
         range=$(basename "$f" .sql); range=${range##*.}
         runs=()
         for _ in $(seq "$REPEATS"); do
-            t=$(psql -X -q -h "${a%:*}" -p "${a##*:}" -U "$PGUSER" -d "$DB" -o /dev/null \
-                -c '\timing on' -f "$f" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1)
-            runs+=("$t")
+            # A query over TIMEOUT_MS counts as TIMEOUT_MS.
+            t=$(PGOPTIONS="-c statement_timeout=$TIMEOUT_MS" psql -X -q -A -t -h "${a%:*}" -p "${a##*:}" \
+                -U "$PGUSER" -d "$DB" -o "$OUT/rows.txt" -c '\timing on' -f "$f" 2>/dev/null \
+                | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1)
+            runs+=("${t:-$TIMEOUT_MS}")
         done
         ms=$(printf '%s\n' "${runs[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-        rows=$(psql -X -q -A -t -h "${a%:*}" -p "${a##*:}" -U "$PGUSER" -d "$DB" -f "$f" | wc -l)
+        rows=$(wc -l <"$OUT/rows.txt")
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$(basename "$f" | cut -d. -f1-2) $name" "$range" "$ms" \
             "$(IFS=,; echo "${runs[*]}")" "$rows" >>"$TIMES"
     done
@@ -198,7 +203,7 @@ for s in $SERVERS; do
             pg_size_pretty(sum(before_compression_total_bytes)) || ' -> ' || pg_size_pretty(sum(after_compression_total_bytes)) ||
             ' (ratio ' || round(sum(before_compression_total_bytes)::numeric / nullif(sum(after_compression_total_bytes), 0), 1) || 'x)'
             FROM chunk_compression_stats('$TABLE') WHERE compression_status = 'Compressed'" | tee -a "$OUT/load.txt" >&2
-        time_panels "$s" "ts-compressed"
+        if [[ $COMPRESSED_TIMING == 1 ]]; then time_panels "$s" "ts-compressed"; fi
     fi
     drop_table "$s"
 done
