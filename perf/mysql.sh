@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# MySQL / MariaDB end to end: `goflow bench` (NetFlow v9) -> `goflow run` (release build, mysql
-# backend, LOAD DATA LOCAL INFILE streamed from memory, default 2 connections) -> MariaDB, at
-# rising rates, FLOWS flows per step. For every step: flows sent, rows stored,
-# SUM(in_bytes)/SUM(in_pkts) against the generator's sums, kernel and backend drops, the lag from
-# the last datagram to the last commit, and goflow's CPU time per flow (utime+stime from /proc).
-# A step is lossless when rows == sent, both sums are equal, nothing was dropped and the lag
-# stays under LAG_MAX_S (goflow not falling behind).
+# MySQL / MariaDB: goflow's LOAD DATA sink against the server's own ceiling for the same rows and
+# table, and against nfacctd's mysql plugin, side by side in one run.
 #
-# In the same run:
-# - the ceiling: the same flows (same generator seed) dumped once as LOAD DATA text with
-#   goflow's own encoder (perf/mysql_load_dump.rs) and loaded by the mariadb client with
-#   goflow's LOAD DATA LOCAL INFILE statement into an identical table (best of two) -> rows/s;
-#   and the same file loaded by two clients at once (the server's two-stream rate, which
-#   goflow's default two connections can reach);
-# - the peer: nfacctd (pmacct) with its mysql plugin (perf/nfacctd-mysql.conf, table
-#   perf/my_nfacctd.sql: multi-row INSERTs, its fastest MySQL path) on the same generator,
-#   PEER_FLOWS per step at PEER_RATES; lossless as for goflow but with PEER_SUM_PPM tolerance
-#   on the counts and sums (as in perf/postgres.sh). goflow gets no tolerance.
+# The rows: FLOWS NetFlow v9 flows from `goflow bench` (fixed seed, EXPORTERS exporters). The
+# same flows are dumped once as LOAD DATA text with goflow's own encoder (perf/mysql_load_dump.rs)
+# for the ceiling, into a table created LIKE goflow's (same definition, same index).
+#
+# REPEATS rounds, interleaved so the machine's load hits every measurement alike; each round,
+# with `uptime` printed before it:
+# - ceiling: the mariadb client's LOAD DATA LOCAL INFILE of the file (one stream), and of the
+#   file by two clients at once (two streams, as goflow's default two connections);
+# - goflow: the flows sent at BURST_RATE (above what the server takes, below what the receiver
+#   takes), held in goflow's queue and stored through its connections; the rate is rows stored
+#   per second from the first datagram to the last commit, every row checked (count, sums, no
+#   drops). That is the sustained rate: what the sink drains from a full queue.
+# Medians over the rounds, and the median of the per-round ratios goflow / ceiling.
+# Then goflow at TARGET_SHARE (0.85) of the median ceiling, paced: lossless means every row
+# stored, sums equal, no drops and the last commit within LAG_MAX_S of the last datagram. And
+# nfacctd (pmacct) with its mysql plugin (perf/nfacctd-mysql.conf, table perf/my_nfacctd.sql:
+# multi-row INSERTs, its fastest MySQL path): PEER_FLOWS per step at PEER_RATES (default:
+# PEER_SHARES of the median ceiling), the highest
+# lossless step (PEER_SUM_PPM tolerance on counts and sums as in perf/postgres.sh; none for
+# goflow). CPU per flow (utime+stime from /proc) for both.
 # Server settings are the defaults (innodb_flush_log_at_trx_commit, buffer pool: see the README
-# for tuning). Each ramp stops after two lossy steps in a row.
+# for tuning). The defaults finish in about 4 minutes on an idle 2-core machine.
 #
 #   perf/mysql.sh
-#   FLOWS=1000000 RATES="100000 150000" NFACCTD=0 perf/mysql.sh   # a quicker look
+#   REPEATS=5 FLOWS=2000000 perf/mysql.sh
+#   CONNECTIONS=1 NFACCTD=0 perf/mysql.sh        # goflow with one LOAD DATA connection
 #
 # Server from MYSQL_HOST/MYSQL_PORT/MYSQL_USER/MYSQL_PASSWORD/MYSQL_DATABASE (default 127.0.0.1
 # 3306 root, no password, test). Results go to perf/out/mysql-<time>/. Needs cargo, jq, curl,
@@ -30,21 +36,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FLOWS=${FLOWS:-3000000}
-RATES=${RATES:-"100000 150000 200000 250000 300000"}
-PEER_FLOWS=${PEER_FLOWS:-1000000}
-PEER_RATES=${PEER_RATES:-"20000 40000 60000 80000 100000"}
+FLOWS=${FLOWS:-1000000}
+REPEATS=${REPEATS:-3}
+BURST_RATE=${BURST_RATE:-400000}
+TARGET_SHARE=${TARGET_SHARE:-0.85}
+CONNECTIONS=${CONNECTIONS:-2}
+PEER_FLOWS=${PEER_FLOWS:-300000}
+PEER_SHARES=${PEER_SHARES:-"0.15 0.25 0.35 0.5"}
+PEER_RATES=${PEER_RATES:-}
 PEER_SUM_PPM=${PEER_SUM_PPM:-100}
 EXPORTERS=${EXPORTERS:-4}
 WORKERS=${WORKERS:-1}
 LAG_MAX_S=${LAG_MAX_S:-3}
+STALL_S=${STALL_S:-30}
 NFACCTD=${NFACCTD:-1}
 MYSQL_HOST=${MYSQL_HOST:-127.0.0.1} MYSQL_PORT=${MYSQL_PORT:-3306} MYSQL_USER=${MYSQL_USER:-root}
 MYSQL_DATABASE=${MYSQL_DATABASE:-test} MYSQL_PASSWORD=${MYSQL_PASSWORD:-}
 
 for tool in jq curl mariadb; do command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }; done
-echo "--- building (release)" >&2
-cargo build --release -q --bin goflow --example mysql_load_dump
+if [ -z "${NO_BUILD:-}" ]; then # NO_BUILD=1: the release binaries as they are
+  echo "--- building (release)" >&2
+  cargo build --release -q --bin goflow --example mysql_load_dump
+fi
 GOFLOW=$PWD/target/release/goflow
 DUMP=$PWD/target/release/examples/mysql_load_dump
 OUT=$PWD/perf/out/mysql-$(date -u +%Y%m%dT%H%M%SZ)
@@ -123,7 +136,7 @@ record() { # collector asked sent_rate sent rows bytes_ppm pkts_ppm kdrops dropp
 }
 
 # ------------------------------------------------------------------------------------------
-# goflow
+# goflow, its table, and the ceiling's file and table
 # ------------------------------------------------------------------------------------------
 PORT=$(free_udp)
 API=$(free_tcp)
@@ -137,111 +150,118 @@ backends:
       SQL_USERNAME: $MYSQL_USER
       SQL_DB: $MYSQL_DATABASE
       SQL_TABLE: $TABLE
+      connections: $CONNECTIONS
+      queue_bytes: 1073741824
 frontends:
   netflow:
     config: {bindaddr: 127.0.0.1, bindport: $PORT, workers: $WORKERS, rcvbuf: 268435456}
     backend: my
 api: 127.0.0.1:$API
+state_dir: $OUT/state
 EOF
-echo "--- goflow: $FLOWS flows per step at $RATES flows/s (v9, $EXPORTERS exporters, $WORKERS worker(s), 2 LOAD DATA connections)" >&2
 SQL_PASSWORD=$MYSQL_PASSWORD "$GOFLOW" --config "$OUT/goflow.yml" run 2>"$OUT/goflow.log" &
 GPID=$!
 PIDS+=("$GPID")
 status() { curl -s --max-time 2 "http://127.0.0.1:$API/status"; }
+written() { status | jq '.backends[0].rows_written'; }
 for _ in $(seq 1 100); do status >/dev/null 2>&1 && break; sleep 0.1; done
 # The table exists once the sink has connected: one tiny warm-up run.
 bench 1000 1000 "$PORT" >/dev/null
 for _ in $(seq 1 100); do
-  [ "$(status | jq '.backends[0].rows_written')" -ge 1000 ] 2>/dev/null && break
+  [ "$(written)" -ge 1000 ] 2>/dev/null && break
   sleep 0.1
 done
 
-GOFLOW_BEST=0
-GOFLOW_BEST_US=nan
-GOFLOW_BEST_STORED=0
-lossy=0
-for rate in $RATES; do
+echo "--- the ceiling's rows: the same $FLOWS flows as LOAD DATA text (goflow's encoder)" >&2
+"$GOFLOW" bench --proto v9 --rate 0 --flows "$FLOWS" --exporters "$EXPORTERS" \
+  --target "127.0.0.1:$(free_udp)" --write-pcap "$OUT/flows.pcap" >/dev/null 2>&1
+read -r load_rows load_bytes <<<"$("$DUMP" "$OUT/flows.pcap" "$OUT/flows.tsv" "$CEIL")"
+rm -f "$OUT/flows.pcap"
+sql "CREATE TABLE $CEIL LIKE $TABLE"
+load() { "${MY[@]}" --local-infile=1 <"$OUT/flows.tsv.sql"; }
+
+# One goflow run of FLOWS flows at $1 flows/s: prints "sent sent_rate rows bytes_ppm pkts_ppm
+# kdrops dropped lag stored_per_s cpu_ticks" (stored_per_s: rows / (first datagram to last
+# commit)).
+goflow_step() {
+  local rate=$1 s0 w0 d0 k0 c0 t0 summary t_end sent sent_rate want_bytes want_pkts prev same t_done w c1 rows bytes pkts s1
   sql "TRUNCATE TABLE $TABLE"
   s0=$(status)
   w0=$(jq '.backends[0].rows_written' <<<"$s0")
   d0=$(jq '.backends[0].rows_dropped' <<<"$s0")
   k0=$(udp_drops "$PORT")
   c0=$(ticks "$GPID")
+  t0=$(now)
   summary=$(bench "$rate" "$FLOWS" "$PORT")
   t_end=$(now)
   sent=$(jq '.flows' <<<"$summary")
   sent_rate=$(jq '.flows_per_sec' <<<"$summary")
   want_bytes=$(jq '.sum_bytes' <<<"$summary")
   want_pkts=$(jq '.sum_packets' <<<"$summary")
-  # Wait for the last commit (or for the count to stop moving).
-  prev=-1 same=0 t_done=$t_end
-  for _ in $(seq 1 600); do
-    w=$(($(status | jq '.backends[0].rows_written') - w0))
+  # Until every row is committed, or nothing moved for STALL_S (a LOAD of flush_rows rows on a
+  # loaded server takes seconds, and rows_written moves only at commits), at most 20 minutes.
+  prev=-1 t_done=$t_end t_moved=$SECONDS
+  for _ in $(seq 1 24000); do
+    w=$(($(written) - w0))
     if [ "$w" -ge "$sent" ]; then t_done=$(now); break; fi
-    if [ "$w" = "$prev" ]; then same=$((same + 1)); else same=0; t_done=$(now); fi
-    [ "$same" -ge 30 ] && break
+    if [ "$w" != "$prev" ]; then t_moved=$SECONDS; t_done=$(now); fi
+    ((SECONDS - t_moved >= STALL_S)) && break
     prev=$w
-    sleep 0.1
+    sleep 0.05
   done
   c1=$(ticks "$GPID")
-  lag=$(awk -v a="$t_done" -v b="$t_end" 'BEGIN {printf "%.2f", a - b}')
   read -r rows bytes pkts <<<"$(sql "SELECT count(*), coalesce(sum(in_bytes), 0), coalesce(sum(in_pkts), 0) FROM $TABLE")"
   s1=$(status)
-  dropped=$(($(jq '.backends[0].rows_dropped' <<<"$s1") - d0))
-  kdrops=$(($(udp_drops "$PORT") - k0))
-  record goflow "$rate" "$sent_rate" "$sent" "$rows" "$(ppm "$bytes" "$want_bytes")" "$(ppm "$pkts" "$want_pkts")" \
-    "$kdrops" "$dropped" "$lag" $((c1 - c0)) 0
-  if tail -n1 "$RESULTS" | grep -q 'yes$'; then
-    GOFLOW_BEST=$sent_rate
-    GOFLOW_BEST_US=$(tail -n1 "$RESULTS" | cut -f13)
-    GOFLOW_BEST_STORED=$(tail -n1 "$RESULTS" | cut -f11)
-    lossy=0
-  else
-    lossy=$((lossy + 1))
-    [ "$lossy" -ge 2 ] && break
-  fi
-done
-GOFLOW_HWM_KIB=$(awk '/VmHWM/ {print $2}' "/proc/$GPID/status")
-status | jq '.backends[0].sink' >"$OUT/goflow-sink-status.json" || true
+  echo "$sent $sent_rate $rows $(ppm "$bytes" "$want_bytes") $(ppm "$pkts" "$want_pkts")" \
+    "$(($(udp_drops "$PORT") - k0)) $(($(jq '.backends[0].rows_dropped' <<<"$s1") - d0))" \
+    "$(awk -v a="$t_done" -v b="$t_end" 'BEGIN {printf "%.2f", a - b}')" \
+    "$(awk -v n="$rows" -v a="$t0" -v b="$t_done" 'BEGIN {printf "%.0f", n / (b - a)}') $((c1 - c0))"
+}
 
-# ------------------------------------------------------------------------------------------
-# The ceiling: the mariadb client's LOAD DATA LOCAL INFILE of the same rows, goflow's encoder.
-# ------------------------------------------------------------------------------------------
-echo "--- ceiling: the same $FLOWS flows through mariadb LOAD DATA LOCAL INFILE" >&2
-"$GOFLOW" bench --proto v9 --rate 0 --flows "$FLOWS" --exporters "$EXPORTERS" \
-  --target "127.0.0.1:$PORT" --write-pcap "$OUT/flows.pcap" >/dev/null 2>&1
-read -r load_rows load_bytes <<<"$("$DUMP" "$OUT/flows.pcap" "$OUT/flows.tsv" "$CEIL")"
-rm -f "$OUT/flows.pcap"
-sql "CREATE TABLE $CEIL LIKE $TABLE"
-load() { "${MY[@]}" --local-infile=1 <"$OUT/flows.tsv.sql"; }
-CEIL_BEST=0
-for attempt in 1 2; do
+mid() { sort -g | awk '{a[NR] = $1} END {if (NR == 0) print "nan"; else print a[int((NR + 1) / 2)]}'; }
+ROUNDS=$OUT/rounds.tsv
+printf 'round\tload1\tceiling_rows_s\tceiling2_rows_s\tgoflow_rows_s\tgoflow_ok\tgoflow_cpu_us_flow\tratio\tratio_2stream\n' >"$ROUNDS"
+echo "--- $REPEATS rounds: ceiling (1 and 2 streams) and goflow ($CONNECTIONS connections, burst at $BURST_RATE flows/s), $FLOWS rows each" >&2
+for round in $(seq 1 "$REPEATS"); do
+  echo "round $round: $(uptime)" >&2
   sql "TRUNCATE TABLE $CEIL"
-  t0=$(now)
-  load
-  t1=$(now)
+  t0=$(now); load; t1=$(now)
   n=$(sql "SELECT count(*) FROM $CEIL")
-  r=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
-  echo "ceiling attempt $attempt: $n rows ($load_bytes bytes) in $(fdiv "$n" "$r" %.2f) s = $r rows/s" >&2
   [ "$n" = "$load_rows" ] || echo "WARNING: LOAD DATA stored $n rows of $load_rows" >&2
-  [ "$r" -gt "$CEIL_BEST" ] && CEIL_BEST=$r
-done
-CEIL2_BEST=0
-for attempt in 1 2; do
+  c1=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
   sql "TRUNCATE TABLE $CEIL"
-  t0=$(now)
-  load &
-  p1=$!
-  load
-  wait "$p1"
-  t1=$(now)
-  n=$(sql "SELECT count(*) FROM $CEIL")
-  r=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
-  echo "two-stream ceiling attempt $attempt: $n rows in $(fdiv "$n" "$r" %.2f) s = $r rows/s" >&2
-  [ "$r" -gt "$CEIL2_BEST" ] && CEIL2_BEST=$r
+  t0=$(now); load & p1=$!; load; wait "$p1"; t1=$(now)
+  n2=$(sql "SELECT count(*) FROM $CEIL")
+  c2=$(awk -v n="$n2" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
+  sql "TRUNCATE TABLE $CEIL"
+  read -r sent sent_rate rows bppm pppm kd dr lag stored cpu <<<"$(goflow_step "$BURST_RATE")"
+  ok=no
+  if [ "$rows" = "$sent" ] && [ "$bppm" = 0.0 ] && [ "$pppm" = 0.0 ] && [ "$kd" = 0 ] && [ "$dr" = 0 ]; then ok=yes; fi
+  us=$(awk -v t="$cpu" -v k="$TICK" -v n="$sent" 'BEGIN {printf "%.3f", t / k * 1e6 / n}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$(cut -d' ' -f1 /proc/loadavg)" "$c1" "$c2" "$stored" "$ok" "$us" \
+    "$(fdiv "$stored" "$c1" %.3f)" "$(fdiv "$stored" "$c2" %.3f)" >>"$ROUNDS"
+  echo "  ceiling $c1 rows/s (two streams $c2), goflow $stored rows/s stored ($rows of $sent rows, sums ppm $bppm/$pppm, drops $kd/$dr, sent at $sent_rate/s, CPU $us us/flow)" >&2
 done
+col() { tail -n +2 "$ROUNDS" | cut -f"$1" | mid; }
+CEIL_MED=$(col 3)
+CEIL2_MED=$(col 4)
+GOFLOW_MED=$(col 5)
+US_MED=$(col 7)
+RATIO_MED=$(col 8)
+RATIO2_MED=$(col 9)
+ALL_OK=$(tail -n +2 "$ROUNDS" | cut -f6 | sort -u | tr '\n' ' ')
 rm -f "$OUT/flows.tsv" "$OUT/flows.tsv.sql"
 sql "DROP TABLE $CEIL"
+
+# goflow paced at TARGET_SHARE of the median ceiling: the lossless check of the target.
+TARGET_RATE=$(awk -v c="$CEIL_MED" -v s="$TARGET_SHARE" 'BEGIN {printf "%.0f", c * s}')
+echo "--- goflow paced at $TARGET_SHARE x ceiling = $TARGET_RATE flows/s ($(uptime))" >&2
+read -r sent sent_rate rows bppm pppm kd dr lag stored cpu <<<"$(goflow_step "$TARGET_RATE")"
+record goflow "$TARGET_RATE" "$sent_rate" "$sent" "$rows" "$bppm" "$pppm" "$kd" "$dr" "$lag" "$cpu" 0
+GOFLOW_TARGET_OK=$(tail -n1 "$RESULTS" | cut -f14)
+GOFLOW_TARGET_US=$(tail -n1 "$RESULTS" | cut -f13)
+GOFLOW_HWM_KIB=$(awk '/VmHWM/ {print $2}' "/proc/$GPID/status")
+status | jq '.backends[0].sink' >"$OUT/goflow-sink-status.json" || true
 
 # ------------------------------------------------------------------------------------------
 # The peer: nfacctd with its mysql plugin.
@@ -264,6 +284,10 @@ if [ "$NFACCTD" = 1 ] && command -v nfacctd >/dev/null; then
   bench 1000 1000 "$NPORT" >/dev/null # templates
   sleep 3
   lossy=0
+  # nfacctd's steps: PEER_RATES, else PEER_SHARES of the median ceiling measured above (so a
+  # loaded server does not leave every step lossy).
+  [ -n "$PEER_RATES" ] || PEER_RATES=$(for f in $PEER_SHARES; do awk -v c="$CEIL_MED" -v f="$f" 'BEGIN {printf "%.0f ", c * f}'; done)
+  echo "--- nfacctd steps: $PEER_RATES flows/s ($(uptime))" >&2
   for rate in $PEER_RATES; do
     sql "TRUNCATE TABLE $NFT"
     k0=$(udp_drops "$NPORT")
@@ -275,11 +299,11 @@ if [ "$NFACCTD" = 1 ] && command -v nfacctd >/dev/null; then
     want_bytes=$(jq '.sum_bytes' <<<"$summary")
     want_pkts=$(jq '.sum_packets' <<<"$summary")
     prev=-1 same=0 t_done=$t_end
-    for _ in $(seq 1 120); do
+    for _ in $(seq 1 600); do
       p=$(sql "SELECT count(*) FROM $NFT")
       if [ "$p" -ge "$sent" ]; then t_done=$(now); break; fi
       if [ "$p" = "$prev" ]; then same=$((same + 1)); else same=0; t_done=$(now); fi
-      [ "$same" -ge 6 ] && break
+      [ "$same" -ge 10 ] && break
       prev=$p
       sleep 0.5
     done
@@ -303,13 +327,15 @@ fi
 
 # ------------------------------------------------------------------------------------------
 echo
-echo "== results ($RESULTS); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
+echo "== results ($OUT); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
+column -t -s $'\t' "$ROUNDS"
+echo
 column -t -s $'\t' "$RESULTS"
 echo
-echo "goflow  highest lossless rate: $GOFLOW_BEST flows/s at $GOFLOW_BEST_US CPU-us/flow (peak RSS ${GOFLOW_HWM_KIB:-?} KiB; queue_bytes 256 MiB)"
-echo "ceiling mariadb LOAD DATA:    $CEIL_BEST rows/s (one stream), $CEIL2_BEST rows/s (two streams at once)"
+echo "ceiling, mariadb LOAD DATA (median of $REPEATS): $CEIL_MED rows/s one stream, $CEIL2_MED rows/s two streams at once"
+echo "goflow, $CONNECTIONS connection(s) (median of $REPEATS): $GOFLOW_MED rows/s stored from a full queue (every row stored and checked: $ALL_OK), $US_MED CPU-us/flow"
+echo "goflow / ceiling: median of the per-round ratios $RATIO_MED (one stream), $RATIO2_MED (two streams)   (target >= 0.85)"
+echo "goflow paced at $TARGET_SHARE x ceiling ($TARGET_RATE flows/s): lossless $GOFLOW_TARGET_OK at $GOFLOW_TARGET_US CPU-us/flow (peak RSS ${GOFLOW_HWM_KIB:-?} KiB)"
 echo "nfacctd highest lossless rate: $NF_BEST flows/s at $NF_BEST_US CPU-us/flow"
-echo "goflow / ceiling: $(fdiv "$GOFLOW_BEST" "$CEIL_BEST" %.2f) by rate sent, $(fdiv "$GOFLOW_BEST_STORED" "$CEIL_BEST" %.2f) by rows stored per second (first datagram to last commit)   (target >= 0.85)"
-echo "goflow / two-stream ceiling: $(fdiv "$GOFLOW_BEST" "$CEIL2_BEST" %.2f) by rate sent, $(fdiv "$GOFLOW_BEST_STORED" "$CEIL2_BEST" %.2f) by rows stored per second"
-echo "goflow / nfacctd: $(fdiv "$GOFLOW_BEST" "$NF_BEST" %.2f)   (target >= 3)"
-echo "CPU per flow, nfacctd / goflow: $(fdiv "$NF_BEST_US" "$GOFLOW_BEST_US" %.1f)"
+echo "goflow / nfacctd: $(fdiv "$GOFLOW_MED" "$NF_BEST" %.2f) by goflow's sustained rate, $(fdiv "$TARGET_RATE" "$NF_BEST" %.2f) by the paced lossless step   (target >= 3)"
+echo "CPU per flow, nfacctd / goflow: $(fdiv "$NF_BEST_US" "$US_MED" %.1f)"

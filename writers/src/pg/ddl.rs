@@ -154,11 +154,20 @@ pub fn create_brin_index(table: &str) -> String {
         cut -= 1;
     }
     let index = format!("{}{suffix}", &bare[..cut]);
+    // autosummarize: each page range is summarized (by autovacuum) once it fills. Without it a
+    // range stays unsummarized until the next VACUUM, and BRIN reads every unsummarized range:
+    // on a big insert-only table (vacuumed after 20% more rows) a "last hour" query would read
+    // a fifth of the table. Set on indexes of older goflow versions too.
+    let schema = match table.rsplit_once('.') {
+        Some((s, _)) if !s.is_empty() => format!("{}.", quote_ident(s)),
+        _ => String::new(),
+    };
     format!(
-        "CREATE INDEX IF NOT EXISTS {} ON {} USING brin ({})",
-        quote_ident(&index),
+        "CREATE INDEX IF NOT EXISTS {i} ON {} USING brin ({}) WITH (autosummarize = on); \
+         ALTER INDEX {schema}{i} SET (autosummarize = on)",
         quote_table(table),
-        quote_ident(TIME_COLUMN)
+        quote_ident(TIME_COLUMN),
+        i = quote_ident(&index),
     )
 }
 
@@ -981,7 +990,9 @@ mod tests {
         assert!(name.ends_with("_last_switched_brin"));
         assert_eq!(
             create_brin_index("s.flows"),
-            "CREATE INDEX IF NOT EXISTS \"flows_last_switched_brin\" ON \"s\".\"flows\" USING brin (\"last_switched\")"
+            "CREATE INDEX IF NOT EXISTS \"flows_last_switched_brin\" ON \"s\".\"flows\" USING brin \
+             (\"last_switched\") WITH (autosummarize = on); ALTER INDEX \"s\".\"flows_last_switched_brin\" \
+             SET (autosummarize = on)"
         );
     }
 
