@@ -257,7 +257,7 @@ fn check_finds_what_would_fail_at_start() -> TestResult {
         &cfg,
         format!(
             "backends:\n  out:\n    type: file\n    config:\n      path: {}\n  db:\n    type: postgres\n    \
-             config:\n      SQL_SERVER: 127.0.0.1\n      SQL_USERNAME: goflow_check_no_role\n      SQL_DB: test\n  spare:\n    type: null\n\
+             config:\n      SQL_SERVER: 127.0.0.1\n      SQL_USERNAME: goflow_check_no_role\n      SQL_DB: test\n      SQL_TABLE: goflow_t_cli_check\n  spare:\n    type: null\n\
              frontends:\n  netflow:\n    backend: [out, db]\n    config:\n      bindaddr: 127.0.0.1\n      \
              bindport: {}\napi: {}\nstate_dir: {}\n",
             dir.path().join("missing/flows.jsonl").display(),

@@ -191,6 +191,77 @@ fn plain_postgres_rollup_equals_the_table_and_refreshes_idempotently() {
     exec(&rt, &c, &cleanup);
 }
 
+/// A rollup made by another goflow version (its live function returns another row type) is
+/// left as it is: setup does not try to replace the function, so the sink still starts.
+#[test]
+fn plain_postgres_rollup_of_another_shape_is_left_alone() {
+    let table = random_table("rollup_other");
+    let db = Db::connect(&table);
+    let (rt, c) = client(pg_port());
+    let view = ddl::quote_table(&ddl::rollup_name(&table));
+    let live = ddl::quote_table(&ddl::rollup_live_function(&table));
+    exec(&rt, &c, &drop_rollup(&table));
+    exec(
+        &rt,
+        &c,
+        &format!(
+            "CREATE FUNCTION {live}() RETURNS TABLE (minute timestamptz, other_shape bigint) \
+             LANGUAGE sql STABLE AS $$ SELECT now(), 7::bigint $$; \
+             CREATE VIEW {view} AS SELECT minute, other_shape FROM {live}()"
+        ),
+    );
+
+    let mut sink = PgSink::new(pg_config(&table, None));
+    sink.connect()
+        .expect("setup leaves another goflow's rollup alone");
+    drop(sink);
+    // Function and view are the other version's still.
+    assert_eq!(
+        one(
+            &rt,
+            &c,
+            &format!("SELECT sum(other_shape)::bigint FROM {view}")
+        ),
+        7
+    );
+    drop(db);
+    exec(&rt, &c, &drop_rollup(&table));
+}
+
+/// A live function left without its view (another row type) is replaced, and the view made on
+/// the new one works.
+#[test]
+fn plain_postgres_stale_live_function_without_view_is_replaced() {
+    let table = random_table("rollup_stale");
+    let db = Db::connect(&table);
+    let (rt, c) = client(pg_port());
+    let view = ddl::quote_table(&ddl::rollup_name(&table));
+    let live = ddl::quote_table(&ddl::rollup_live_function(&table));
+    exec(&rt, &c, &drop_rollup(&table));
+    exec(
+        &rt,
+        &c,
+        &format!(
+            "CREATE FUNCTION {live}() RETURNS TABLE (minute timestamptz, other_shape bigint) \
+             LANGUAGE sql STABLE AS $$ SELECT now(), 7::bigint $$"
+        ),
+    );
+
+    let mut sink = PgSink::new(pg_config(&table, None));
+    sink.connect().expect("setup replaces the stale function");
+    drop(sink);
+    let t = db.t();
+    insert_rows(&rt, &c, &t, -2, 0);
+    assert_eq!(
+        differences(&rt, &c, &t, &view),
+        (0, 0),
+        "view on the new function"
+    );
+    assert!(one(&rt, &c, &format!("SELECT count(*) FROM {view}")) > 0);
+    drop(db);
+    exec(&rt, &c, &drop_rollup(&table));
+}
+
 /// TimescaleDB: a table that already holds rows becomes a hypertable with one-day chunks, the
 /// continuous aggregate is created with its refresh policy and its history is materialized;
 /// `compress_after_days` enables compression (segment by exporter) with its policy, a changed

@@ -600,7 +600,7 @@ pub fn rollup_refresh_delete(table: &str) -> String {
 
 /// Makes the rollup (continuous aggregate and its policy, or the data table and the view);
 /// true when it did not exist. A table whose rollup has another shape (a newer goflow's) is
-/// left as it is.
+/// left as it is: when the view exists, neither it nor its live function is replaced.
 async fn ensure_rollup(
     client: &Client,
     table: &str,
@@ -624,10 +624,18 @@ async fn ensure_rollup(
         client
             .batch_execute(&create_rollup_data_table(table))
             .await?;
-        client
-            .batch_execute(&create_rollup_live_function(table))
-            .await?;
         if !existed {
+            // The view is absent, so a function of that name is a leftover (perhaps of another
+            // row type, which CREATE OR REPLACE refuses): nothing depends on it.
+            client
+                .batch_execute(&format!(
+                    "DROP FUNCTION IF EXISTS {}() CASCADE",
+                    quote_table(&rollup_live_function(table))
+                ))
+                .await?;
+            client
+                .batch_execute(&create_rollup_live_function(table))
+                .await?;
             client.batch_execute(&create_rollup_view(table)).await?;
         }
     }
