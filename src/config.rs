@@ -360,6 +360,11 @@ struct RawSqlBackend {
     /// TimescaleDB only: compress chunks wholly older than this many days (segment by exporter,
     /// order by time; 0 or absent: no compression).
     compress_after_days: Option<Num>,
+    /// PostgreSQL/TimescaleDB only: `auto` (a hypertable when TimescaleDB is available and
+    /// preloaded, the default), `on` (required: setup fails without it) or `off` (plain).
+    hypertable: Option<String>,
+    /// PostgreSQL/TimescaleDB only: create the (exporter, time) index (default true).
+    exporter_index: Option<bool>,
     /// The columns to store and create: a list of schema column names, or `all` (the
     /// default) or `legacy` (the old collector's eight); `last_switched` is required (time
     /// index, retention). Stored in schema order.
@@ -1404,6 +1409,23 @@ fn resolve_backend(
                     "only used by timescale backends (TimescaleDB native compression)",
                 ));
             }
+            for (key, set) in [
+                (
+                    "hypertable",
+                    c.as_ref().is_some_and(|c| c.hypertable.is_some()),
+                ),
+                (
+                    "exporter_index",
+                    c.as_ref().is_some_and(|c| c.exporter_index.is_some()),
+                ),
+            ] {
+                if set {
+                    return Err(ctx.err(
+                        &["backends", name, "config", key],
+                        "only used by postgres and timescale backends",
+                    ));
+                }
+            }
             let connections = ctx.num(
                 &["backends", name, "config", "connections"],
                 c.as_ref().and_then(|c| c.connections),
@@ -1790,8 +1812,26 @@ fn resolve_pg(
         0,
         36_500,
     )?;
+    let hypertable = match c
+        .as_ref()
+        .and_then(|c| c.hypertable.as_deref())
+        .map(str::trim)
+    {
+        None | Some("auto") => goflow_writers::pg::ddl::Hypertable::Auto,
+        Some("on" | "true") => goflow_writers::pg::ddl::Hypertable::On,
+        Some("off" | "false") => goflow_writers::pg::ddl::Hypertable::Off,
+        Some(other) => {
+            return Err(ctx.err(
+                &["backends", name, "config", "hypertable"],
+                format_args!("{other:?} is not auto, on or off"),
+            ));
+        }
+    };
+    let exporter_index = c.as_ref().and_then(|c| c.exporter_index).unwrap_or(true);
     let (mut sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;
     sql.compress_after_days = u32::try_from(compress).ok().filter(|d| *d > 0);
+    sql.hypertable = hypertable;
+    sql.exporter_index = exporter_index;
     let columns = sql.columns;
     let kind = BackendKind::Postgres {
         timescale,
@@ -1900,6 +1940,8 @@ fn resolve_sql(
         max_age_days: None,
         compress_after_days: None,
         columns,
+        hypertable: goflow_writers::pg::ddl::Hypertable::Auto,
+        exporter_index: true,
     };
     Ok((sql, flush))
 }
@@ -2380,6 +2422,38 @@ mod tests {
 
     /// `connections` (postgres and timescale): 1..=16, default 2; out of range, or on a mysql
     /// backend, it is an error naming the key, the file and the line.
+    #[test]
+    fn hypertable_and_exporter_index() {
+        use goflow_writers::pg::ddl::Hypertable;
+        let base = "backends:\n  pg:\n    type: postgres\n    config:\n      \
+                    SQL_SERVER: db.example\n      SQL_USERNAME: goflow\n      SQL_DB: goflow\n\
+                    frontends:\n  netflow:\n    backend: pg\n";
+        let with =
+            |extra: &str| base.replace("SQL_DB: goflow\n", &format!("SQL_DB: goflow\n{extra}"));
+        let mode = |c: &RunConfig| match &c.backends[0].kind {
+            BackendKind::Postgres { sql, .. } => (sql.hypertable, sql.exporter_index),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(mode(&parse_ok(base)), (Hypertable::Auto, true));
+        assert_eq!(
+            mode(&parse_ok(&with(
+                "      hypertable: on\n      exporter_index: false\n"
+            ))),
+            (Hypertable::On, false)
+        );
+        assert_eq!(
+            mode(&parse_ok(&with("      hypertable: off\n"))).0,
+            Hypertable::Off
+        );
+        let e = parse_err(&with("      hypertable: maybe\n"));
+        assert!(
+            e.contains("backends.pg.config.hypertable") && e.contains("auto, on or off"),
+            "{e}"
+        );
+        let e = parse_err(&with("      hypertable: on\n").replace("type: postgres", "type: mysql"));
+        assert!(e.contains("backends.pg.config.hypertable"), "{e}");
+    }
+
     #[test]
     fn compress_after_days() {
         let base = "backends:\n  pg:\n    type: timescale\n    config:\n      \

@@ -32,11 +32,15 @@ fn server() -> (String, String) {
     }
 }
 
-/// One value of `sql` (psql -Atc), or an error with psql's message.
+/// One value of `sql` (psql -Atc) on the plain server, or an error with psql's message.
 fn psql(sql: &str) -> Result<String, Box<dyn Error>> {
     let (host, port) = server();
+    psql_at(&host, &port, sql)
+}
+
+fn psql_at(host: &str, port: &str, sql: &str) -> Result<String, Box<dyn Error>> {
     let out = Command::new("psql")
-        .args(["-h", &host, "-p", &port, "-U", "postgres", "-d", "test"])
+        .args(["-h", host, "-p", port, "-U", "postgres", "-d", "test"])
         .args(["-X", "-A", "-t", "-q", "-c", sql])
         .stdin(Stdio::null())
         .output()?;
@@ -50,16 +54,27 @@ fn psql(sql: &str) -> Result<String, Box<dyn Error>> {
 struct Cleanup {
     child: Child,
     table: String,
+    server: (String, String),
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = psql(&format!(
-            "DROP TABLE IF EXISTS {t}; DROP TABLE IF EXISTS {t}_positions",
-            t = self.table
-        ));
+        // The table and what schema setup made beside it (the rollup: a continuous aggregate
+        // on TimescaleDB, a view, its data table and function on plain PostgreSQL), one
+        // statement at a time so one that does not apply does not stop the others.
+        let t = &self.table;
+        for sql in [
+            format!("DROP MATERIALIZED VIEW IF EXISTS {t}_1m CASCADE"),
+            format!("DROP VIEW IF EXISTS {t}_1m CASCADE"),
+            format!("DROP FUNCTION IF EXISTS {t}_1m_live() CASCADE"),
+            format!("DROP TABLE IF EXISTS {t}_1m_data CASCADE"),
+            format!("DROP TABLE IF EXISTS {t} CASCADE"),
+            format!("DROP TABLE IF EXISTS {t}_positions"),
+        ] {
+            let _ = psql_at(&self.server.0, &self.server.1, &sql);
+        }
     }
 }
 
@@ -127,6 +142,7 @@ fn run(kind: &str) -> TestResult {
     let mut guard = Cleanup {
         child,
         table: table.clone(),
+        server: server(),
     };
     let deadline = Instant::now() + DEADLINE;
     while !log_text(&log).contains("listening on udp") {
@@ -208,4 +224,131 @@ fn timescale_without_the_preload_writes_a_plain_table_and_says_so_once() -> Test
 #[test]
 fn postgres_without_the_preload_writes_a_plain_table_and_says_so_once() -> TestResult {
     run("postgres")
+}
+
+/// Starts `goflow run` with one `kind` backend on `host:port` (table `table`, more keys of its
+/// `config` in `extra`) and waits until it listens; returns the daemon, its log and API.
+fn start(
+    host: &str,
+    port: &str,
+    kind: &str,
+    table: &str,
+    extra: &str,
+) -> Result<(Cleanup, std::path::PathBuf, String, tempfile::TempDir), Box<dyn Error>> {
+    let dir = tempfile::tempdir()?;
+    let udp = free_port()?;
+    let api = format!("127.0.0.1:{}", free_tcp_port()?);
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "backends:\n  db:\n    type: {kind}\n    config: {{SQL_SERVER: {host}, SQL_PORT: {port}, \
+             SQL_USERNAME: postgres, SQL_DB: test, SQL_TABLE: {table}, flush_ms: 200{extra}}}\n\
+             frontends:\n  netflow:\n    config: {{bindaddr: 127.0.0.1, bindport: {udp}, \
+             receiver: mmsg, workers: 1}}\n    backend: db\napi: {api}\nstate_dir: {}\n",
+            dir.path().join("state").display()
+        ),
+    )?;
+    let log = dir.path().join("goflow.log");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .env_remove("SQL_PASSWORD")
+        .env_remove("GOFLOW_CONFIG")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let mut guard = Cleanup {
+        child,
+        table: table.to_owned(),
+        server: (host.to_owned(), port.to_owned()),
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while !log_text(&log).contains("listening on udp") {
+        if guard.child.try_wait()?.is_some() || Instant::now() > deadline {
+            return Err(format!("goflow did not start: {}", log_text(&log)).into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((guard, log, api, dir))
+}
+
+/// Issue 21: `hypertable: on` where TimescaleDB cannot be loaded is a clear setup failure
+/// (not a silent plain table), and /healthz says so.
+#[test]
+fn hypertable_on_without_the_preload_fails_clearly() -> TestResult {
+    check_state()?;
+    let (host, port) = server();
+    let table = format!("goflow_ops_ht_on_{}", std::process::id());
+    let (_guard, log, api, _dir) = start(&host, &port, "postgres", &table, ", hypertable: on")?;
+    let (code, body) = goflow::ops::client::get(&api, "/healthz")?;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("hypertable: on, but TimescaleDB cannot be used"),
+        "{body}"
+    );
+    let text = log_text(&log);
+    assert!(text.contains("shared_preload_libraries"), "{text}");
+    assert_eq!(
+        psql("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")?,
+        "0"
+    );
+    Ok(())
+}
+
+/// Issue 21: on TimescaleDB, `hypertable: auto` makes a hypertable and says so once;
+/// `hypertable: off` keeps a plain table; both get the (exporter, time) index.
+#[test]
+fn hypertable_auto_and_off_on_timescaledb() -> TestResult {
+    let Some(addr) = std::env::var("GOFLOW_TEST_TIMESCALE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        eprintln!("skipping: GOFLOW_TEST_TIMESCALE is not set");
+        return Ok(());
+    };
+    let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "5433"));
+    for (mode, hyper) in [("auto", "1"), ("off", "0")] {
+        let table = format!("goflow_ops_ht_{mode}_{}", std::process::id());
+        let (_guard, log, api, _dir) = start(
+            host,
+            port,
+            "postgres",
+            &table,
+            &format!(", hypertable: {mode}"),
+        )?;
+        let (code, body) = goflow::ops::client::get(&api, "/healthz")?;
+        assert_eq!(code, 200, "{mode}: {body}\n{}", log_text(&log));
+        let q = |sql: &str| psql_at(host, port, sql);
+        assert_eq!(
+            q(&format!(
+                "SELECT count(*) FROM timescaledb_information.hypertables \
+                 WHERE hypertable_name = '{table}'"
+            ))?,
+            hyper,
+            "{mode}"
+        );
+        assert_eq!(
+            q(&format!(
+                "SELECT count(*) FROM pg_indexes WHERE tablename = '{table}' \
+                 AND indexname = '{table}_exporter_time'"
+            ))?,
+            "1",
+            "{mode}: the (exporter, time) index"
+        );
+        let said = log_text(&log)
+            .matches("is a TimescaleDB hypertable")
+            .count();
+        assert_eq!(
+            said,
+            usize::from(mode == "auto"),
+            "{mode}: {}",
+            log_text(&log)
+        );
+    }
+    Ok(())
 }

@@ -144,6 +144,37 @@ pub fn add_column(table: &str, col: &Column) -> String {
     )
 }
 
+/// `hypertable:`: whether the table becomes a TimescaleDB hypertable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hypertable {
+    /// When TimescaleDB is available and preloaded (said once at start); else a plain table.
+    #[default]
+    Auto,
+    /// Required: schema setup fails, saying why, when TimescaleDB cannot be used.
+    On,
+    /// Never: a plain table with a BRIN index, TimescaleDB or not.
+    Off,
+}
+
+/// The (exporter, time) btree index for per-router queries ("this router's flows of the last
+/// hour"): the BRIN index alone makes them read every block of the time range.
+pub fn create_exporter_index(table: &str) -> String {
+    let bare = table.rsplit('.').next().unwrap_or(table);
+    let suffix = "_exporter_time";
+    let mut cut = bare.len().min(63 - suffix.len());
+    while !bare.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let index = format!("{}{suffix}", &bare[..cut]);
+    format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} ({}, {} DESC)",
+        quote_ident(&index),
+        quote_table(table),
+        quote_ident("exporter"),
+        quote_ident(TIME_COLUMN)
+    )
+}
+
 /// The BRIN index on the time column (cheap to keep on an append-mostly, time-ordered table).
 pub fn create_brin_index(table: &str) -> String {
     let bare = table.rsplit('.').next().unwrap_or(table);
@@ -240,6 +271,7 @@ pub async fn ensure_schema(
     table: &str,
     compress_after_days: Option<u32>,
     set: ColumnSet,
+    mode: (Hypertable, bool),
 ) -> Result<SchemaReport, SchemaError> {
     let key = schema_lock_key(table);
     client
@@ -248,7 +280,7 @@ pub async fn ensure_schema(
             &[&SCHEMA_LOCK_CLASS, &key],
         )
         .await?;
-    let result = ensure_schema_locked(client, table, compress_after_days, set).await;
+    let result = ensure_schema_locked(client, table, compress_after_days, set, mode).await;
     let unlocked = client
         .execute(
             "SELECT pg_advisory_unlock($1::int4, $2::int4)",
@@ -265,6 +297,7 @@ async fn ensure_schema_locked(
     table: &str,
     compress_after_days: Option<u32>,
     set: ColumnSet,
+    (hypertable, exporter_index): (Hypertable, bool),
 ) -> Result<SchemaReport, SchemaError> {
     let mut report = SchemaReport::default();
     let qualified = quote_table(table);
@@ -320,9 +353,34 @@ async fn ensure_schema_locked(
         }
     }
 
-    report.timescaledb = make_hypertable(client, table).await?;
+    report.timescaledb = match hypertable {
+        Hypertable::Off => false,
+        Hypertable::Auto => make_hypertable(client, table).await?,
+        Hypertable::On => {
+            if !make_hypertable(client, table).await? {
+                return Err(SchemaError::Incompatible(format!(
+                    "hypertable: on, but TimescaleDB cannot be used for {qualified} (see the \
+                     line above: install it, add it to shared_preload_libraries, or allow \
+                     CREATE EXTENSION); hypertable: auto uses a plain table instead"
+                )));
+            }
+            true
+        }
+    };
+    if hypertable == Hypertable::Auto
+        && report.timescaledb
+        && first_warning(&format!("hypertable {table}"))
+    {
+        log::info!(
+            "{qualified} is a TimescaleDB hypertable on {TIME_COLUMN} (TimescaleDB is available; \
+             hypertable: off keeps a plain table)"
+        );
+    }
     if !report.timescaledb {
         client.batch_execute(&create_brin_index(table)).await?;
+    }
+    if exporter_index && set.contains("exporter") && set.contains(TIME_COLUMN) {
+        client.batch_execute(&create_exporter_index(table)).await?;
     }
     client.batch_execute(&create_positions_table(table)).await?;
     if rollup_possible(set) {

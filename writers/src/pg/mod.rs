@@ -67,6 +67,10 @@ pub struct PgConfig {
     pub compress_after_days: Option<u32>,
     /// The columns stored (`columns:`; the table gets only these, COPY names them).
     pub columns: crate::schema::ColumnSet,
+    /// Whether the table becomes a TimescaleDB hypertable (`hypertable: auto | on | off`).
+    pub hypertable: ddl::Hypertable,
+    /// A btree index on (exporter, time) for per-router queries (`exporter_index`).
+    pub exporter_index: bool,
 }
 
 impl Default for PgConfig {
@@ -82,6 +86,8 @@ impl Default for PgConfig {
             max_age_days: None,
             compress_after_days: None,
             columns: crate::schema::ColumnSet::ALL,
+            hypertable: ddl::Hypertable::Auto,
+            exporter_index: true,
         }
     }
 }
@@ -98,6 +104,8 @@ impl fmt::Debug for PgConfig {
             .field("sslmode", &self.sslmode)
             .field("max_age_days", &self.max_age_days)
             .field("compress_after_days", &self.compress_after_days)
+            .field("hypertable", &self.hypertable)
+            .field("exporter_index", &self.exporter_index)
             .finish()
     }
 }

@@ -424,13 +424,14 @@ impl PgSink {
         let table = self.cfg.table.clone();
         let compress = self.cfg.compress_after_days;
         let columns = self.cfg.columns;
+        let mode = (self.cfg.hypertable, self.cfg.exporter_index);
         let (Some(rt), Some(session)) = (&self.rt, &self.session) else {
             return Err(SinkError::retriable("postgres: not connected"));
         };
         let result = rt.block_on(async {
             tokio::time::timeout(
                 SCHEMA_TIMEOUT,
-                ddl::ensure_schema(&session.client, &table, compress, columns),
+                ddl::ensure_schema(&session.client, &table, compress, columns, mode),
             )
             .await
         });

@@ -50,6 +50,8 @@ pub fn pg_config(table: &str, port: Option<u16>) -> PgConfig {
         max_age_days: None,
         compress_after_days: None,
         columns: goflow_writers::schema::ColumnSet::ALL,
+        hypertable: goflow_writers::pg::ddl::Hypertable::Auto,
+        exporter_index: true,
     }
 }
 
