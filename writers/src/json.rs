@@ -7,9 +7,7 @@ use std::net::IpAddr;
 use bytes::BufMut;
 use goflow_codec::{FlowRecord, UnixMicros};
 
-use std::sync::Arc;
-
-use crate::schema::{self, COLUMNS, ColumnSet, Value, flow_columns};
+use crate::schema::{self, COLUMNS, ColumnSet, RowPlan, Value, flow_columns};
 
 /// Appends one record as a JSON object and a newline, to any buffer (`Vec<u8>`, `BytesMut`).
 /// A convenience over a per-thread [`JsonLines`].
@@ -92,13 +90,7 @@ type ColumnFn = fn(&mut JsonLines, &FlowRecord<'_>, &mut Line<'_>);
 /// How a line's columns are written: chosen once per column set. The two common sets are
 /// straight-line code (every accessor inlined, membership decided at compile time); any other
 /// set walks a precomputed list of per-column writers.
-#[derive(Clone, Debug, Default)]
-enum Rows {
-    #[default]
-    All,
-    Legacy,
-    Plan(Arc<[ColumnFn]>),
-}
+type Rows = RowPlan<ColumnFn>;
 
 macro_rules! json_columns {
     ($($name:ident: $ty:ident, $nullable:literal, $read:expr;)*) => {
@@ -136,18 +128,7 @@ const LEGACY: u64 = ColumnSet::LEGACY.bits();
 impl JsonLines {
     /// An encoder of the columns in `set` (schema order).
     pub fn new(set: ColumnSet) -> Self {
-        let rows = match set {
-            ColumnSet::ALL => Rows::All,
-            ColumnSet::LEGACY => Rows::Legacy,
-            _ => Rows::Plan(
-                COLUMNS
-                    .iter()
-                    .zip(COLUMN_FNS)
-                    .filter(|(c, _)| set.contains(c.name))
-                    .map(|(_, f)| f)
-                    .collect(),
-            ),
-        };
+        let rows = RowPlan::new(set, &COLUMN_FNS);
         JsonLines {
             rows,
             ..JsonLines::default()

@@ -200,6 +200,39 @@ flow_columns!(column_table);
 
 const _: () = assert!(COLUMNS.len() <= 64, "a ColumnSet is a 64-bit mask");
 
+/// How an encoder writes a row's columns, chosen once per [`ColumnSet`]: `All` and `Legacy` are
+/// the encoder's straight-line code (membership decided at compile time), `Plan` a precomputed
+/// list of the encoder's per-column writers `F` (one per column of the set, in schema order).
+#[derive(Clone, Debug, Default)]
+pub enum RowPlan<F> {
+    #[default]
+    All,
+    Legacy,
+    Plan(std::sync::Arc<[F]>),
+}
+
+impl<F: Copy> RowPlan<F> {
+    /// The plan of `set`, from the encoder's writer for each of [`COLUMNS`].
+    pub fn new(set: ColumnSet, writers: &[F; COLUMNS.len()]) -> Self {
+        match set {
+            ColumnSet::ALL => RowPlan::All,
+            ColumnSet::LEGACY => RowPlan::Legacy,
+            _ => RowPlan::Plan(Self::writers(set, writers)),
+        }
+    }
+
+    /// The per-column writers of `set` (what `Plan` holds; tests compare it with the
+    /// straight-line code of the two common sets).
+    pub fn writers(set: ColumnSet, writers: &[F; COLUMNS.len()]) -> std::sync::Arc<[F]> {
+        COLUMNS
+            .iter()
+            .zip(writers)
+            .filter(|(c, _)| set.contains(c.name))
+            .map(|(_, f)| *f)
+            .collect()
+    }
+}
+
 /// The column by name.
 pub fn column(name: &str) -> Option<&'static Column> {
     COLUMNS.iter().find(|c| c.name == name)

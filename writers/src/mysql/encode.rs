@@ -29,9 +29,8 @@ use bytes::{BufMut, BytesMut};
 use goflow_codec::{FlowRecord, UnixMicros};
 
 use crate::json::civil_from_days;
-use std::sync::Arc;
 
-use crate::schema::{self, COLUMNS, ColumnSet, ColumnType, Value, flow_columns};
+use crate::schema::{self, COLUMNS, ColumnSet, ColumnType, RowPlan, Value, flow_columns};
 use crate::sink::RowEncoder;
 
 /// DATETIME's range in Unix microseconds: 1000-01-01 00:00:00 ..= 9999-12-31 23:59:59.999999.
@@ -109,13 +108,7 @@ type ColumnFn = fn(&mut MysqlRowEncoder, &FlowRecord<'_>, &mut BytesMut);
 /// How a line's fields are written, chosen once per column set: straight-line code for all
 /// columns and for the old collector's eight, a precomputed list of per-column writers for any
 /// other set (LOAD DATA names the same columns: [`super::ddl::plan_columns_for`]).
-#[derive(Clone, Debug, Default)]
-enum Rows {
-    #[default]
-    All,
-    Legacy,
-    Plan(Arc<[ColumnFn]>),
-}
+type Rows = RowPlan<ColumnFn>;
 
 const ALL: u64 = ColumnSet::ALL.bits();
 const LEGACY: u64 = ColumnSet::LEGACY.bits();
@@ -127,18 +120,7 @@ pub fn encoder() -> MysqlRowEncoder {
 
 /// A fresh row encoder of the columns in `set`.
 pub fn encoder_for(set: ColumnSet) -> MysqlRowEncoder {
-    let rows = match set {
-        ColumnSet::ALL => Rows::All,
-        ColumnSet::LEGACY => Rows::Legacy,
-        _ => Rows::Plan(
-            COLUMNS
-                .iter()
-                .zip(COLUMN_FNS)
-                .filter(|(c, _)| set.contains(c.name))
-                .map(|(_, f)| f)
-                .collect(),
-        ),
-    };
+    let rows = RowPlan::new(set, &COLUMN_FNS);
     MysqlRowEncoder {
         rows,
         ..MysqlRowEncoder::default()

@@ -22,9 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{BufMut, BytesMut};
 use goflow_codec::{FlowRecord, UnixMicros};
 
-use std::sync::Arc;
-
-use crate::schema::{self, COLUMNS, ColumnSet, ColumnType, Value, flow_columns};
+use crate::schema::{self, COLUMNS, ColumnSet, ColumnType, RowPlan, Value, flow_columns};
 use crate::sink::RowEncoder;
 
 /// Signature, flags field (no OIDs) and header-extension length: the 19 bytes every binary COPY
@@ -122,12 +120,7 @@ type ColumnFn = fn(&mut PgRowEncoder, &FlowRecord<'_>, &mut RowWriter<'_>);
 /// How a row's fields are written, chosen once per column set: straight-line code for all
 /// columns and for the old collector's eight, a precomputed list of per-column writers for any
 /// other set (the COPY statement names the same columns: [`super::ddl::copy_statement`]).
-#[derive(Clone, Debug)]
-enum Rows {
-    All,
-    Legacy,
-    Plan(Arc<[ColumnFn]>),
-}
+type Rows = RowPlan<ColumnFn>;
 
 /// A fresh row encoder of every column.
 pub fn encoder() -> PgRowEncoder {
@@ -145,18 +138,7 @@ const LEGACY: u64 = ColumnSet::LEGACY.bits();
 impl PgRowEncoder {
     /// An encoder of the columns in `set` (schema order).
     pub fn new(set: ColumnSet) -> Self {
-        let rows = match set {
-            ColumnSet::ALL => Rows::All,
-            ColumnSet::LEGACY => Rows::Legacy,
-            _ => Rows::Plan(
-                COLUMNS
-                    .iter()
-                    .zip(COLUMN_FNS)
-                    .filter(|(c, _)| set.contains(c.name))
-                    .map(|(_, f)| f)
-                    .collect(),
-            ),
-        };
+        let rows = RowPlan::new(set, &COLUMN_FNS);
         PgRowEncoder {
             clamped_counters: 0,
             clamped_times: 0,
@@ -610,14 +592,7 @@ mod tests {
         // The per-column plan (used for other sets) writes what the straight-line code does.
         let mut planned = encoder_for(custom);
         planned.field_count = 8;
-        planned.rows = Rows::Plan(
-            COLUMNS
-                .iter()
-                .zip(COLUMN_FNS)
-                .filter(|(c, _)| ColumnSet::LEGACY.contains(c.name))
-                .map(|(_, f)| f)
-                .collect(),
-        );
+        planned.rows = Rows::Plan(RowPlan::writers(ColumnSet::LEGACY, &COLUMN_FNS));
         assert_eq!(encode(planned), encode(encoder_for(ColumnSet::LEGACY)));
     }
 
