@@ -1504,6 +1504,63 @@ fn resolve_columns(
 /// `type: kafka`: the old collector's keys with their environment variables (the variable wins
 /// when it is set and not empty; SSL and SSL_VERIFY take true/false/1/0/yes/no/on/off), and
 /// the producer's own keys.
+/// A boolean from the environment variable `envname` when set (it wins), else the file's
+/// value, else `default`.
+fn env_flag(
+    env: &dyn Fn(&str) -> Option<String>,
+    envname: &str,
+    v: Option<Flag>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match env(envname).filter(|s| !s.trim().is_empty()) {
+        Some(s) => parse_bool(&s).ok_or_else(|| {
+            ConfigError(format!(
+                "environment variable {envname}={s:?} is not a boolean (true/false, 1/0, yes/no)"
+            ))
+        }),
+        None => Ok(v.map_or(default, |f| f.0)),
+    }
+}
+
+/// The Kafka `sasl_mechanism` key (producer and consumer): PLAIN by default.
+fn sasl_mechanism(v: Option<&str>, ctx: &Ctx<'_>, path: &[&str]) -> Result<String, ConfigError> {
+    match v.map(str::trim) {
+        None | Some("") => Ok("PLAIN".to_owned()),
+        Some(m) => match m.to_ascii_uppercase().as_str() {
+            "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512" => Ok(m.to_ascii_uppercase()),
+            _ => Err(ctx.err(
+                path,
+                format_args!("{m:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+            )),
+        },
+    }
+}
+
+/// The `rdkafka:` passthrough (producer and consumer): each librdkafka property as text.
+fn rdkafka_properties(
+    raw: Option<&BTreeMap<String, serde_norway::Value>>,
+    ctx: &Ctx<'_>,
+    path: &[&str],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut props = Vec::new();
+    for (k, v) in raw.into_iter().flatten() {
+        let v = match v {
+            serde_norway::Value::String(s) => s.clone(),
+            serde_norway::Value::Bool(b) => b.to_string(),
+            serde_norway::Value::Number(n) => n.to_string(),
+            _ => {
+                let key: Vec<&str> = path.iter().copied().chain([k.as_str()]).collect();
+                return Err(ctx.err(
+                    &key,
+                    "must be a string, number or boolean (a librdkafka property value)",
+                ));
+            }
+        };
+        props.push((k.clone(), v));
+    }
+    Ok(props)
+}
+
 fn resolve_kafka(
     name: &str,
     c: &RawKafkaBackend,
@@ -1515,16 +1572,8 @@ fn resolve_kafka(
     let pick = |envname: &str, v: &Option<String>| {
         env(envname).filter(|s| !s.is_empty()).or_else(|| v.clone())
     };
-    let pick_flag = |envname: &'static str, v: Option<Flag>, default: bool| match env(envname)
-        .filter(|s| !s.trim().is_empty())
-    {
-        Some(s) => parse_bool(&s).ok_or_else(|| {
-            ConfigError(format!(
-                "environment variable {envname}={s:?} is not a boolean (true/false, 1/0, yes/no)"
-            ))
-        }),
-        None => Ok(v.map_or(default, |f| f.0)),
-    };
+    let pick_flag =
+        |envname: &'static str, v: Option<Flag>, default: bool| env_flag(env, envname, v, default);
     let choice = |key: &'static str, v: &str, what: &str| {
         ctx.err(&p(key), format_args!("{v:?} is not one of {what}"))
     };
@@ -1549,18 +1598,7 @@ fn resolve_kafka(
             None => return Err(choice("compression", v, "none, lz4, zstd, snappy, gzip")),
         },
     };
-    let sasl_mechanism = match c.sasl_mechanism.as_deref().map(str::trim) {
-        None | Some("") => "PLAIN".to_owned(),
-        Some(m) => match m.to_ascii_uppercase().as_str() {
-            "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512" => m.to_ascii_uppercase(),
-            _ => {
-                return Err(ctx.err(
-                    &p("sasl_mechanism"),
-                    format_args!("{m:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
-                ));
-            }
-        },
-    };
+    let sasl_mechanism = sasl_mechanism(c.sasl_mechanism.as_deref(), ctx, &p("sasl_mechanism"))?;
     let num = |key: &'static str, v: Option<Num>, default: u64, min: u64, max: u64| {
         ctx.num(&p(key), v, default, min, max)
     };
@@ -1586,21 +1624,11 @@ fn resolve_kafka(
         2_147_483_647,
     )? as u32;
     let lanes = num("lanes", c.lanes, 1, 1, 16)? as usize;
-    let mut rdkafka = Vec::new();
-    for (k, v) in c.rdkafka.iter().flatten() {
-        let v = match v {
-            serde_norway::Value::String(s) => s.clone(),
-            serde_norway::Value::Bool(b) => b.to_string(),
-            serde_norway::Value::Number(n) => n.to_string(),
-            _ => {
-                return Err(ctx.err(
-                    &["backends", name, "config", "rdkafka", k],
-                    "must be a string, number or boolean (a librdkafka property value)",
-                ));
-            }
-        };
-        rdkafka.push((k.clone(), v));
-    }
+    let rdkafka = rdkafka_properties(
+        c.rdkafka.as_ref(),
+        ctx,
+        &["backends", name, "config", "rdkafka"],
+    )?;
     Ok(KafkaConfig {
         server: pick("KAFKA_SERVER", &c.KAFKA_SERVER).unwrap_or_default(),
         topic: pick("KAFKA_TOPIC", &c.KAFKA_TOPIC).unwrap_or_default(),
@@ -1643,16 +1671,8 @@ fn resolve_kafka_frontend(
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
     };
-    let pick_flag = |envname: &'static str, v: Option<Flag>, default: bool| match env(envname)
-        .filter(|s| !s.trim().is_empty())
-    {
-        Some(s) => parse_bool(&s).ok_or_else(|| {
-            ConfigError(format!(
-                "environment variable {envname}={s:?} is not a boolean (true/false, 1/0, yes/no)"
-            ))
-        }),
-        None => Ok(v.map_or(default, |f| f.0)),
-    };
+    let pick_flag =
+        |envname: &'static str, v: Option<Flag>, default: bool| env_flag(env, envname, v, default);
     let Some(server) = pick("KAFKA_SERVER", &c.KAFKA_SERVER) else {
         return Err(ctx.err(
             &p("KAFKA_SERVER"),
@@ -1728,33 +1748,12 @@ fn resolve_kafka_frontend(
         1000,
         3_600_000,
     )? as u32;
-    let sasl_mechanism = match c.sasl_mechanism.as_deref().map(str::trim) {
-        None | Some("") => "PLAIN".to_owned(),
-        Some(m) => match m.to_ascii_uppercase().as_str() {
-            "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512" => m.to_ascii_uppercase(),
-            _ => {
-                return Err(ctx.err(
-                    &p("sasl_mechanism"),
-                    format_args!("{m:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
-                ));
-            }
-        },
-    };
-    let mut rdkafka = Vec::new();
-    for (k, v) in c.rdkafka.iter().flatten() {
-        let v = match v {
-            serde_norway::Value::String(s) => s.clone(),
-            serde_norway::Value::Bool(b) => b.to_string(),
-            serde_norway::Value::Number(n) => n.to_string(),
-            _ => {
-                return Err(ctx.err(
-                    &["frontends", "kafka", "config", "rdkafka", k],
-                    "must be a string, number or boolean (a librdkafka property value)",
-                ));
-            }
-        };
-        rdkafka.push((k.clone(), v));
-    }
+    let sasl_mechanism = sasl_mechanism(c.sasl_mechanism.as_deref(), ctx, &p("sasl_mechanism"))?;
+    let rdkafka = rdkafka_properties(
+        c.rdkafka.as_ref(),
+        ctx,
+        &["frontends", "kafka", "config", "rdkafka"],
+    )?;
     let kafka = KafkaConfig {
         server,
         topic: topics.join(","),

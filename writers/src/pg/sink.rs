@@ -1014,6 +1014,42 @@ impl Sink for PgSink {
     }
 }
 
+/// The single-threaded runtime of a maintenance thread (retention, rollup); None, logged, when
+/// it cannot be built.
+fn maintenance_runtime(what: &str) -> Option<Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            log::error!("postgres {what}: tokio runtime: {e}");
+            None
+        }
+    }
+}
+
+/// A maintenance thread's own session, and the task driving its connection (awaited after the
+/// client is dropped).
+async fn maintenance_connect(
+    config: &tokio_postgres::Config,
+    mode: &SslMode,
+) -> Result<(Client, JoinHandle<()>), String> {
+    let tls::Connected {
+        client, connection, ..
+    } = tokio::time::timeout(CONNECT_TIMEOUT, tls::connect(config, mode))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| match e {
+            ConnectError::Setup(msg) => msg,
+            ConnectError::Db(e) => error_text(&e),
+        })?;
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, task))
+}
+
 /// Prunes at start and then every [`RETENTION_INTERVAL`] on its own connection, so a long
 /// DELETE never holds up the COPY stream. Ends when the sink drops its sender.
 fn retention_loop(
@@ -1025,28 +1061,12 @@ fn retention_loop(
     stats: Arc<Mutex<RetentionStats>>,
     stop: mpsc::Receiver<()>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            log::error!("postgres retention: tokio runtime: {e}");
-            return;
-        }
+    let Some(rt) = maintenance_runtime("retention") else {
+        return;
     };
     loop {
         let result: Result<u64, String> = rt.block_on(async {
-            let tls::Connected {
-                client, connection, ..
-            } = tokio::time::timeout(CONNECT_TIMEOUT, tls::connect(&config, &mode))
-                .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| match e {
-                    ConnectError::Setup(msg) => msg,
-                    ConnectError::Db(e) => error_text(&e),
-                })?;
-            let task = tokio::spawn(connection);
+            let (client, task) = maintenance_connect(&config, &mode).await?;
             let pruned = ddl::prune(&client, &table, days, timescaledb)
                 .await
                 .map_err(|e| error_text(&e));
@@ -1094,30 +1114,12 @@ fn rollup_loop(
     stats: Arc<Mutex<RollupStats>>,
     stop: mpsc::Receiver<()>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            log::error!("postgres rollup: tokio runtime: {e}");
-            return;
-        }
+    let Some(rt) = maintenance_runtime("rollup") else {
+        return;
     };
     loop {
         let result: Result<Option<i64>, String> = rt.block_on(async {
-            let tls::Connected {
-                mut client,
-                connection,
-                ..
-            } = tokio::time::timeout(CONNECT_TIMEOUT, tls::connect(&config, &mode))
-                .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| match e {
-                    ConnectError::Setup(msg) => msg,
-                    ConnectError::Db(e) => error_text(&e),
-                })?;
-            let task = tokio::spawn(connection);
+            let (mut client, task) = maintenance_connect(&config, &mode).await?;
             let done = if timescaledb {
                 ddl::backfill_continuous_aggregate(&client, &table)
                     .await
