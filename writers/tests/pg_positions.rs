@@ -134,7 +134,9 @@ fn a_lost_commit_reply_is_not_written_twice() {
     assert_eq!(
         proxy.lost_commits.load(Ordering::SeqCst),
         1,
-        "the trap fired"
+        "the trap fired (connections accepted: {}, backend errors: {})",
+        proxy.accepted.load(Ordering::SeqCst),
+        stats.errors.load(Ordering::Relaxed)
     );
     assert!(stats.errors.load(Ordering::Relaxed) >= 1);
     backend.shutdown();

@@ -115,15 +115,24 @@ type CommitTrap = (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicBool>);
 /// Client to server. With a trap armed, a read holding a simple-query `COMMIT` is forwarded,
 /// the reply direction muted, and both sides closed once the server had time to commit.
 fn relay(mut from: TcpStream, mut to: TcpStream, trap: Option<CommitTrap>) {
+    const COMMIT: &[u8] = b"COMMIT\0";
     let mut buf = vec![0u8; 64 << 10];
+    // The end of the previous read: a `COMMIT` split across two reads is still seen.
+    let mut tail: Vec<u8> = Vec::with_capacity(2 * COMMIT.len());
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let commit = trap.as_ref().is_some_and(|(armed, _, _)| {
-            armed.load(Ordering::SeqCst) && contains(&buf[..n], b"COMMIT\0")
+            armed.load(Ordering::SeqCst) && {
+                let head = &buf[..n.min(COMMIT.len() - 1)];
+                tail.extend_from_slice(head);
+                contains(&tail, COMMIT) || contains(&buf[..n], COMMIT)
+            }
         });
+        tail.clear();
+        tail.extend_from_slice(&buf[n.saturating_sub(COMMIT.len() - 1)..n]);
         if let Some((armed, lost, muted)) = trap.as_ref().filter(|_| commit) {
             muted.store(true, Ordering::SeqCst);
             armed.store(false, Ordering::SeqCst);
