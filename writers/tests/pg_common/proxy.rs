@@ -94,8 +94,8 @@ impl Proxy {
         self.up.store(true, Ordering::SeqCst);
     }
 
-    /// The next `COMMIT` a client sends reaches the server; then that connection is closed
-    /// without the server's reply.
+    /// The next `COMMIT` a writer lane sends (on a connection that has sent a `COPY`) reaches the
+    /// server; then that connection is closed without the server's reply.
     pub fn lose_next_commit(&self) {
         self.lose_commit.store(true, Ordering::SeqCst);
     }
@@ -112,20 +112,25 @@ impl Drop for Proxy {
 
 type CommitTrap = (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicBool>);
 
-/// Client to server. With a trap armed, a read holding a simple-query `COMMIT` is forwarded,
-/// the reply direction muted, and both sides closed once the server had time to commit.
+/// Client to server. With a trap armed, a read holding a simple-query `COMMIT` on a connection
+/// that has sent a `COPY` is forwarded, the reply direction muted, and both sides closed once
+/// the server had time to commit.
 fn relay(mut from: TcpStream, mut to: TcpStream, trap: Option<CommitTrap>) {
     const COMMIT: &[u8] = b"COMMIT\0";
     let mut buf = vec![0u8; 64 << 10];
     // The end of the previous read: a `COMMIT` split across two reads is still seen.
     let mut tail: Vec<u8> = Vec::with_capacity(2 * COMMIT.len());
+    // Only a connection that has sent a COPY (a writer lane's) is trapped: the sink's rollup and
+    // retention threads commit too, and losing their reply is not what a test arms the trap for.
+    let mut copied = false;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        copied = copied || contains(&buf[..n], b"COPY ");
         let commit = trap.as_ref().is_some_and(|(armed, _, _)| {
-            armed.load(Ordering::SeqCst) && {
+            copied && armed.load(Ordering::SeqCst) && {
                 let head = &buf[..n.min(COMMIT.len() - 1)];
                 tail.extend_from_slice(head);
                 contains(&tail, COMMIT) || contains(&buf[..n], COMMIT)
