@@ -406,6 +406,10 @@ struct RawKafkaBackend {
     batch_bytes: Option<Num>,
     /// Writer lanes sharing the one producer (default 1: an exporter's flows stay in order).
     lanes: Option<Num>,
+    /// Flushes one lane keeps in flight while it fills the next (default 8; 1 = each flush
+    /// waits for its acknowledgements before the next starts). Their rows count against
+    /// queue_bytes until acknowledged.
+    flushes_in_flight: Option<Num>,
     /// Any other librdkafka property (set last, overriding the above).
     rdkafka: Option<BTreeMap<String, serde_norway::Value>>,
     /// Records per flush (default 100000).
@@ -743,6 +747,8 @@ pub struct FlushConfig {
     pub queue_bytes: u64,
     /// Bound of the backend's disk spool (0 = none).
     pub spool_bytes: u64,
+    /// Most flushes one lane keeps in flight (`flushes_in_flight`, Kafka only; 1 elsewhere).
+    pub in_flight: usize,
 }
 
 impl FlushConfig {
@@ -752,6 +758,7 @@ impl FlushConfig {
             interval: Duration::from_millis(DEFAULT_FLUSH_MS),
             queue_bytes: DEFAULT_FILE_QUEUE_BYTES,
             spool_bytes: DEFAULT_SPOOL_BYTES,
+            in_flight: 1,
         }
     }
 
@@ -761,6 +768,7 @@ impl FlushConfig {
             interval: Duration::from_millis(DEFAULT_FLUSH_MS),
             queue_bytes: DEFAULT_QUEUE_BYTES,
             spool_bytes: DEFAULT_SPOOL_BYTES,
+            in_flight: 1,
         }
     }
 }
@@ -1335,6 +1343,7 @@ fn resolve_flush(
         interval: Duration::from_millis(ms),
         queue_bytes,
         spool_bytes,
+        in_flight: defaults.in_flight,
     })
 }
 
@@ -1453,10 +1462,20 @@ fn resolve_backend(
         RawBackend::Kafka(c) => {
             let c = c.unwrap_or_default();
             let k = resolve_kafka(name, &c, ctx, env)?;
+            let in_flight = ctx.num(
+                &["backends", name, "config", "flushes_in_flight"],
+                c.flushes_in_flight,
+                goflow_writers::kafka::DEFAULT_FLUSHES_IN_FLIGHT as u64,
+                1,
+                goflow_writers::kafka::FLUSHES_IN_FLIGHT_MAX as u64,
+            )? as usize;
             let flush = resolve_flush(
                 ctx,
                 name,
-                FlushConfig::sql_defaults(),
+                FlushConfig {
+                    in_flight,
+                    ..FlushConfig::sql_defaults()
+                },
                 c.flush_rows,
                 c.flush_ms,
                 c.queue_bytes,
@@ -2351,6 +2370,10 @@ mod tests {
         );
         assert!(!format!("{cfg:?}").contains("envpw"));
         assert_eq!(cfg.backends[0].kind.target(), "127.0.0.1:19092 topic flows");
+        assert_eq!(
+            cfg.backends[0].flush.in_flight,
+            goflow_writers::kafka::DEFAULT_FLUSHES_IN_FLIGHT
+        );
 
         // Without the environment: the file's values, and its "no" for SSL.
         let cfg = parse_ok(text);
@@ -2376,6 +2399,16 @@ mod tests {
             .to_string();
         assert!(e.contains("SSL") && e.contains("maybe"), "{e}");
         let bad = text.replace("flows_per_message: 1", "flows_per_message: 0");
+        assert!(parse(&bad, "t.yml", &no_env).is_err());
+        let three = text.replace(
+            "flows_per_message: 1",
+            "flows_per_message: 1\n      flushes_in_flight: 3",
+        );
+        assert_eq!(parse_ok(&three).backends[0].flush.in_flight, 3);
+        let bad = text.replace(
+            "flows_per_message: 1",
+            "flows_per_message: 1\n      flushes_in_flight: 0",
+        );
         assert!(parse(&bad, "t.yml", &no_env).is_err());
     }
 

@@ -358,6 +358,7 @@ impl Daemon {
                 target: b.kind.target(),
                 flush_rows: b.flush.rows,
                 flush_interval: b.flush.interval,
+                flushes_in_flight: b.flush.in_flight,
                 queue_bytes: b.flush.queue_bytes,
                 shutdown_timeout: BACKEND_SHUTDOWN_TIMEOUT,
                 on_flush: Some(flush_hook(Arc::clone(&histograms), i)),

@@ -576,6 +576,11 @@ pub fn render_with(
         "Flushes that made rows durable.",
         &per(&|b| b.flushes),
     );
+    w.gauge(
+        "goflow_backend_flushes_in_flight",
+        "Flushes handed to the backend and not yet acknowledged.",
+        &per(&|b| b.flushes_in_flight),
+    );
     w.counter(
         "goflow_backend_errors_total",
         "Errors writing to the backend.",

@@ -149,6 +149,9 @@ pub struct BackendStatus {
     pub last_flush_unix_us: Option<i64>,
     pub last_flush_duration_us: Option<u64>,
     pub flushes: u64,
+    /// Flushes handed to the sink and not yet done, all lanes (only sinks that acknowledge
+    /// later, as Kafka's producer, have any: `flushes_in_flight`).
+    pub flushes_in_flight: u64,
     pub errors: u64,
     pub reconnects: u64,
     pub last_error: Option<String>,

@@ -117,6 +117,7 @@ impl Shared {
                     last_flush_duration_us: (last_flush > 0)
                         .then(|| b.last_flush_duration_us.load(Ordering::Relaxed)),
                     flushes: b.flushes.load(Ordering::Relaxed),
+                    flushes_in_flight: b.flushes_in_flight.load(Ordering::Relaxed),
                     errors: b.errors.load(Ordering::Relaxed),
                     reconnects: b.reconnects.load(Ordering::Relaxed),
                     last_error: detail.last_error,

@@ -22,7 +22,8 @@
 //!   through although its reply was lost is not written twice.
 //! - **A sink without transactions** (file, Kafka producer) keeps none and leaves
 //!   `committed_positions` at its default `Ok(None)`. Its `flush` must make positioned rows
-//!   durable before it returns `Ok` (the file sink fsyncs; a producer waits for the broker's
+//!   durable before it returns `Ok` (the file sink fsyncs), or, for a flush in flight
+//!   ([`Sink::flush_start`]), before `flush_outcome` says `Ok` (a producer has the broker's
 //!   acknowledgements); the backend then reports the commit to the stream, whose owner keeps
 //!   the position itself. A crash between the two repeats that flush: at-least-once.
 //!
@@ -126,7 +127,24 @@ pub trait Sink: Send + 'static {
     /// Makes everything written since the last flush durable. On error nothing of the current
     /// flush is assumed stored: the caller retries with the same chunks.
     fn flush(&mut self) -> Result<(), SinkError>;
-    /// Drops whatever the current flush holds (after an error, before a retry).
+    /// Ends the current flush like [`Sink::flush`], but may return before it is durable, so the
+    /// backend goes on writing the next flush meanwhile (a producer waiting for acknowledgements).
+    /// `Ok(None)`: it is durable already (the default: `flush`). `Ok(Some(id))`: it is in
+    /// flight; once it has settled (durable or failed) the sink calls `waker.wake()` (from any
+    /// thread) and reports the outcome through [`Sink::flush_outcome`]`(id)`. The backend keeps
+    /// at most `BackendOptions::flushes_in_flight` in flight and takes their outcomes oldest
+    /// first, so a flush counts as done only after every older one did.
+    fn flush_start(&mut self, _waker: &FlushWaker) -> Result<Option<u64>, SinkError> {
+        self.flush().map(|()| None)
+    }
+    /// The outcome of in-flight flush `id` once it has settled, `None` while it has not. An
+    /// `Err` means nothing of that flush is assumed stored (as for `flush`). Called once per
+    /// settled flush, in the order of `flush_start`.
+    fn flush_outcome(&mut self, _id: u64) -> Option<Result<(), SinkError>> {
+        Some(Ok(()))
+    }
+    /// Drops whatever the current flush holds (after an error, before a retry), and forgets
+    /// the flushes in flight (the backend writes their chunks again).
     fn abort(&mut self) {}
     /// Connects now, and sets up what writing needs (a table), instead of at the first write:
     /// the backend calls it when a lane starts and again, with backoff, while the lane cannot
@@ -150,6 +168,25 @@ pub trait Sink: Send + 'static {
         _prefix: &str,
     ) -> Result<Option<Vec<(String, u64)>>, SinkError> {
         Ok(None)
+    }
+}
+
+/// Wakes a backend lane when a flush its sink has in flight settles (see
+/// [`Sink::flush_start`]). Cheap to clone; wakes coalesce (the lane then asks for every settled
+/// outcome, oldest first).
+#[derive(Clone, Debug)]
+pub struct FlushWaker(crossbeam_channel::Sender<()>);
+
+impl FlushWaker {
+    /// A waker and the receiver the lane waits on.
+    pub fn new() -> (FlushWaker, crossbeam_channel::Receiver<()>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        (FlushWaker(tx), rx)
+    }
+
+    pub fn wake(&self) {
+        // Full: a wake is pending already; disconnected: the lane is gone.
+        let _ = self.0.try_send(());
     }
 }
 

@@ -31,6 +31,13 @@ pub const FLOWS_PER_MESSAGE_MAX: usize = 1000;
 /// A message value is closed before it would grow past this many bytes, whatever
 /// `flows_per_message` says (librdkafka's `message.max.bytes` is 1,000,000 by default).
 pub const MESSAGE_BYTES_MAX: usize = 900_000;
+/// Flushes a lane keeps in flight by default (`flushes_in_flight`): a flush is done when every
+/// message of it is acknowledged, and with acks taking 10-1000 ms under load one flush at a
+/// time idles the producer (see perf/README.md, Kafka). With `key: exporter` an exporter's
+/// flows still reach their partition in order: one lane, one producer, flushes sent in order.
+pub const DEFAULT_FLUSHES_IN_FLIGHT: usize = 8;
+/// Most `flushes_in_flight` (beyond it is a config error).
+pub const FLUSHES_IN_FLIGHT_MAX: usize = 64;
 /// librdkafka's `linger.ms` by default: how long the producer waits to fill a batch.
 pub const DEFAULT_LINGER_MS: u32 = 5;
 /// librdkafka's `batch.size` by default, bytes per partition batch (its own default, 1 MB).

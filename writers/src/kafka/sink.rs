@@ -4,18 +4,22 @@
 //! hands them to the producer as they fill.
 //!
 //! **A flush is done when every message of it has its delivery report.** Each message carries
-//! (as librdkafka's delivery opaque) a handle on its flush's [`Tracker`]; `flush` sends the
-//! partly filled messages, then waits until the tracker has a report for every message. If any
-//! report is an error (after librdkafka's own retries, within `message.timeout.ms`), the flush
-//! fails as retriable and the backend writes the same chunks again after its backoff: flows are
-//! never lost silently; the messages of the failed flush that were delivered are sent again
-//! (at-least-once across attempts, each flow once per attempt). Failures are counted per reason
-//! ([`REASONS`]).
+//! (as librdkafka's delivery opaque) a handle on its flush's [`Tracker`]. `flush_start` sends
+//! the partly filled messages and returns at once: the flush is in flight, and the lane goes
+//! on filling the next one (the backend bounds how many a lane has in flight:
+//! `flushes_in_flight`). When the tracker has a report for every message it wakes the lane,
+//! which takes the outcomes oldest first (`flush_outcome`). If any report is an error (after
+//! librdkafka's own retries, within `message.timeout.ms`), or a report is missing 10 s past
+//! that, the flush fails as retriable and the backend writes the chunks of it and of every
+//! younger flush again after its backoff: flows are never lost silently; the messages of the
+//! failed flushes that were delivered are sent again (at-least-once across attempts, each flow
+//! once per attempt). Failures are counted per reason ([`REASONS`]). `flush` (start, then wait
+//! for every flush in flight) is the same, stop-and-wait.
 //!
 //! A broker that is down at start is not an error: the producer connects in the background and
 //! the first flushes fail (retriable, `timed_out`) until it is up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -27,7 +31,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 
 use super::encode::frames;
 use super::{KafkaConfig, MESSAGE_BYTES_MAX, sink_timeouts::MESSAGE_TIMEOUT_MS};
-use crate::sink::{Chunk, Sink, SinkError};
+use crate::sink::{Chunk, FlushWaker, Sink, SinkError};
 
 /// Delivery failure reasons (a closed set: status keys and metric label values).
 pub const REASONS: [&str; 7] = [
@@ -180,6 +184,8 @@ struct TrackState {
     first_error: Option<String>,
     /// A failure left the producer unusable.
     fatal: bool,
+    /// Set when the flush ends (`flush_start`): woken once every message has its report.
+    waker: Option<FlushWaker>,
 }
 
 impl Tracker {
@@ -198,7 +204,19 @@ impl Tracker {
         }
         if s.pending == 0 {
             self.done.notify_all();
+            if let Some(w) = &s.waker {
+                w.wake();
+            }
         }
+    }
+
+    /// The flush has ended (no more messages): wake `waker` once every report is in.
+    fn seal(&self, waker: &FlushWaker) {
+        let mut s = lock(&self.state);
+        if s.pending == 0 {
+            waker.wake();
+        }
+        s.waker = Some(waker.clone());
     }
 
     /// Waits until every message has its report or `deadline` passes.
@@ -406,10 +424,22 @@ pub struct KafkaSink {
     accs: Vec<Acc>,
     index: HashMap<Box<[u8]>, usize>,
     last: Option<usize>,
-    /// The current flush's delivery reports.
+    /// The open flush's delivery reports.
     tracker: Arc<Tracker>,
-    /// Messages handed to the producer in the current flush.
+    /// Messages handed to the producer in the open flush.
     sent: u64,
+    /// Flushes in flight, oldest first, and the id of the next one.
+    flights: VecDeque<Flight>,
+    next_flight: u64,
+}
+
+/// A flush in flight: its reports, messages, and when a missing report counts as a failure.
+#[derive(Debug)]
+struct Flight {
+    id: u64,
+    tracker: Arc<Tracker>,
+    sent: u64,
+    deadline: Instant,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -461,6 +491,8 @@ impl KafkaSink {
                 last: None,
                 tracker: Arc::default(),
                 sent: 0,
+                flights: VecDeque::new(),
+                next_flight: 0,
             })
             .collect())
     }
@@ -581,6 +613,41 @@ impl KafkaSink {
         acc.flows = 0;
     }
 
+    /// The outcome of flight `i` (every report in, or its deadline passed).
+    fn outcome(&mut self, f: &Flight) -> Result<(), SinkError> {
+        let s = lock(&f.tracker.state);
+        let (pending, failed, failed_flows) = (s.pending, s.failed, s.failed_flows);
+        let first = s.first_error.clone();
+        let fatal = s.fatal;
+        drop(s);
+        if pending == 0 && failed == 0 {
+            return Ok(());
+        }
+        let why = self
+            .producer
+            .client()
+            .fatal_error()
+            .map(|(code, e)| format!("{code:?}: {e}"))
+            .or_else(|| fatal.then(|| first.clone().unwrap_or_default()));
+        if let Some(why) = why {
+            self.slot.replace(self.generation, &why);
+            self.refresh_producer();
+        }
+        // The next connect check asks the brokers again.
+        self.stats.connected.store(false, Ordering::Relaxed);
+        let sent = f.sent;
+        if pending > 0 {
+            return Err(SinkError::retriable(format!(
+                "kafka: {pending} of {sent} messages without a delivery report after {} s",
+                FLUSH_REPORT_WAIT.as_secs()
+            )));
+        }
+        Err(SinkError::retriable(format!(
+            "kafka: {failed} of {sent} messages ({failed_flows} flows) not delivered: {}",
+            first.unwrap_or_default()
+        )))
+    }
+
     fn reset(&mut self) {
         for a in &mut self.accs {
             a.value.clear();
@@ -596,6 +663,10 @@ impl KafkaSink {
         self.sent = 0;
     }
 }
+
+/// How long a flush waits for its last delivery report: librdkafka reports every message
+/// within `message.timeout.ms`; the margin covers a report that is late in the queue.
+const FLUSH_REPORT_WAIT: Duration = Duration::from_millis(MESSAGE_TIMEOUT_MS + 10_000);
 
 impl Sink for KafkaSink {
     fn write(&mut self, chunk: &Chunk) -> Result<(), SinkError> {
@@ -627,55 +698,61 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
+    /// Stop-and-wait: ends the open flush and waits for every flush in flight.
     fn flush(&mut self) -> Result<(), SinkError> {
+        let (waker, _woken) = FlushWaker::new();
+        self.flush_start(&waker)?;
+        let mut first_error = None;
+        while let Some((id, tracker, deadline)) = self
+            .flights
+            .front()
+            .map(|f| (f.id, Arc::clone(&f.tracker), f.deadline))
+        {
+            drop(tracker.wait(deadline));
+            if let Some(Err(e)) = self.flush_outcome(id) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn flush_start(&mut self, waker: &FlushWaker) -> Result<Option<u64>, SinkError> {
         self.refresh_producer();
         for i in 0..self.accs.len() {
             self.send(i);
         }
-        // librdkafka reports every message within message.timeout.ms; the margin covers a
-        // report that is late in the queue.
-        let deadline = Instant::now() + Duration::from_millis(MESSAGE_TIMEOUT_MS + 10_000);
-        let tracker = Arc::clone(&self.tracker);
-        let s = tracker.wait(deadline);
-        let (pending, failed, failed_flows) = (s.pending, s.failed, s.failed_flows);
-        let first = s.first_error.clone();
-        let fatal = s.fatal;
-        drop(s);
-        if pending > 0 || failed > 0 {
-            let why = self
-                .producer
-                .client()
-                .fatal_error()
-                .map(|(code, e)| format!("{code:?}: {e}"))
-                .or_else(|| fatal.then(|| first.clone().unwrap_or_default()));
-            if let Some(why) = why {
-                self.slot.replace(self.generation, &why);
-                self.refresh_producer();
-            }
+        let id = self.next_flight;
+        self.next_flight += 1;
+        let tracker = std::mem::take(&mut self.tracker);
+        tracker.seal(waker);
+        self.flights.push_back(Flight {
+            id,
+            tracker,
+            sent: std::mem::take(&mut self.sent),
+            deadline: Instant::now() + FLUSH_REPORT_WAIT,
+        });
+        Ok(Some(id))
+    }
+
+    fn flush_outcome(&mut self, id: u64) -> Option<Result<(), SinkError>> {
+        let Some(i) = self.flights.iter().position(|f| f.id == id) else {
+            return Some(Err(SinkError::retriable(format!(
+                "kafka: flush {id} is not in flight (aborted)"
+            ))));
+        };
+        let f = self.flights.get(i)?;
+        let settled = lock(&f.tracker.state).pending == 0 || Instant::now() >= f.deadline;
+        if !settled {
+            return None;
         }
-        let sent = self.sent;
-        self.reset();
-        if pending > 0 || failed > 0 {
-            // The next connect check asks the brokers again.
-            self.stats.connected.store(false, Ordering::Relaxed);
-        }
-        if pending > 0 {
-            return Err(SinkError::retriable(format!(
-                "kafka: {pending} of {sent} messages without a delivery report after {} s",
-                MESSAGE_TIMEOUT_MS / 1000 + 10
-            )));
-        }
-        if failed > 0 {
-            return Err(SinkError::retriable(format!(
-                "kafka: {failed} of {sent} messages ({failed_flows} flows) not delivered: {}",
-                first.unwrap_or_default()
-            )));
-        }
-        Ok(())
+        let f = self.flights.remove(i)?;
+        Some(self.outcome(&f))
     }
 
     fn abort(&mut self) {
         self.reset();
+        // Their reports go to trackers nobody reads: the backend writes their chunks again.
+        self.flights.clear();
     }
 
     fn connect(&mut self) -> Result<(), SinkError> {
@@ -1043,6 +1120,76 @@ mod tests {
         let (seen, _) = read_back(&bs, "f5", n + 100);
         assert_eq!(seen.len() as u64, n);
         assert!(seen.values().all(|&c| c >= 1));
+    }
+
+    /// Several flushes of one lane in flight (the broker answers slowly, so a lane that waited
+    /// for each flush would have one flush's messages in flight at most), and a burst of
+    /// non-retriable produce errors fails some of them: each failed flush and every younger
+    /// one go back to the backend's retry. Nothing is lost or dropped, every flow is counted
+    /// written once, the failures are counted by reason.
+    #[test]
+    fn flushes_in_flight_fail_back_to_the_retry_and_lose_nothing() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("f6", PARTITIONS, 1).expect("topic");
+        cluster
+            .broker_round_trip_time(1, Duration::from_millis(100))
+            .expect("rtt");
+        let bs = cluster.bootstrap_servers();
+        let mut cfg = config(
+            &bs,
+            "f6",
+            &[("message.timeout.ms", "5000"), ("retry.backoff.ms", "10")],
+        );
+        cfg.lanes = 1;
+        let sinks = KafkaSink::lanes(&cfg, "t").expect("sink");
+        let kstats = Arc::clone(sinks[0].stats());
+        let mut opts = BackendOptions::new("k", "kafka");
+        opts.flush_rows = 100;
+        opts.flush_interval = Duration::from_millis(50);
+        opts.flushes_in_flight = 8;
+        let backend = Backend::spawn_lanes(
+            sinks
+                .into_iter()
+                .map(|s| Box::new(s) as Box<dyn Sink>)
+                .collect(),
+            opts,
+        )
+        .expect("backend");
+        let stats = Arc::clone(backend.stats());
+        let n = 3000;
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2],
+        );
+        let tx = backend.sender();
+        for c in chunks(n, 100, Format::Protobuf, KeyBy::None) {
+            assert!(tx.try_send(c));
+        }
+        let mut most_in_flight = 0;
+        wait_for("every row written", 60, || {
+            most_in_flight = most_in_flight.max(stats.flushes_in_flight.load(Ordering::Relaxed));
+            stats.rows_written.load(Ordering::Relaxed) == n
+        });
+        backend.shutdown();
+        assert!(
+            most_in_flight > 1,
+            "{most_in_flight} flushes in flight at most"
+        );
+        assert!(
+            most_in_flight <= 8,
+            "{most_in_flight} flushes in flight at most"
+        );
+        assert_eq!(stats.flushes_in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.rows_written.load(Ordering::Relaxed), n);
+        assert_eq!(stats.rows_dropped(), 0);
+        assert!(
+            kstats.errors[3].load(Ordering::Relaxed) > 0,
+            "counted as too_large"
+        );
+        assert!(stats.errors.load(Ordering::Relaxed) > 0, "a flush failed");
+        assert_eq!(kstats.in_flight(), 0);
+        let (seen, _) = read_back(&bs, "f6", kstats.flows.load(Ordering::Relaxed));
+        assert_eq!(seen.len() as u64, n, "every flow, none lost");
     }
 
     #[test]
