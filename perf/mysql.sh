@@ -15,19 +15,21 @@
 #   per second from the first datagram to the last commit, every row checked (count, sums, no
 #   drops). That is the sustained rate: what the sink drains from a full queue.
 # Medians over the rounds, and the median of the per-round ratios goflow / ceiling.
-# Then goflow at TARGET_SHARE (0.85) of the median ceiling, paced: lossless means every row
-# stored, sums equal, no drops and the last commit within LAG_MAX_S of the last datagram. And
-# nfacctd (pmacct) with its mysql plugin (perf/nfacctd-mysql.conf, table perf/my_nfacctd.sql:
-# multi-row INSERTs, its fastest MySQL path): PEER_FLOWS per step at PEER_RATES (default:
-# PEER_SHARES of the median ceiling), the highest
-# lossless step (PEER_SUM_PPM tolerance on counts and sums as in perf/postgres.sh; none for
-# goflow). CPU per flow (utime+stime from /proc) for both.
+# Then the lossless search, with one rule and one procedure for both collectors (see "The
+# lossless search" below): goflow from TARGET_SHARE (0.85) of the median ceiling (its first step
+# is the check of the 85% target), and nfacctd (pmacct) with its mysql plugin
+# (perf/nfacctd-mysql.conf, table perf/my_nfacctd.sql: multi-row INSERTs, its fastest MySQL path)
+# from PEER_START (default PEER_START_SHARE of the median ceiling). Each goes up until a step
+# fails, then bisects: the result is each collector's lossless maximum to within
+# SEARCH_PRECISION. CPU per flow (utime+stime from /proc) for both.
 # Server settings are the defaults (innodb_flush_log_at_trx_commit, buffer pool: see the README
-# for tuning). The defaults finish in about 4 minutes on an idle 2-core machine.
+# for tuning). The defaults take about 10-15 minutes on a 2-core machine (the two searches are
+# bounded by SEARCH_BUDGET_S each).
 #
 #   perf/mysql.sh
 #   REPEATS=5 FLOWS=2000000 perf/mysql.sh
 #   CONNECTIONS=1 NFACCTD=0 perf/mysql.sh        # goflow with one LOAD DATA connection
+#   PEER_START=40000 STEP_S=20 perf/mysql.sh     # longer steps (a stricter rule), nfacctd from 40 k/s
 #
 # Server from MYSQL_HOST/MYSQL_PORT/MYSQL_USER/MYSQL_PASSWORD/MYSQL_DATABASE (default 127.0.0.1
 # 3306 root, no password, test). Results go to perf/out/mysql-<time>/. Needs cargo, jq, curl,
@@ -41,14 +43,19 @@ REPEATS=${REPEATS:-3}
 BURST_RATE=${BURST_RATE:-400000}
 TARGET_SHARE=${TARGET_SHARE:-0.85}
 CONNECTIONS=${CONNECTIONS:-2}
-PEER_FLOWS=${PEER_FLOWS:-300000}
-PEER_SHARES=${PEER_SHARES:-"0.15 0.25 0.35 0.5"}
-PEER_RATES=${PEER_RATES:-}
-PEER_SUM_PPM=${PEER_SUM_PPM:-100}
+STEP_S=${STEP_S:-10}
+RAMP=${RAMP:-1.25}
+SEARCH_PRECISION=${SEARCH_PRECISION:-0.05}
+SEARCH_STEPS=${SEARCH_STEPS:-12}
+SEARCH_BUDGET_S=${SEARCH_BUDGET_S:-420}
+POLL_S=${POLL_S:-0.1}
+SUM_PPM=${SUM_PPM:-0}
+PEER_START=${PEER_START:-}
+PEER_START_SHARE=${PEER_START_SHARE:-0.3}
 EXPORTERS=${EXPORTERS:-4}
 WORKERS=${WORKERS:-1}
 LAG_MAX_S=${LAG_MAX_S:-3}
-STALL_S=${STALL_S:-30}
+STALL_S=${STALL_S:-15}
 NFACCTD=${NFACCTD:-1}
 MYSQL_HOST=${MYSQL_HOST:-127.0.0.1} MYSQL_PORT=${MYSQL_PORT:-3306} MYSQL_USER=${MYSQL_USER:-root}
 MYSQL_DATABASE=${MYSQL_DATABASE:-test} MYSQL_PASSWORD=${MYSQL_PASSWORD:-}
@@ -253,24 +260,125 @@ ALL_OK=$(tail -n +2 "$ROUNDS" | cut -f6 | sort -u | tr '\n' ' ')
 rm -f "$OUT/flows.tsv" "$OUT/flows.tsv.sql"
 sql "DROP TABLE $CEIL"
 
-# goflow paced at TARGET_SHARE of the median ceiling: the lossless check of the target.
+# ------------------------------------------------------------------------------------------
+# The lossless search, one rule for both collectors.
+# ------------------------------------------------------------------------------------------
+# A step at rate R sends R * STEP_S flows (so every step is STEP_S seconds of traffic, whatever
+# the rate, for both collectors) and waits until every row is stored, or the count has not moved
+# for STALL_S. It is lossless when rows == sent, both sums are within SUM_PPM of the generator's,
+# no kernel or collector drops, and the last row was stored within LAG_MAX_S of the last datagram
+# (the collector kept up: over a STEP_S step it stored at least STEP_S / (STEP_S + LAG_MAX_S) of
+# the offered rate). The rows are counted the same way for both: count(*) of the table every
+# POLL_S after the last datagram (the lag), count(*) and the sums over the table at the end.
+#
+# The search: the first step at the start rate, then up by RAMP after each lossless step until a
+# step is lossy (down by RAMP while the first ones are lossy), then bisection between the highest
+# lossless and the lowest lossy rate until they are within SEARCH_PRECISION of each other, at most
+# SEARCH_STEPS steps or SEARCH_BUDGET_S seconds per collector. The result is the highest lossless
+# step's sent rate: the lossless maximum to within SEARCH_PRECISION (or, when the budget ran out,
+# a lower bound, said so).
+step_flows() { awk -v r="$1" -v s="$STEP_S" 'BEGIN {printf "%.0f", r * s}'; }
+
+# collector hooks: truncate, rows stored so far, the final count and sums, collector drops, CPU
+# ticks, port.
+c_truncate() { if [ "$1" = goflow ]; then sql "TRUNCATE TABLE $TABLE"; else sql "TRUNCATE TABLE $NFT"; fi; }
+c_stored() { if [ "$1" = goflow ]; then sql "SELECT count(*) FROM $TABLE"; else sql "SELECT count(*) FROM $NFT"; fi; }
+c_totals() {
+  if [ "$1" = goflow ]; then sql "SELECT count(*), coalesce(sum(in_bytes), 0), coalesce(sum(in_pkts), 0) FROM $TABLE"
+  else sql "SELECT count(*), coalesce(sum(bytes), 0), coalesce(sum(packets), 0) FROM $NFT"; fi
+}
+c_dropped() { if [ "$1" = goflow ]; then status | jq '.backends[0].rows_dropped'; else echo 0; fi; }
+c_ticks() { if [ "$1" = goflow ]; then ticks "$GPID"; else tree_ticks "$NPID"; fi; }
+c_port() { if [ "$1" = goflow ]; then echo "$PORT"; else echo "$NPORT"; fi; }
+
+# One step of the search: collector rate; appends a line to RESULTS, returns 0 when lossless.
+search_step() {
+  local who=$1 rate=$2 flows port k0 d0 c0 summary t_end sent sent_rate want_bytes want_pkts prev t_done t_moved w c1 rows bytes pkts
+  flows=$(step_flows "$rate")
+  port=$(c_port "$who")
+  c_truncate "$who"
+  d0=$(c_dropped "$who")
+  k0=$(udp_drops "$port")
+  c0=$(c_ticks "$who")
+  summary=$(bench "$rate" "$flows" "$port")
+  t_end=$(now)
+  sent=$(jq '.flows' <<<"$summary")
+  sent_rate=$(jq '.flows_per_sec' <<<"$summary")
+  want_bytes=$(jq '.sum_bytes' <<<"$summary")
+  want_pkts=$(jq '.sum_packets' <<<"$summary")
+  prev=-1 t_done=$t_end t_moved=$SECONDS
+  for _ in $(seq 1 20000); do # at most 20000 polls
+    w=$(c_stored "$who")
+    if [ "$w" -ge "$sent" ]; then t_done=$(now); break; fi
+    if [ "$w" != "$prev" ]; then t_moved=$SECONDS; t_done=$(now); fi
+    ((SECONDS - t_moved >= STALL_S)) && break
+    prev=$w
+    sleep "$POLL_S"
+  done
+  c1=$(c_ticks "$who")
+  read -r rows bytes pkts <<<"$(c_totals "$who")"
+  record "$who" "$rate" "$sent_rate" "$sent" "$rows" "$(ppm "$bytes" "$want_bytes")" "$(ppm "$pkts" "$want_pkts")" \
+    "$(($(udp_drops "$port") - k0))" "$(($(c_dropped "$who") - d0))" \
+    "$(awk -v a="$t_done" -v b="$t_end" 'BEGIN {printf "%.2f", a - b}')" $((c1 - c0)) "$SUM_PPM"
+  tail -n1 "$RESULTS" | grep -q 'yes$'
+}
+
+# search collector start_rate max_rate: sets BEST (sent rate of the highest lossless step, 0 if
+# none), BEST_US, BEST_ASKED, FAIL (lowest lossy rate asked, 0 if none), SEARCH_NOTE.
+search() {
+  local who=$1 rate=$2 max=$3 lo=0 hi=0 n=0 t0=$SECONDS
+  BEST=0 BEST_US=nan BEST_ASKED=0 FAIL=0 SEARCH_NOTE=
+  echo "--- $who: lossless search from $rate flows/s, $STEP_S s per step ($(uptime))" >&2
+  while :; do
+    if ((n >= SEARCH_STEPS || SECONDS - t0 >= SEARCH_BUDGET_S)); then
+      SEARCH_NOTE="budget ran out after $n steps: a lower bound"
+      break
+    fi
+    n=$((n + 1))
+    if search_step "$who" "$rate"; then
+      lo=$rate
+      BEST=$(tail -n1 "$RESULTS" | cut -f3)
+      BEST_US=$(tail -n1 "$RESULTS" | cut -f13)
+      BEST_ASKED=$rate
+    else
+      hi=$rate
+    fi
+    if [ "$hi" = 0 ]; then
+      if [ "$rate" -ge "$max" ]; then SEARCH_NOTE="lossless at the generator's cap $max"; break; fi
+      rate=$(awk -v r="$rate" -v f="$RAMP" -v m="$max" 'BEGIN {r = r * f; if (r > m) r = m; printf "%.0f", r}')
+    elif [ "$lo" = 0 ]; then
+      rate=$(awk -v r="$rate" -v f="$RAMP" 'BEGIN {printf "%.0f", r / f}')
+    else
+      if awk -v l="$lo" -v h="$hi" -v p="$SEARCH_PRECISION" 'BEGIN {exit !(h <= l * (1 + p))}'; then
+        SEARCH_NOTE="within $SEARCH_PRECISION: lossless at $lo, lossy at $hi flows/s asked"
+        break
+      fi
+      rate=$(awk -v l="$lo" -v h="$hi" 'BEGIN {printf "%.0f", (l + h) / 2}')
+    fi
+  done
+  FAIL=$hi
+  [ -n "$SEARCH_NOTE" ] || SEARCH_NOTE="$n steps"
+  echo "  $who: highest lossless $BEST flows/s sent ($BEST_ASKED asked), lowest lossy $FAIL asked; $SEARCH_NOTE" >&2
+}
+
+# goflow paced at TARGET_SHARE of the median ceiling: the lossless check of the target, and the
+# first step of goflow's search.
 TARGET_RATE=$(awk -v c="$CEIL_MED" -v s="$TARGET_SHARE" 'BEGIN {printf "%.0f", c * s}')
-echo "--- goflow paced at $TARGET_SHARE x ceiling = $TARGET_RATE flows/s ($(uptime))" >&2
-read -r sent sent_rate rows bppm pppm kd dr lag stored cpu <<<"$(goflow_step "$TARGET_RATE")"
-record goflow "$TARGET_RATE" "$sent_rate" "$sent" "$rows" "$bppm" "$pppm" "$kd" "$dr" "$lag" "$cpu" 0
-GOFLOW_TARGET_OK=$(tail -n1 "$RESULTS" | cut -f14)
-GOFLOW_TARGET_US=$(tail -n1 "$RESULTS" | cut -f13)
+search goflow "$TARGET_RATE" "$BURST_RATE"
+GOFLOW_TARGET_OK=$(awk -F'\t' '$1 == "goflow" {print $14; exit}' "$RESULTS")
+GOFLOW_TARGET_US=$(awk -F'\t' '$1 == "goflow" {print $13; exit}' "$RESULTS")
+GF_BEST=$BEST GF_BEST_US=$BEST_US GF_NOTE=$SEARCH_NOTE
 GOFLOW_HWM_KIB=$(awk '/VmHWM/ {print $2}' "/proc/$GPID/status")
 status | jq '.backends[0].sink' >"$OUT/goflow-sink-status.json" || true
 
 # ------------------------------------------------------------------------------------------
-# The peer: nfacctd with its mysql plugin.
+# The peer: nfacctd with its mysql plugin, the same search and rule.
 # ------------------------------------------------------------------------------------------
 NF_BEST=0
 NF_BEST_US=nan
+NF_NOTE="not run"
 if [ "$NFACCTD" = 1 ] && command -v nfacctd >/dev/null; then
   stop_pid "$GPID"
-  echo "--- nfacctd: $PEER_FLOWS flows per step at $PEER_RATES flows/s" >&2
   NPORT=$(free_udp)
   sed -e "s/@TABLE@/$NFT/" perf/my_nfacctd.sql | "${MY[@]}"
   sed -e "s/@PORT@/$NPORT/; s/@HOST@/$MYSQL_HOST/; s/@PORT_DB@/$MYSQL_PORT/; s/@USER@/$MYSQL_USER/" \
@@ -280,51 +388,27 @@ if [ "$NFACCTD" = 1 ] && command -v nfacctd >/dev/null; then
   NPID=$!
   PIDS+=("$NPID")
   for _ in $(seq 1 100); do grep -qs 'waiting for NetFlow' "$OUT/nfacctd.log" && break; sleep 0.1; done
-  sleep 1 # the plugin process starts after the core logs
-  bench 1000 1000 "$NPORT" >/dev/null # templates
-  sleep 3
-  lossy=0
-  # nfacctd's steps: PEER_RATES, else PEER_SHARES of the median ceiling measured above (so a
-  # loaded server does not leave every step lossy).
-  [ -n "$PEER_RATES" ] || PEER_RATES=$(for f in $PEER_SHARES; do awk -v c="$CEIL_MED" -v f="$f" 'BEGIN {printf "%.0f ", c * f}'; done)
-  echo "--- nfacctd steps: $PEER_RATES flows/s ($(uptime))" >&2
-  for rate in $PEER_RATES; do
-    sql "TRUNCATE TABLE $NFT"
-    k0=$(udp_drops "$NPORT")
-    c0=$(tree_ticks "$NPID")
-    summary=$(bench "$rate" "$PEER_FLOWS" "$NPORT")
-    t_end=$(now)
-    sent=$(jq '.flows' <<<"$summary")
-    sent_rate=$(jq '.flows_per_sec' <<<"$summary")
-    want_bytes=$(jq '.sum_bytes' <<<"$summary")
-    want_pkts=$(jq '.sum_packets' <<<"$summary")
-    prev=-1 same=0 t_done=$t_end
-    for _ in $(seq 1 600); do
-      p=$(sql "SELECT count(*) FROM $NFT")
-      if [ "$p" -ge "$sent" ]; then t_done=$(now); break; fi
-      if [ "$p" = "$prev" ]; then same=$((same + 1)); else same=0; t_done=$(now); fi
-      [ "$same" -ge 10 ] && break
-      prev=$p
-      sleep 0.5
+  # The templates and a warm-up batch; its rows must be stored before the first step's
+  # TRUNCATE (else they land in the first step's count). The plugin process starts after the
+  # core logs, so the batch is sent again until rows arrive (at most 10 tries).
+  for _ in $(seq 1 10); do
+    bench 1000 1000 "$NPORT" >/dev/null
+    for _ in $(seq 1 30); do
+      [ "$(sql "SELECT count(*) FROM $NFT")" -gt 0 ] && break 2
+      sleep 0.1
     done
-    c1=$(tree_ticks "$NPID")
-    lag=$(awk -v a="$t_done" -v b="$t_end" 'BEGIN {printf "%.2f", a - b}')
-    read -r rows bytes pkts <<<"$(sql "SELECT count(*), coalesce(sum(bytes), 0), coalesce(sum(packets), 0) FROM $NFT")"
-    kdrops=$(($(udp_drops "$NPORT") - k0))
-    # nfacctd's lag includes its 1 s purge interval.
-    LAG_MAX_S=$((LAG_MAX_S + 1)) record nfacctd "$rate" "$sent_rate" "$sent" "$rows" "$(ppm "$bytes" "$want_bytes")" \
-      "$(ppm "$pkts" "$want_pkts")" "$kdrops" 0 "$lag" $((c1 - c0)) "$PEER_SUM_PPM"
-    if tail -n1 "$RESULTS" | grep -q 'yes$'; then
-      NF_BEST=$sent_rate
-      NF_BEST_US=$(tail -n1 "$RESULTS" | cut -f13)
-      lossy=0
-    else
-      lossy=$((lossy + 1))
-      [ "$lossy" -ge 2 ] && break
-    fi
   done
+  prev=-1
+  for _ in $(seq 1 50); do # until the count is still for 1 s (nfacctd purges every second)
+    p=$(sql "SELECT count(*) FROM $NFT")
+    [ "$p" = "$prev" ] && break
+    prev=$p
+    sleep 1
+  done
+  NF_START=${PEER_START:-$(awk -v c="$CEIL_MED" -v f="$PEER_START_SHARE" 'BEGIN {printf "%.0f", c * f}')}
+  search nfacctd "$NF_START" "$BURST_RATE"
+  NF_BEST=$BEST NF_BEST_US=$BEST_US NF_NOTE=$SEARCH_NOTE
 fi
-
 # ------------------------------------------------------------------------------------------
 echo
 echo "== results ($OUT); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
@@ -335,7 +419,8 @@ echo
 echo "ceiling, mariadb LOAD DATA (median of $REPEATS): $CEIL_MED rows/s one stream, $CEIL2_MED rows/s two streams at once"
 echo "goflow, $CONNECTIONS connection(s) (median of $REPEATS): $GOFLOW_MED rows/s stored from a full queue (every row stored and checked: $ALL_OK), $US_MED CPU-us/flow"
 echo "goflow / ceiling: median of the per-round ratios $RATIO_MED (one stream), $RATIO2_MED (two streams)   (target >= 0.85)"
-echo "goflow paced at $TARGET_SHARE x ceiling ($TARGET_RATE flows/s): lossless $GOFLOW_TARGET_OK at $GOFLOW_TARGET_US CPU-us/flow (peak RSS ${GOFLOW_HWM_KIB:-?} KiB)"
-echo "nfacctd highest lossless rate: $NF_BEST flows/s at $NF_BEST_US CPU-us/flow"
-echo "goflow / nfacctd: $(fdiv "$GOFLOW_MED" "$NF_BEST" %.2f) by goflow's sustained rate, $(fdiv "$TARGET_RATE" "$NF_BEST" %.2f) by the paced lossless step   (target >= 3)"
-echo "CPU per flow, nfacctd / goflow: $(fdiv "$NF_BEST_US" "$US_MED" %.1f)"
+echo "goflow paced at $TARGET_SHARE x ceiling ($TARGET_RATE flows/s, $STEP_S s): lossless $GOFLOW_TARGET_OK at $GOFLOW_TARGET_US CPU-us/flow (peak RSS ${GOFLOW_HWM_KIB:-?} KiB)"
+echo "goflow  lossless maximum: $GF_BEST flows/s at $GF_BEST_US CPU-us/flow ($GF_NOTE)"
+echo "nfacctd lossless maximum: $NF_BEST flows/s at $NF_BEST_US CPU-us/flow ($NF_NOTE)"
+echo "goflow / nfacctd: $(fdiv "$GF_BEST" "$NF_BEST" %.2f) by lossless maximum (same rule), $(fdiv "$GOFLOW_MED" "$NF_BEST" %.2f) by goflow's drain rate   (target >= 3)"
+echo "CPU per flow at the lossless maximum, nfacctd / goflow: $(fdiv "$NF_BEST_US" "$GF_BEST_US" %.1f)"
