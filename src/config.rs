@@ -365,6 +365,9 @@ struct RawSqlBackend {
     hypertable: Option<String>,
     /// PostgreSQL/TimescaleDB only: create the (exporter, time) index (default true).
     exporter_index: Option<bool>,
+    /// PostgreSQL/TimescaleDB only: keys kept per hour and dimension (addresses, ports, AS,
+    /// interfaces) in the hourly top-K rollup `<table>_1h_top` (default 1000; 0: none).
+    top_keys: Option<Num>,
     /// The columns to store and create: a list of schema column names, or `all` (the
     /// default) or `legacy` (the old collector's eight); `last_switched` is required (time
     /// index, retention). Stored in schema order.
@@ -1427,6 +1430,7 @@ fn resolve_backend(
                     "exporter_index",
                     c.as_ref().is_some_and(|c| c.exporter_index.is_some()),
                 ),
+                ("top_keys", c.as_ref().is_some_and(|c| c.top_keys.is_some())),
             ] {
                 if set {
                     return Err(ctx.err(
@@ -1846,10 +1850,18 @@ fn resolve_pg(
         }
     };
     let exporter_index = c.as_ref().and_then(|c| c.exporter_index).unwrap_or(true);
+    let top_keys = ctx.num(
+        &["backends", name, "config", "top_keys"],
+        c.as_ref().and_then(|c| c.top_keys),
+        u64::from(goflow_writers::pg::ddl::TOP_KEYS_DEFAULT),
+        0,
+        1_000_000,
+    )?;
     let (mut sql, flush) = resolve_sql(name, c, DEFAULT_PG_PORT, ctx, env)?;
     sql.compress_after_days = u32::try_from(compress).ok().filter(|d| *d > 0);
     sql.hypertable = hypertable;
     sql.exporter_index = exporter_index;
+    sql.top_keys = u32::try_from(top_keys).unwrap_or(goflow_writers::pg::ddl::TOP_KEYS_DEFAULT);
     let columns = sql.columns;
     let kind = BackendKind::Postgres {
         timescale,
@@ -1960,6 +1972,7 @@ fn resolve_sql(
         columns,
         hypertable: goflow_writers::pg::ddl::Hypertable::Auto,
         exporter_index: true,
+        top_keys: goflow_writers::pg::ddl::TOP_KEYS_DEFAULT,
     };
     Ok((sql, flush))
 }
@@ -2484,6 +2497,26 @@ mod tests {
         );
         let e = parse_err(&with("      hypertable: on\n").replace("type: postgres", "type: mysql"));
         assert!(e.contains("backends.pg.config.hypertable"), "{e}");
+    }
+
+    #[test]
+    fn top_keys() {
+        let base = "backends:\n  pg:\n    type: postgres\n    config:\n      \
+                    SQL_SERVER: db.example\n      SQL_USERNAME: goflow\n      SQL_DB: goflow\n\
+                    frontends:\n  netflow:\n    backend: pg\n";
+        let with =
+            |extra: &str| base.replace("SQL_DB: goflow\n", &format!("SQL_DB: goflow\n{extra}"));
+        let keys = |c: &RunConfig| match &c.backends[0].kind {
+            BackendKind::Postgres { sql, .. } => sql.top_keys,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(keys(&parse_ok(base)), 1000);
+        assert_eq!(keys(&parse_ok(&with("      top_keys: 50\n"))), 50);
+        assert_eq!(keys(&parse_ok(&with("      top_keys: 0\n"))), 0);
+        let e = parse_err(&with("      top_keys: 2000000\n"));
+        assert!(e.contains("backends.pg.config.top_keys"), "{e}");
+        let e = parse_err(&with("      top_keys: 5\n").replace("type: postgres", "type: mysql"));
+        assert!(e.contains("backends.pg.config.top_keys"), "{e}");
     }
 
     #[test]

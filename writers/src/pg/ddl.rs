@@ -386,6 +386,9 @@ async fn ensure_schema_locked(
     if rollup_possible(set) {
         report.rollup_created = ensure_rollup(client, table, report.timescaledb).await?;
     }
+    if top_possible(set) {
+        client.batch_execute(&create_top_table(table)).await?;
+    }
     if let Some(days) = compress_after_days.filter(|d| *d > 0) {
         report.compression = Some(if report.timescaledb {
             ensure_compression(client, table, days).await?
@@ -836,6 +839,194 @@ pub async fn ensure_compression(
     ))
 }
 
+/// The hourly top-K rollup of `table`: `<table>_1h_top`, what the dashboards' address, port, AS
+/// and interface panels read for long ranges. For each closed hour and each of
+/// [`TOP_DIMENSIONS`], the K keys with the most bytes (sampling applied) and one `other` row
+/// holding the rest of the hour, so every hour's totals per dimension are exact whatever K is.
+/// A plain table on both kinds of server, kept by goflow's rollup thread ([`refresh_top`]).
+pub fn top_name(table: &str) -> String {
+    suffixed(table, "_1h_top")
+}
+
+/// The top-K rollup's dimensions (`dim`, named after the column that ranks) and the grouping
+/// set of each. The key columns of a row: `ip` (the address; the exporter for interfaces),
+/// `num` (port, AS number, interface index) and `protocol` (ports only: the panels name a port
+/// with its protocol).
+pub const TOP_DIMENSIONS: &[(&str, &str)] = &[
+    ("src_ip", "src_ip"),
+    ("dst_ip", "dst_ip"),
+    ("src_port", "protocol, src_port"),
+    ("dst_port", "protocol, dst_port"),
+    ("src_as", "src_as"),
+    ("dst_as", "dst_as"),
+    ("input_if", "exporter, input_if"),
+    ("output_if", "exporter, output_if"),
+];
+
+/// The columns the top-K rollup reads; a column set without one of them gets none.
+pub const TOP_COLUMNS: [&str; 13] = [
+    "last_switched",
+    "exporter",
+    "protocol",
+    "src_ip",
+    "dst_ip",
+    "src_port",
+    "dst_port",
+    "src_as",
+    "dst_as",
+    "input_if",
+    "output_if",
+    "in_bytes",
+    "in_pkts",
+];
+
+/// Default K of the top-K rollup (`top_keys`).
+pub const TOP_KEYS_DEFAULT: u32 = 1000;
+
+/// Minutes after an hour ends before it is materialized: flows reach the table some seconds
+/// after their last packet (an exporter's export delay, goflow's flush); rows stored later
+/// than that for a materialized hour are not in its top-K lists.
+pub const TOP_GRACE_MINUTES: i32 = 5;
+
+/// Whether a table of `set` can have the top-K rollup.
+pub fn top_possible(set: ColumnSet) -> bool {
+    TOP_COLUMNS.iter().all(|c| set.contains(c)) && set.contains("sampling_rate")
+}
+
+/// The top-K table and its index (dimension, then hour: every panel reads one dimension over a
+/// time range).
+pub fn create_top_table(table: &str) -> String {
+    let top = top_name(table);
+    let bare = top.rsplit('.').next().unwrap_or(&top);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {t} (bucket timestamptz NOT NULL, dim text NOT NULL, \
+         ip inet, num bigint, protocol smallint, other boolean NOT NULL, bytes numeric, \
+         packets numeric, flows bigint); \
+         CREATE INDEX IF NOT EXISTS {i} ON {t} (dim, bucket); \
+         CREATE INDEX IF NOT EXISTS {b} ON {t} (bucket)",
+        t = quote_table(&top),
+        i = quote_ident(&suffixed(bare, "_dim_bucket")),
+        b = quote_ident(&suffixed(bare, "_bucket")),
+    )
+}
+
+/// One refresh step (inside a transaction, after [`top_refresh_delete`]): the hours
+/// `$1 <= bucket < $2` from the raw rows, `$3` keys per hour and dimension. One scan of the
+/// rows (grouping sets: one hash aggregate per dimension), then a rank per hour and dimension;
+/// the keys ranked after K are summed into the `other` row.
+pub fn top_refresh_insert(table: &str) -> String {
+    let t = quote_table(table);
+    let c = quote_ident(TIME_COLUMN);
+    let sets: Vec<String> = TOP_DIMENSIONS
+        .iter()
+        .map(|(_, cols)| format!("({cols})"))
+        .collect();
+    // Each set groups by its dimension's column and no other dimension's (GROUPING() is 0 for
+    // the columns of the current set); a column outside the current set reads as NULL, so the
+    // coalesce picks the set's own key.
+    let arms: Vec<String> = TOP_DIMENSIONS
+        .iter()
+        .map(|(name, _)| format!("WHEN GROUPING({name}) = 0 THEN '{name}'"))
+        .collect();
+    let dim_name = format!("CASE {} END", arms.join(" "));
+    let ip = "coalesce(src_ip, dst_ip, exporter)::inet";
+    let num = "coalesce(src_port::bigint, dst_port::bigint, src_as::bigint, dst_as::bigint, \
+               input_if::bigint, output_if::bigint)";
+    let proto = "protocol::smallint";
+    format!(
+        "INSERT INTO {top} (bucket, dim, ip, num, protocol, other, bytes, packets, flows) \
+         SELECT bucket, dim, CASE WHEN rank <= $3 THEN ip END, CASE WHEN rank <= $3 THEN num END, \
+         CASE WHEN rank <= $3 THEN protocol END, rank > $3, sum(bytes), sum(packets), \
+         sum(flows)::bigint \
+         FROM (SELECT *, row_number() OVER (PARTITION BY bucket, dim ORDER BY bytes DESC, \
+         flows DESC, ip, num, protocol) AS rank \
+         FROM (SELECT date_trunc('hour', {c}) AS bucket, {dim_name} AS dim, {ip} AS ip, \
+         {num} AS num, {proto} AS protocol, \
+         sum(in_bytes::numeric * greatest(sampling_rate, 1)) AS bytes, \
+         sum(in_pkts::numeric * greatest(sampling_rate, 1)) AS packets, count(*) AS flows \
+         FROM {t} WHERE {c} >= $1 AND {c} < $2 \
+         GROUP BY date_trunc('hour', {c}), GROUPING SETS ({})) AS g) AS r \
+         GROUP BY bucket, dim, 3, 4, 5, 6",
+        sets.join(", "),
+        top = quote_table(&top_name(table)),
+    )
+}
+
+/// Removes the hours `$1 <= bucket < $2` of the top-K rollup before they are made again, so a
+/// refresh step can be repeated.
+pub fn top_refresh_delete(table: &str) -> String {
+    format!(
+        "DELETE FROM {} WHERE bucket >= $1 AND bucket < $2",
+        quote_table(&top_name(table))
+    )
+}
+
+/// Hours one refresh step of the top-K rollup aggregates (one transaction).
+pub const TOP_STEP_HOURS: u64 = 6;
+
+/// Materializes the closed hours of `<table>_1h_top` (each hour once it ended
+/// [`TOP_GRACE_MINUTES`] ago), from the hour after the last materialized one (the table's first
+/// hour the first time), `k` keys per hour and dimension, in steps of up to
+/// [`TOP_STEP_HOURS`], each its own transaction under an advisory lock (several goflow
+/// instances writing one table take turns; a step replaces its hours, so repeating one doubles
+/// nothing). A step that finds no rows jumps to the next stored row's hour. Returns the end of
+/// what is materialized (Unix seconds), if anything is.
+pub async fn refresh_top(
+    client: &mut Client,
+    table: &str,
+    k: u32,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let top = quote_table(&top_name(table));
+    let raw = quote_table(table);
+    let c = quote_ident(TIME_COLUMN);
+    let k = i64::from(k);
+    let bounds = client
+        .query_one(
+            &format!(
+                "SELECT coalesce((SELECT max(bucket) + INTERVAL '1 hour' FROM {top}), \
+                 (SELECT date_trunc('hour', min({c})) FROM {raw})), \
+                 date_trunc('hour', now() - make_interval(mins => $1::int))"
+            ),
+            &[&TOP_GRACE_MINUTES],
+        )
+        .await?;
+    let lo: Option<std::time::SystemTime> = bounds.try_get(0)?;
+    let hi: std::time::SystemTime = bounds.try_get(1)?;
+    let Some(mut lo) = lo else {
+        return Ok(None); // No rows yet.
+    };
+    let delete = top_refresh_delete(table);
+    let insert = top_refresh_insert(table);
+    let next = format!("SELECT date_trunc('hour', min({c})) FROM {raw} WHERE {c} >= $1");
+    let key = schema_lock_key(&top_name(table));
+    while lo < hi {
+        let to = (lo + std::time::Duration::from_secs(TOP_STEP_HOURS * 3600)).min(hi);
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1::int4, $2::int4)",
+            &[&SCHEMA_LOCK_CLASS, &key],
+        )
+        .await?;
+        tx.execute(&delete, &[&lo, &to]).await?;
+        let n = tx.execute(&insert, &[&lo, &to, &k]).await?;
+        tx.commit().await?;
+        lo = to;
+        if n == 0 && lo < hi {
+            // A gap (goflow was down, or old captures then live flows): skip to the next row.
+            let row = client.query_one(&next, &[&lo]).await?;
+            match row.try_get::<_, Option<std::time::SystemTime>>(0)? {
+                Some(t) if t > lo => lo = t,
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    Ok(hi
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok()))
+}
+
 /// Removes rows whose `last_switched` is more than `days` old; returns the rows (plain table) or
 /// chunks (hypertable) removed.
 pub async fn prune(
@@ -867,6 +1058,7 @@ pub async fn prune(
                 )
                 .await?;
         }
+        prune_top(client, table, days).await?;
         return Ok(rows.len() as u64);
     }
     let stmt = client.prepare(&delete_batch(table)).await?;
@@ -894,7 +1086,27 @@ pub async fn prune(
             )
             .await?;
     }
+    prune_top(client, table, days).await?;
     Ok(total)
+}
+
+/// The top-K rollup's hours older than `days` go with the rows (both kinds of server: a plain
+/// table; K x 8 rows an hour, so one statement).
+async fn prune_top(client: &Client, table: &str, days: i32) -> Result<(), tokio_postgres::Error> {
+    let top = quote_table(&top_name(table));
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&top])
+        .await?
+        .try_get(0)?;
+    if exists {
+        client
+            .execute(
+                &format!("DELETE FROM {top} WHERE bucket < now() - make_interval(days => $1::int)"),
+                &[&days],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// The positions table of `table`: `<table>_positions` (the table part cut so the name stays
@@ -985,6 +1197,36 @@ mod tests {
             rollup_refresh_delete("flows"),
             "DELETE FROM \"flows_1m_data\" WHERE bucket >= $1 AND bucket < $2"
         );
+    }
+
+    #[test]
+    fn top_names_and_sql() {
+        use super::*;
+        assert_eq!(top_name("goflow_records"), "goflow_records_1h_top");
+        assert_eq!(top_name("s.flows"), "s.flows_1h_top");
+        assert_eq!(top_name(&"x".repeat(70)).len(), 63);
+        let ins = top_refresh_insert("flows");
+        assert!(ins.starts_with("INSERT INTO \"flows_1h_top\" (bucket, dim, ip, num, protocol"));
+        assert!(ins.contains(
+            "GROUPING SETS ((src_ip), (dst_ip), (protocol, src_port), (protocol, dst_port), \
+             (src_as), (dst_as), (exporter, input_if), (exporter, output_if))"
+        ));
+        assert!(ins.contains("WHERE \"last_switched\" >= $1 AND \"last_switched\" < $2"));
+        for (dim, _) in TOP_DIMENSIONS {
+            assert!(
+                ins.contains(&format!("WHEN GROUPING({dim}) = 0 THEN '{dim}'")),
+                "{dim}"
+            );
+        }
+        assert_eq!(
+            top_refresh_delete("flows"),
+            "DELETE FROM \"flows_1h_top\" WHERE bucket >= $1 AND bucket < $2"
+        );
+        assert!(
+            create_top_table("s.flows")
+                .contains("\"flows_1h_top_dim_bucket\" ON \"s\".\"flows_1h_top\" (dim, bucket)")
+        );
+        assert!(top_possible(ColumnSet::ALL));
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub struct PgConfig {
     pub hypertable: ddl::Hypertable,
     /// A btree index on (exporter, time) for per-router queries (`exporter_index`).
     pub exporter_index: bool,
+    /// Keys per hour and dimension in the hourly top-K rollup `<table>_1h_top` (`top_keys`);
+    /// 0: no top-K rollup.
+    pub top_keys: u32,
 }
 
 impl Default for PgConfig {
@@ -88,6 +91,7 @@ impl Default for PgConfig {
             columns: crate::schema::ColumnSet::ALL,
             hypertable: ddl::Hypertable::Auto,
             exporter_index: true,
+            top_keys: ddl::TOP_KEYS_DEFAULT,
         }
     }
 }
@@ -106,6 +110,7 @@ impl fmt::Debug for PgConfig {
             .field("compress_after_days", &self.compress_after_days)
             .field("hypertable", &self.hypertable)
             .field("exporter_index", &self.exporter_index)
+            .field("top_keys", &self.top_keys)
             .finish()
     }
 }

@@ -8,7 +8,8 @@
 //! error (the backend's retry paces it), creates or upgrades the table on the first successful
 //! connect, and starts a retention thread when `max_age_days` is set and a rollup thread that
 //! keeps the per-minute rollup `<table>_1m` (see [`ddl::rollup_name`]) materialized on plain
-//! PostgreSQL.
+//! PostgreSQL and the hourly top-K rollup `<table>_1h_top` ([`ddl::top_name`]) on both kinds of
+//! server.
 //!
 //! [`PgSink::lanes`] makes the sinks of one backend's lanes (`connections` in the config): each
 //! has its own session and COPY, so several COPYs into the table run at once. They share one
@@ -134,10 +135,13 @@ struct RetentionStats {
 /// What the rollup thread reports.
 #[derive(Debug, Default)]
 struct RollupStats {
-    /// Refreshes (plain PostgreSQL) or the one backfill (TimescaleDB) finished.
+    /// Maintenance rounds finished without an error (each: the per-minute refresh on plain
+    /// PostgreSQL or the one history backfill on TimescaleDB, then the top-K refresh).
     runs: u64,
     /// The end of the materialized minutes (Unix seconds).
     materialized_to: Option<i64>,
+    /// The end of the materialized hours of the top-K rollup (Unix seconds).
+    top_materialized_to: Option<i64>,
     last_error: Option<String>,
 }
 
@@ -484,13 +488,22 @@ impl PgSink {
 
     /// Starts the rollup thread (lane 0, once): on plain PostgreSQL it materializes the closed
     /// minutes of `<table>_1m` every [`ROLLUP_INTERVAL`]; on TimescaleDB the continuous
-    /// aggregate's policy does that, and the thread only materializes the history of a table
-    /// the rollup was just created on, then ends.
+    /// aggregate's policy does that, and the thread materializes the history of a table the
+    /// rollup was just created on once. On both it materializes the closed hours of the top-K
+    /// rollup `<table>_1h_top` every [`ROLLUP_INTERVAL`].
     fn start_rollup(&mut self, created: bool) {
+        let work = RollupWork {
+            backfill: self.timescaledb && created && ddl::rollup_possible(self.cfg.columns),
+            minutes: !self.timescaledb && ddl::rollup_possible(self.cfg.columns),
+            top_keys: if ddl::top_possible(self.cfg.columns) {
+                self.cfg.top_keys
+            } else {
+                0
+            },
+        };
         if self.lane != 0
             || self.rollup_stop.is_some()
-            || (self.timescaledb && !created)
-            || !ddl::rollup_possible(self.cfg.columns)
+            || !(work.backfill || work.minutes || work.top_keys > 0)
         {
             return;
         }
@@ -498,11 +511,10 @@ impl PgSink {
         let config = self.pg_config();
         let mode = self.cfg.sslmode.clone();
         let table = self.cfg.table.clone();
-        let timescaledb = self.timescaledb;
         let stats = Arc::clone(&self.rollup);
         let spawned = thread::Builder::new()
             .name("goflow-pg-rollup".into())
-            .spawn(move || rollup_loop(config, mode, table, timescaledb, stats, stop_rx));
+            .spawn(move || rollup_loop(config, mode, table, work, stats, stop_rx));
         match spawned {
             Ok(_) => self.rollup_stop = Some(stop_tx),
             Err(e) => log::error!("postgres: cannot start the rollup thread: {e}"),
@@ -985,6 +997,22 @@ impl Sink for PgSink {
                     time(r.materialized_to.map(|t| t * 1_000_000)),
                 ),
                 (
+                    "top_rollup",
+                    if ddl::top_possible(self.cfg.columns) && self.cfg.top_keys > 0 {
+                        json_string(&format!(
+                            "{} (top {} per hour and dimension)",
+                            ddl::top_name(&self.cfg.table),
+                            self.cfg.top_keys
+                        ))
+                    } else {
+                        "null".to_string()
+                    },
+                ),
+                (
+                    "top_materialized_to",
+                    time(r.top_materialized_to.map(|t| t * 1_000_000)),
+                ),
+                (
                     "rollup_last_error",
                     r.last_error
                         .as_deref()
@@ -1103,14 +1131,25 @@ fn retention_loop(
     }
 }
 
-/// Plain PostgreSQL: materializes the closed minutes of the rollup at once and then every
-/// [`ROLLUP_INTERVAL`], on its own connection. TimescaleDB: materializes the history once.
-/// Ends when the sink drops its sender.
+/// What the rollup thread keeps materialized.
+#[derive(Clone, Copy, Debug)]
+struct RollupWork {
+    /// TimescaleDB: the continuous aggregate's history is still to be materialized (once).
+    backfill: bool,
+    /// Plain PostgreSQL: the per-minute rollup's closed minutes.
+    minutes: bool,
+    /// The top-K rollup's closed hours with this many keys (0: none).
+    top_keys: u32,
+}
+
+/// Materializes what `work` names at once and then every [`ROLLUP_INTERVAL`], on its own
+/// connection (the TimescaleDB backfill once, retried until it succeeds). Ends when the sink
+/// drops its sender, or when nothing periodic is left.
 fn rollup_loop(
     config: tokio_postgres::Config,
     mode: SslMode,
     table: String,
-    timescaledb: bool,
+    mut work: RollupWork,
     stats: Arc<Mutex<RollupStats>>,
     stop: mpsc::Receiver<()>,
 ) {
@@ -1118,46 +1157,65 @@ fn rollup_loop(
         return;
     };
     loop {
-        let result: Result<Option<i64>, String> = rt.block_on(async {
-            let (mut client, task) = maintenance_connect(&config, &mode).await?;
-            let done = if timescaledb {
-                ddl::backfill_continuous_aggregate(&client, &table)
-                    .await
-                    .map(|()| None)
-            } else {
-                ddl::refresh_rollup(&mut client, &table).await
+        let (backfilled, minutes, top, error) = rt.block_on(async {
+            let (mut client, task) = match maintenance_connect(&config, &mode).await {
+                Ok(c) => c,
+                Err(e) => return (false, None, None, Some(e)),
+            };
+            let mut error = None;
+            let mut backfilled = false;
+            if work.backfill {
+                match ddl::backfill_continuous_aggregate(&client, &table).await {
+                    Ok(()) => backfilled = true,
+                    Err(e) => error = Some(error_text(&e)),
+                }
             }
-            .map_err(|e| error_text(&e));
+            let mut minutes = None;
+            if work.minutes {
+                match ddl::refresh_rollup(&mut client, &table).await {
+                    Ok(to) => minutes = to,
+                    Err(e) => error = Some(error_text(&e)),
+                }
+            }
+            let mut top = None;
+            if work.top_keys > 0 {
+                match ddl::refresh_top(&mut client, &table, work.top_keys).await {
+                    Ok(to) => top = to,
+                    Err(e) => error = Some(error_text(&e)),
+                }
+            }
             drop(client);
             let _ = task.await;
-            done
+            (backfilled, minutes, top, error)
         });
-        let wait = {
+        if backfilled {
+            work.backfill = false;
+            log::info!(
+                "postgres: materialized the history of {}",
+                ddl::rollup_name(&table)
+            );
+        }
+        {
             let mut s = lock(&stats);
-            match result {
-                Ok(to) => {
+            s.materialized_to = minutes.or(s.materialized_to);
+            s.top_materialized_to = top.or(s.top_materialized_to);
+            match error {
+                None => {
                     s.runs += 1;
-                    s.materialized_to = to.or(s.materialized_to);
                     s.last_error = None;
-                    if timescaledb {
-                        log::info!(
-                            "postgres: materialized the history of {}",
-                            ddl::rollup_name(&table)
-                        );
-                        return;
-                    }
-                    ROLLUP_INTERVAL
                 }
-                Err(e) => {
+                Some(e) => {
                     if s.last_error.as_deref() != Some(e.as_str()) {
-                        log::warn!("postgres rollup {}: {e}", ddl::rollup_name(&table));
+                        log::warn!("postgres rollup of {table}: {e}");
                     }
                     s.last_error = Some(e);
-                    ROLLUP_INTERVAL
                 }
             }
-        };
-        match stop.recv_timeout(wait) {
+        }
+        if !(work.backfill || work.minutes || work.top_keys > 0) {
+            return;
+        }
+        match stop.recv_timeout(ROLLUP_INTERVAL) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }

@@ -52,6 +52,7 @@ pub fn pg_config(table: &str, port: Option<u16>) -> PgConfig {
         columns: goflow_writers::schema::ColumnSet::ALL,
         hypertable: goflow_writers::pg::ddl::Hypertable::Auto,
         exporter_index: true,
+        top_keys: goflow_writers::pg::ddl::TOP_KEYS_DEFAULT,
     }
 }
 
@@ -210,13 +211,16 @@ impl Drop for Db {
     }
 }
 
-/// SQL dropping the plain-PostgreSQL rollup objects of `table` (view, function, data table).
+/// SQL dropping the plain-PostgreSQL rollup objects of `table` (view, function, data table)
+/// and the top-K rollup table.
 pub fn drop_rollup(table: &str) -> String {
     format!(
-        "DROP VIEW IF EXISTS {}; DROP FUNCTION IF EXISTS {}(); DROP TABLE IF EXISTS {}",
+        "DROP VIEW IF EXISTS {}; DROP FUNCTION IF EXISTS {}(); DROP TABLE IF EXISTS {}; \
+         DROP TABLE IF EXISTS {}",
         pg::ddl::quote_table(&pg::ddl::rollup_name(table)),
         pg::ddl::quote_table(&pg::ddl::rollup_live_function(table)),
         pg::ddl::quote_table(&pg::ddl::rollup_data_table(table)),
+        pg::ddl::quote_table(&pg::ddl::top_name(table)),
     )
 }
 
