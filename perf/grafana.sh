@@ -63,7 +63,7 @@ sql() { # server, sql...
 drop_table() {
     sql "$1" -c "DROP TABLE IF EXISTS $TABLE CASCADE; DROP TABLE IF EXISTS ${TABLE}_positions; \
         DROP VIEW IF EXISTS ${TABLE}_1m CASCADE; DROP FUNCTION IF EXISTS ${TABLE}_1m_live(); \
-        DROP TABLE IF EXISTS ${TABLE}_1m_data" 2>/dev/null
+        DROP TABLE IF EXISTS ${TABLE}_1m_data; DROP TABLE IF EXISTS ${TABLE}_1h_top" 2>/dev/null
 }
 free_tcp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 free_udp() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

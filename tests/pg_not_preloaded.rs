@@ -65,7 +65,8 @@ impl Drop for Cleanup {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The table and what schema setup made beside it (the rollup: a continuous aggregate
-        // on TimescaleDB, a view, its data table and function on plain PostgreSQL), one
+        // on TimescaleDB, a view, its data table and function on plain PostgreSQL; the top-K
+        // table on both), one
         // statement at a time so one that does not apply does not stop the others.
         let t = &self.table;
         for sql in [
@@ -75,6 +76,7 @@ impl Drop for Cleanup {
             format!("DROP TABLE IF EXISTS {t}_1m_data CASCADE"),
             format!("DROP TABLE IF EXISTS {t} CASCADE"),
             format!("DROP TABLE IF EXISTS {t}_positions"),
+            format!("DROP TABLE IF EXISTS {t}_1h_top"),
         ] {
             let _ = psql_at(&self.server.0, &self.server.1, &sql);
         }
