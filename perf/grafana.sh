@@ -6,7 +6,8 @@
 # address/port/AS/interface popularity, 20% IPv6, log-uniform flow sizes) spread evenly over
 # the last DAYS days are generated with generate_series in batches; the rollup is materialized
 # (plain PostgreSQL: goflow's own rollup thread, started again, backfills the closed minutes;
-# TimescaleDB: refresh_continuous_aggregate of the history, as after a bulk load); then every
+# TimescaleDB: refresh_continuous_aggregate of the history, as after a bulk load), and so is
+# the hourly top-K rollup `<table>_1h_top` (goflow's rollup thread on both servers); then every
 # SQL panel of grafana_db/ (expanded as Grafana expands it, by tests/grafana_panels.rs's
 # dump_panel_queries) runs for the last 1 h, 24 h and 7 days, REPEATS times each, and the
 # median wall time (psql \timing) is kept. On TimescaleDB the chunks older than a day are then
@@ -173,6 +174,14 @@ time_panels() { # server, label
             "$(IFS=,; echo "${runs[*]}")" "$rows" >>"$TIMES"
     done
     echo "$label timed; $(uptime)" | tee -a "$OUT/load.txt" >&2
+    # The plans of the rollup panels at 24 h and 7 d (and their 1 h raw-table runs): which
+    # UNION ALL branch ran (the others show "never executed" or a One-Time Filter: false).
+    mkdir -p "$OUT/explain-$label"
+    for f in $(grep -l '_1h_top\|_1m' "$dir"/*.sql); do
+        { head -1 "$f"; PGOPTIONS="-c statement_timeout=$TIMEOUT_MS" psql -X -q -A -t -h "${a%:*}" -p "${a##*:}" \
+            -U "$PGUSER" -d "$DB" -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) $(sed 1d "$f" | sed 's/;$//')" 2>&1; } \
+            >"$OUT/explain-$label/$(basename "$f" .sql).txt"
+    done
 }
 
 for s in $SERVERS; do
@@ -194,7 +203,12 @@ for s in $SERVERS; do
     else
         goflow_until "$s" '(.sink.rollup_materialized_to | tostring) != "null"'
     fi
-    echo "$s: rollup materialized in $((SECONDS - t0)) s: $(sql "$s" -c "SELECT count(*) FROM ${TABLE}_1m") rows" | tee -a "$OUT/load.txt" >&2
+    echo "$s: rollup materialized in $((SECONDS - t0)) s: $(sql "$s" -c "SELECT count(*) FROM ${TABLE}_1m") rows; $(uptime)" | tee -a "$OUT/load.txt" >&2
+    # The hourly top-K rollup: goflow's rollup thread (both servers) materializes the closed hours.
+    t0=$SECONDS
+    goflow_until "$s" '(.sink.top_materialized_to | tostring) != "null"'
+    sql "$s" -c "VACUUM ANALYZE ${TABLE}_1h_top"
+    echo "$s: top-K rollup materialized in $((SECONDS - t0)) s: $(sql "$s" -c "SELECT count(*) || ' rows, ' || count(DISTINCT bucket) || ' hours, ' || pg_size_pretty(pg_total_relation_size('${TABLE}_1h_top')) FROM ${TABLE}_1h_top"); $(uptime)" | tee -a "$OUT/load.txt" >&2
     time_panels "$s" "$s"
     if [[ $s == ts ]]; then
         sql "$s" -c "ALTER TABLE $TABLE SET (timescaledb.compress, timescaledb.compress_segmentby = 'exporter', timescaledb.compress_orderby = 'last_switched DESC')"
