@@ -5,7 +5,8 @@
 //! iterations, as a worker reuses its batch buffer. Throughput is in records
 //! (`Throughput::Elements`); bytes per row are printed once. Each encoder runs with every column
 //! (`all`, the default) and with the old collector's eight (`columns: legacy`), both
-//! straight-line code (`schema::ColumnSet`).
+//! straight-line code (`schema::ColumnSet`). `kafka_pb` is the Kafka backend's FlowMessage
+//! writer (framed, keyed by exporter).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -15,6 +16,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use goflow_codec::v5::V5_PLAN;
 use goflow_codec::{FlowRecord, PacketContext, Plan, Sampling, SamplingSource, Slot, TimeKind};
 use goflow_writers::json;
+use goflow_writers::kafka::{Format, KafkaEncoder, KeyBy};
 use goflow_writers::pg;
 use goflow_writers::schema::ColumnSet;
 use goflow_writers::sink::RowEncoder;
@@ -150,6 +152,23 @@ fn encoders(c: &mut Criterion) {
                 })
             });
         }
+        // The Kafka backend's goflow2 FlowMessage writer (every field it has a number for),
+        // keyed by exporter.
+        let mut enc = KafkaEncoder::new(Format::Protobuf, KeyBy::Exporter);
+        let mut out = BytesMut::with_capacity(RECORDS * 700);
+        for r in recs {
+            enc.encode(r, &mut out);
+        }
+        eprintln!("kafka_pb/{name}: {} bytes per flow", out.len() / recs.len());
+        g.bench_with_input(BenchmarkId::new("kafka_pb", name), recs, |b, recs| {
+            b.iter(|| {
+                out.clear();
+                for r in recs {
+                    enc.encode(r, &mut out);
+                }
+                black_box(out.len())
+            })
+        });
     }
     g.finish();
 }
