@@ -34,6 +34,9 @@ REPEATS=${REPEATS:-3}
 SERVERS=${SERVERS:-"pg ts"}
 TIMEOUT_MS=${TIMEOUT_MS:-30000}
 COMPRESSED_TIMING=${COMPRESSED_TIMING:-0}
+# Extra session settings for the timed queries, e.g. SESSION_OPTIONS="-c jit=off" (as
+# `ALTER ROLE grafana SET jit = off` would give Grafana's sessions).
+SESSION_OPTIONS=${SESSION_OPTIONS:-}
 PG_ADDR=${PGHOST:-127.0.0.1}:${PGPORT:-5432}
 TS_ADDR=${GOFLOW_TEST_TIMESCALE:-127.0.0.1:5433}
 PGUSER=${PGUSER:-postgres}
@@ -163,7 +166,7 @@ time_panels() { # server, label
         runs=()
         for _ in $(seq "$REPEATS"); do
             # A query over TIMEOUT_MS counts as TIMEOUT_MS.
-            t=$(PGOPTIONS="-c statement_timeout=$TIMEOUT_MS" psql -X -q -A -t -h "${a%:*}" -p "${a##*:}" \
+            t=$(PGOPTIONS="-c statement_timeout=$TIMEOUT_MS $SESSION_OPTIONS" psql -X -q -A -t -h "${a%:*}" -p "${a##*:}" \
                 -U "$PGUSER" -d "$DB" -o "$OUT/rows.txt" -c '\timing on' -f "$f" 2>/dev/null \
                 | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1)
             runs+=("${t:-$TIMEOUT_MS}")
@@ -175,11 +178,12 @@ time_panels() { # server, label
     done
     echo "$label timed; $(uptime)" | tee -a "$OUT/load.txt" >&2
     # The plans of the rollup panels at 24 h and 7 d (and their 1 h raw-table runs): which
-    # UNION ALL branch ran (the others show "never executed" or a One-Time Filter: false).
+    # UNION ALL branch ran (the others show "never executed" or a One-Time Filter: false), and
+    # the JIT summary (shown only with costs): JIT compilation is outside every plan node.
     mkdir -p "$OUT/explain-$label"
     for f in $(grep -l '_1h_top\|_1m' "$dir"/*.sql); do
-        { head -1 "$f"; PGOPTIONS="-c statement_timeout=$TIMEOUT_MS" psql -X -q -A -t -h "${a%:*}" -p "${a##*:}" \
-            -U "$PGUSER" -d "$DB" -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) $(sed 1d "$f" | sed 's/;$//')" 2>&1; } \
+        { head -1 "$f"; PGOPTIONS="-c statement_timeout=$TIMEOUT_MS $SESSION_OPTIONS" psql -X -q -A -t -h "${a%:*}" -p "${a##*:}" \
+            -U "$PGUSER" -d "$DB" -c "EXPLAIN (ANALYZE) $(sed 1d "$f" | sed 's/;$//')" 2>&1; } \
             >"$OUT/explain-$label/$(basename "$f" .sql).txt"
     done
 }
