@@ -49,7 +49,7 @@ SEARCH_PRECISION=${SEARCH_PRECISION:-0.05}
 SEARCH_STEPS=${SEARCH_STEPS:-12}
 SEARCH_BUDGET_S=${SEARCH_BUDGET_S:-420}
 POLL_S=${POLL_S:-0.1}
-SUM_PPM=${SUM_PPM:-0}
+SUM_PPM=${SUM_PPM:-100}
 PEER_START=${PEER_START:-}
 PEER_START_SHARE=${PEER_START_SHARE:-0.3}
 EXPORTERS=${EXPORTERS:-4}
@@ -135,7 +135,7 @@ record() { # collector asked sent_rate sent rows bytes_ppm pkts_ppm kdrops dropp
   # Rows stored per second from the first datagram to the last commit.
   stored=$(awk -v n="$4" -v r="$3" -v l="${10}" 'BEGIN {if (r > 0) printf "%.0f", n / (n / r + l); else print "nan"}')
   us=$(awk -v t="${11}" -v k="$TICK" -v n="$4" 'BEGIN {if (n > 0) printf "%.3f", t / k * 1e6 / n; else print "nan"}')
-  if within "$(ppm "$5" "$4")" "${12}" && within "$6" "${12}" && within "$7" "${12}" && [ "$8" = 0 ] && [ "$9" = 0 ] \
+  if [ "$5" = "$4" ] && within "$6" "${12}" && within "$7" "${12}" && [ "$8" = 0 ] && [ "$9" = 0 ] \
     && awk -v l="${10}" -v m="$LAG_MAX_S" 'BEGIN {exit !(l <= m)}'; then
     ok=yes
   fi
@@ -265,7 +265,9 @@ sql "DROP TABLE $CEIL"
 # ------------------------------------------------------------------------------------------
 # A step at rate R sends R * STEP_S flows (so every step is STEP_S seconds of traffic, whatever
 # the rate, for both collectors) and waits until every row is stored, or the count has not moved
-# for STALL_S. It is lossless when rows == sent, both sums are within SUM_PPM of the generator's,
+# for STALL_S. It is lossless when rows == sent exactly, both sums are within SUM_PPM (100) of the
+# generator's (nfacctd's sums drift by 0.1-20 ppm with every row present, at rates it keeps up
+# with; goflow's are exact in every step, and the deviations are printed for both),
 # no kernel or collector drops, and the last row was stored within LAG_MAX_S of the last datagram
 # (the collector kept up: over a STEP_S step it stored at least STEP_S / (STEP_S + LAG_MAX_S) of
 # the offered rate). The rows are counted the same way for both: count(*) of the table every
