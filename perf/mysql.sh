@@ -114,7 +114,7 @@ tree_ticks() {
   for c in $(pgrep -P "$1" 2>/dev/null || true); do t=$((t + $(ticks "$c"))); done
   echo "$t"
 }
-fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.3f}" 'BEGIN {if (b > 0) printf f, a / b; else print "nan"}'; }
+fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.3f}" 'BEGIN {if (b + 0 > 0 && a != "nan") printf f, a / b; else print "nan"}'; }
 # Kernel drops of the UDP socket(s) on a port (sum over SO_REUSEPORT members).
 udp_drops() {
   local hex
