@@ -159,7 +159,9 @@ time_panels() { # server, label
     a=$(addr "$s")
     rm -rf "$dir"
     GOFLOW_PANEL_DUMP=$dir GOFLOW_PANEL_TABLE=$TABLE GOFLOW_PANEL_TIMESCALE=$([[ $s == ts ]] && echo 1 || echo 0) \
-        cargo test -q -p goflow --test grafana_panels -- --ignored --exact dump_panel_queries >/dev/null 2>&1
+        GOFLOW_PANEL_PG=$a PGUSER=$PGUSER PGDATABASE=$DB \
+        cargo test -q -p goflow --test grafana_panels -- --ignored --exact dump_panel_queries \
+        >"$OUT/dump-$s.log" 2>&1 || { cat "$OUT/dump-$s.log" >&2; exit 1; }
     for f in "$dir"/*.sql; do
         name=$(head -1 "$f" | sed 's/^-- //')
         range=$(basename "$f" .sql); range=${range##*.}

@@ -157,6 +157,26 @@ fn default_vars(dash: &Value) -> BTreeMap<String, Var> {
     vars
 }
 
+/// A query variable without "All" takes the first value its query returned, as Grafana selects
+/// it when the saved `current` is not among the values (the hidden `rollup_end` has none saved).
+fn set_from_query(vars: &mut BTreeMap<String, Var>, v: &Value, rows: &Rows) {
+    if v["includeAll"].as_bool() == Some(true) || v["current"]["value"].is_string() {
+        return;
+    }
+    if let (Some(name), Some(Some(first))) = (
+        v["name"].as_str(),
+        rows.rows.first().and_then(|r| r.first()),
+    ) {
+        vars.insert(
+            name.to_owned(),
+            Var {
+                value: VarValue::Text(first.clone()),
+                quoted: false,
+            },
+        );
+    }
+}
+
 /// The frontend's `templateSrv.replace(sql, scopedVars, interpolateVariable)` for the forms the
 /// dashboards use: `$name`, `${name}`, `${name:raw}`, `[[name]]`. Built-in `$__` names are left
 /// for the backend.
@@ -724,6 +744,7 @@ fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
                 "{uid}: variable {} has values",
                 v["name"]
             );
+            set_from_query(&mut vars, v, &rows);
         }
         for p in panels(&dash) {
             let title = p["title"].as_str().unwrap_or_default();
@@ -787,6 +808,42 @@ fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
                                 cut(&rows.rows),
                                 cut(&raw_rows.rows),
                                 "{uid}/{title}: rollup and flow table agree\n{sql}"
+                            );
+                            // A stale `rollup_end` (after the first materialized hour only):
+                            // the later hours come from the flow table instead, none twice.
+                            let mut stale_vars = default_vars(&dash);
+                            for (k, v) in &vars {
+                                stale_vars.insert(
+                                    k.clone(),
+                                    Var {
+                                        value: v.value.clone(),
+                                        quoted: v.quoted,
+                                    },
+                                );
+                            }
+                            let first_hour = pg.one(&format!(
+                                "SELECT extract(epoch FROM min(bucket))::bigint + 3600 \
+                                 FROM {table}_1h_top"
+                            ))?;
+                            stale_vars.insert(
+                                "rollup_end".into(),
+                                Var {
+                                    value: VarValue::Text(first_hour),
+                                    quoted: false,
+                                },
+                            );
+                            let stale = expand_macros_in(
+                                &interpolate(raw_sql, &stale_vars),
+                                range,
+                                iv,
+                                timescaledb,
+                                pg.mysql,
+                            );
+                            assert_ne!(stale, sql, "{uid}/{title}: reads rollup_end");
+                            assert_eq!(
+                                cut(&pg.query(&stale)?.rows),
+                                cut(&rows.rows),
+                                "{uid}/{title}: a stale rollup_end counts nothing twice\n{stale}"
                             );
                         } else {
                             assert!(!raw_rows.rows.is_empty(), "{uid}/{title}: raw series");
@@ -1133,7 +1190,8 @@ fn grafana_expansion_matches_the_documented_forms() {
 /// tests, for the last 1 h, 24 h and 7 days before GOFLOW_PANEL_TO (Unix seconds, default now),
 /// on GOFLOW_PANEL_TABLE, one file per panel and range into GOFLOW_PANEL_DUMP
 /// (`<uid>.<n>.<range>.sql`, the panel's title on the first line as a comment), with
-/// `time_bucket` when GOFLOW_PANEL_TIMESCALE=1. perf/grafana.sh times them.
+/// `time_bucket` when GOFLOW_PANEL_TIMESCALE=1. Query variables without a saved value are read
+/// from the server at GOFLOW_PANEL_PG (host:port; PGUSER, PGDATABASE). perf/grafana.sh times them.
 #[test]
 #[ignore = "a helper of perf/grafana.sh"]
 fn dump_panel_queries() -> TestResult {
@@ -1147,6 +1205,21 @@ fn dump_panel_queries() -> TestResult {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs(),
         )?,
+    };
+    let pg = match std::env::var("GOFLOW_PANEL_PG") {
+        Ok(addr) => {
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| format!("GOFLOW_PANEL_PG={addr}: not host:port"))?;
+            Some(Pg {
+                host: host.to_owned(),
+                port: port.to_owned(),
+                user: env_or("PGUSER", "postgres"),
+                db: env_or("PGDATABASE", "test"),
+                mysql: false,
+            })
+        }
+        Err(_) => None,
     };
     std::fs::create_dir_all(&dir)?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana_db");
@@ -1168,6 +1241,33 @@ fn dump_panel_queries() -> TestResult {
                 quoted: false,
             },
         );
+        // Query variables with no saved value (the hidden `rollup_end`) take their first value
+        // from the server, as Grafana does when the dashboard loads.
+        for v in dash["templating"]["list"].as_array().into_iter().flatten() {
+            if v["type"] != "query"
+                || v["includeAll"].as_bool() == Some(true)
+                || v["current"]["value"].is_string()
+            {
+                continue;
+            }
+            let pg = pg.as_ref().ok_or_else(|| {
+                format!(
+                    "{uid}: variable {} is read from the server: set GOFLOW_PANEL_PG=host:port",
+                    v["name"]
+                )
+            })?;
+            let range = Range {
+                from: to - 86_400,
+                to,
+            };
+            let sql = expand_macros(
+                &interpolate(v["query"].as_str().unwrap_or_default(), &vars),
+                range,
+                60,
+                timescaledb,
+            );
+            set_from_query(&mut vars, v, &pg.query(&sql)?);
+        }
         for (i, p) in panels(&dash).into_iter().enumerate() {
             let title = p["title"].as_str().unwrap_or_default();
             for t in p["targets"].as_array().into_iter().flatten() {
