@@ -126,6 +126,7 @@ enum VarValue {
     All(String),
 }
 
+#[derive(Clone)]
 struct Var {
     value: VarValue,
     /// multi or includeAll: the SQL datasources quote its values as literals.
@@ -811,16 +812,7 @@ fn check_sql_dashboards(pg: &Pg, table: &str, timescaledb: bool) -> TestResult {
                             );
                             // A stale `rollup_end` (after the first materialized hour only):
                             // the later hours come from the flow table instead, none twice.
-                            let mut stale_vars = default_vars(&dash);
-                            for (k, v) in &vars {
-                                stale_vars.insert(
-                                    k.clone(),
-                                    Var {
-                                        value: v.value.clone(),
-                                        quoted: v.quoted,
-                                    },
-                                );
-                            }
+                            let mut stale_vars = vars.clone();
                             let first_hour = pg.one(&format!(
                                 "SELECT extract(epoch FROM min(bucket))::bigint + 3600 \
                                  FROM {table}_1h_top"
