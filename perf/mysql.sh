@@ -30,6 +30,12 @@
 #   REPEATS=5 FLOWS=2000000 perf/mysql.sh
 #   CONNECTIONS=1 NFACCTD=0 perf/mysql.sh        # goflow with one LOAD DATA connection
 #   PEER_START=40000 STEP_S=20 perf/mysql.sh     # longer steps (a stricter rule), nfacctd from 40 k/s
+#   COLUMNS=nfacctd perf/mysql.sh                # goflow (and the ceiling) storing nfacctd's fields
+#
+# COLUMNS is goflow's `columns:` for the run (comma-separated names; default all 45). `nfacctd`
+# stands for the fields the peer's table stores per flow (perf/nfacctd-mysql.conf's aggregation
+# and counters): exporter, addresses, ports, protocol, tos, TCP flags, interfaces, AS numbers,
+# masks, first and last switched, packets and bytes. The ceiling's rows follow the same set.
 #
 # Server from MYSQL_HOST/MYSQL_PORT/MYSQL_USER/MYSQL_PASSWORD/MYSQL_DATABASE (default 127.0.0.1
 # 3306 root, no password, test). Results go to perf/out/mysql-<time>/. Needs cargo, jq, curl,
@@ -57,6 +63,10 @@ WORKERS=${WORKERS:-1}
 LAG_MAX_S=${LAG_MAX_S:-3}
 STALL_S=${STALL_S:-15}
 NFACCTD=${NFACCTD:-1}
+COLUMNS=${COLUMNS:-all}
+if [ "$COLUMNS" = nfacctd ]; then
+  COLUMNS=exporter,src_ip,dst_ip,src_port,dst_port,protocol,tos,tcp_flags,input_if,output_if,src_as,dst_as,src_mask,dst_mask,first_switched,last_switched,in_pkts,in_bytes
+fi
 MYSQL_HOST=${MYSQL_HOST:-127.0.0.1} MYSQL_PORT=${MYSQL_PORT:-3306} MYSQL_USER=${MYSQL_USER:-root}
 MYSQL_DATABASE=${MYSQL_DATABASE:-test} MYSQL_PASSWORD=${MYSQL_PASSWORD:-}
 
@@ -159,6 +169,7 @@ backends:
       SQL_TABLE: $TABLE
       connections: $CONNECTIONS
       queue_bytes: 1073741824
+      columns: [$COLUMNS]
 frontends:
   netflow:
     config: {bindaddr: 127.0.0.1, bindport: $PORT, workers: $WORKERS, rcvbuf: 268435456}
@@ -179,10 +190,10 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-echo "--- the ceiling's rows: the same $FLOWS flows as LOAD DATA text (goflow's encoder)" >&2
+echo "--- the ceiling's rows: the same $FLOWS flows as LOAD DATA text (goflow's encoder), columns: $COLUMNS" >&2
 "$GOFLOW" bench --proto v9 --rate 0 --flows "$FLOWS" --exporters "$EXPORTERS" \
   --target "127.0.0.1:$(free_udp)" --write-pcap "$OUT/flows.pcap" >/dev/null 2>&1
-read -r load_rows load_bytes <<<"$("$DUMP" "$OUT/flows.pcap" "$OUT/flows.tsv" "$CEIL")"
+read -r load_rows load_bytes <<<"$("$DUMP" "$OUT/flows.pcap" "$OUT/flows.tsv" "$CEIL" "$COLUMNS")"
 rm -f "$OUT/flows.pcap"
 sql "CREATE TABLE $CEIL LIKE $TABLE"
 load() { "${MY[@]}" --local-infile=1 <"$OUT/flows.tsv.sql"; }

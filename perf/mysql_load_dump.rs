@@ -1,9 +1,10 @@
-//! `mysql_load_dump CAPTURE OUT TABLE`: decodes every NetFlow/IPFIX datagram of a pcap (as
+//! `mysql_load_dump CAPTURE OUT TABLE [COLUMNS]`: decodes every NetFlow/IPFIX datagram of a pcap (as
 //! `goflow decode` does: one decoder, source address as exporter, capture time as receive time)
 //! and writes the records as LOAD DATA text lines with goflow's own MySQL row encoder to OUT,
 //! and the LOAD DATA LOCAL INFILE statement goflow uses for TABLE (reading OUT) to OUT.sql.
 //! perf/mysql.sh runs OUT.sql with the mariadb client to measure the server's ceiling for
-//! exactly the rows goflow writes. Prints `rows bytes` on stdout.
+//! exactly the rows goflow writes. COLUMNS (comma-separated, as a backend's `columns:`) limits
+//! the rows to those columns, as goflow writes them then. Prints `rows bytes` on stdout.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -13,6 +14,7 @@ use anyhow::Context;
 use bytes::BytesMut;
 use goflow_codec::{Decoder, DecoderConfig};
 use goflow_writers::mysql;
+use goflow_writers::schema::ColumnSet;
 use goflow_writers::sink::RowEncoder;
 
 /// Bytes buffered before a write to OUT.
@@ -30,14 +32,22 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [capture, out_path, table] = args.as_slice() else {
-        anyhow::bail!("usage: mysql_load_dump CAPTURE.pcap OUT.tsv TABLE");
+    let (capture, out_path, table, set) = match args.as_slice() {
+        [c, o, t] => (c, o, t, ColumnSet::ALL),
+        [c, o, t, cols] => (
+            c,
+            o,
+            t,
+            ColumnSet::parse(&cols.split(',').collect::<Vec<_>>())
+                .map_err(|e| anyhow::anyhow!("COLUMNS: {e}"))?,
+        ),
+        _ => anyhow::bail!("usage: mysql_load_dump CAPTURE.pcap OUT.tsv TABLE [COLUMNS]"),
     };
     let bytes = std::fs::read(capture).with_context(|| format!("reading {capture}"))?;
     let mut out =
         BufWriter::new(File::create(out_path).with_context(|| format!("creating {out_path}"))?);
     let mut decoder = Decoder::new(DecoderConfig::default());
-    let mut enc = mysql::encoder();
+    let mut enc = mysql::encoder_for(set);
     let mut buf = BytesMut::with_capacity(WRITE_BYTES + mysql::encode::ROW_LEN_MAX * 64);
     let (mut rows, mut written) = (0u64, 0u64);
     let mut io_err = None;
@@ -62,7 +72,7 @@ fn run() -> anyhow::Result<()> {
     out.write_all(&buf)
         .and_then(|()| out.flush())
         .with_context(|| format!("writing {out_path}"))?;
-    let load = mysql::ddl::load_statement(table, &mysql::ddl::Layout::default()).replacen(
+    let load = mysql::ddl::load_statement_for(table, &mysql::ddl::Layout::default(), set).replacen(
         "'goflow'",
         &mysql::ddl::quote_str(out_path),
         1,
