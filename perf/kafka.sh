@@ -106,6 +106,12 @@ start() {
     echo "goflow did not start" >&2; cat "$WORK/goflow.log" >&2; exit 1
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+# goflow on topic $1 with an empty state_dir, once the broker answered and the topic exists.
+start_on() {
+    rm -rf "$WORK/state"
+    config "$1"; start
+    for _ in $(seq 100); do [ "$(st | jq -r '.backends[0].kafka.connected')" = true ] && break; sleep 0.1; done
+}
 cpu() { awk -v t="$TICK" '{print ($14+$15)/t}' "/proc/$PID/stat"; }
 # /status, retried: under full load one request can time out, which must not end the run.
 st() {
@@ -125,11 +131,8 @@ BEST=0; BEST_OFFERED=0; BEST_CPU=; LAST_TOPIC=; PERF_PID=; MISSES=0
 for RATE in $RATES; do
     TOPIC=goflow-perf-$$-$RATE
     LAST_TOPIC=$TOPIC
-    rm -rf "$WORK/state"
     fresh_broker
-    config "$TOPIC"; start
-    # The broker answered and the topic exists before the clock starts.
-    for _ in $(seq 100); do [ "$(st | jq -r '.backends[0].kafka.connected')" = true ] && break; sleep 0.1; done
+    start_on "$TOPIC"
     FLOWS=$((RATE * STEP_SECS))
     c0=$(cpu); t0=$(date +%s.%N)
     if [ -n "${PERF_RECORD:-}" ] && [ "$RATE" = "${RATES##* }" ]; then
@@ -187,9 +190,7 @@ if [ -x "$TANSU" ]; then
     # A fresh broker, seeded with 1 M flows of goflow's own messages for the ceiling to re-publish.
     fresh_broker
     LAST_TOPIC=goflow-perf-$$-seed
-    rm -rf "$WORK/state"
-    config "$LAST_TOPIC"; start
-    for _ in $(seq 100); do [ "$(st | jq -r '.backends[0].kafka.connected')" = true ] && break; sleep 0.1; done
+    start_on "$LAST_TOPIC"
     "$GOFLOW" bench --target "127.0.0.1:$UDP" --proto "$PROTO" --exporters "$EXPORTERS" \
         --rate 500000 --flows 1000000 >"$WORK/bench.json" 2>/dev/null
     SENT=$(jq '.flows' "$WORK/bench.json")

@@ -158,10 +158,17 @@ fn default_vars(dash: &Value) -> BTreeMap<String, Var> {
     vars
 }
 
-/// A query variable without "All" takes the first value its query returned, as Grafana selects
-/// it when the saved `current` is not among the values (the hidden `rollup_end` has none saved).
+/// A query variable without "All" and without a saved value (the hidden `rollup_end`): Grafana
+/// gives it the first value its query returns.
+fn takes_first_value(v: &Value) -> bool {
+    v["type"] == "query"
+        && v["includeAll"].as_bool() != Some(true)
+        && !v["current"]["value"].is_string()
+}
+
+/// Sets such a variable ([`takes_first_value`]) from its query's rows; others keep their value.
 fn set_from_query(vars: &mut BTreeMap<String, Var>, v: &Value, rows: &Rows) {
-    if v["includeAll"].as_bool() == Some(true) || v["current"]["value"].is_string() {
+    if !takes_first_value(v) {
         return;
     }
     if let (Some(name), Some(Some(first))) = (
@@ -1236,10 +1243,7 @@ fn dump_panel_queries() -> TestResult {
         // Query variables with no saved value (the hidden `rollup_end`) take their first value
         // from the server, as Grafana does when the dashboard loads.
         for v in dash["templating"]["list"].as_array().into_iter().flatten() {
-            if v["type"] != "query"
-                || v["includeAll"].as_bool() == Some(true)
-                || v["current"]["value"].is_string()
-            {
+            if !takes_first_value(v) {
                 continue;
             }
             let pg = pg.as_ref().ok_or_else(|| {
