@@ -84,7 +84,7 @@ RESULTS=$OUT/results.tsv
 TABLE=goflow_perf_$$
 CEIL=goflow_perf_ceiling_$$
 NFT=nfacctd_perf_$$
-printf 'collector\trate_asked\trate_sent\tsent\trows\tbytes_ppm\tpkts_ppm\tkernel_drops\tdropped\tlag_s\tstored_per_s\tcpu_s\tcpu_us_per_flow\tlossless\n' >"$RESULTS"
+printf 'collector\trate_asked\trate_sent\tsent\trows\tbytes_ppm\tpkts_ppm\tkernel_drops\tdropped\tlag_s\tstored_per_s\tcpu_s\tcpu_us_per_flow\tlossless\tserver_us_row\n' >"$RESULTS"
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 MY=(mariadb -h "$MYSQL_HOST" -P "$MYSQL_PORT" -u "$MYSQL_USER" -N -B "$MYSQL_DATABASE")
@@ -139,7 +139,7 @@ bench() { # rate flows port -> the bench's JSON summary
 ppm() { awk -v got="$1" -v want="$2" 'BEGIN {if (want > 0) printf "%.1f", (got - want) / want * 1e6; else print "nan"}'; }
 within() { awk -v v="$1" -v m="$2" 'BEGIN {exit !(v != "nan" && v <= m && -v <= m)}'; }
 
-record() { # collector asked sent_rate sent rows bytes_ppm pkts_ppm kdrops dropped lag cpu_ticks sum_ppm_max
+record() { # collector asked sent_rate sent rows bytes_ppm pkts_ppm kdrops dropped lag cpu_ticks sum_ppm_max server_us_row
   local cpu_s us ok=no stored
   cpu_s=$(fdiv "${11}" "$TICK" %.2f)
   # Rows stored per second from the first datagram to the last commit.
@@ -149,7 +149,7 @@ record() { # collector asked sent_rate sent rows bytes_ppm pkts_ppm kdrops dropp
     && awk -v l="${10}" -v m="$LAG_MAX_S" 'BEGIN {exit !(l <= m)}'; then
     ok=yes
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "$stored" "$cpu_s" "$us" "$ok" | tee -a "$RESULTS" >&2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "$stored" "$cpu_s" "$us" "$ok" "${13}" | tee -a "$RESULTS" >&2
 }
 
 # ------------------------------------------------------------------------------------------
@@ -236,28 +236,37 @@ goflow_step() {
     "$(awk -v n="$rows" -v a="$t0" -v b="$t_done" 'BEGIN {printf "%.0f", n / (b - a)}') $((c1 - c0))"
 }
 
+# The server's CPU (utime+stime of mariadbd/mysqld, when it runs on this machine; the TRUNCATE
+# and count(*) around a measurement included) and its CPU-µs per row stored.
+SERVER_PID=$(pgrep -xo mariadbd || pgrep -xo mysqld || true)
+server_ticks() { if [ -n "$SERVER_PID" ]; then ticks "$SERVER_PID"; else echo 0; fi; }
+server_us() { if [ -n "$SERVER_PID" ]; then fdiv "$((($2 - $1) * 1000000 / TICK))" "$3" %.2f; else echo nan; fi; }
 mid() { sort -g | awk '{a[NR] = $1} END {if (NR == 0) print "nan"; else print a[int((NR + 1) / 2)]}'; }
 ROUNDS=$OUT/rounds.tsv
-printf 'round\tload1\tceiling_rows_s\tceiling2_rows_s\tgoflow_rows_s\tgoflow_ok\tgoflow_cpu_us_flow\tratio\tratio_2stream\n' >"$ROUNDS"
+printf 'round\tload1\tceiling_rows_s\tceiling2_rows_s\tgoflow_rows_s\tgoflow_ok\tgoflow_cpu_us_flow\tratio\tratio_2stream\tserver_us_row_1\tserver_us_row_2\tserver_us_row_goflow\n' >"$ROUNDS"
 echo "--- $REPEATS rounds: ceiling (1 and 2 streams) and goflow ($CONNECTIONS connections, burst at $BURST_RATE flows/s), $FLOWS rows each" >&2
 for round in $(seq 1 "$REPEATS"); do
   echo "round $round: $(uptime)" >&2
   sql "TRUNCATE TABLE $CEIL"
-  t0=$(now); load; t1=$(now)
+  s0=$(server_ticks); t0=$(now); load; t1=$(now); s1=$(server_ticks)
   n=$(sql "SELECT count(*) FROM $CEIL")
+  su1=$(server_us "$s0" "$s1" "$n")
   [ "$n" = "$load_rows" ] || echo "WARNING: LOAD DATA stored $n rows of $load_rows" >&2
   c1=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
   sql "TRUNCATE TABLE $CEIL"
-  t0=$(now); load & p1=$!; load; wait "$p1"; t1=$(now)
+  s0=$(server_ticks); t0=$(now); load & p1=$!; load; wait "$p1"; t1=$(now); s1=$(server_ticks)
   n2=$(sql "SELECT count(*) FROM $CEIL")
+  su2=$(server_us "$s0" "$s1" "$n2")
   c2=$(awk -v n="$n2" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
   sql "TRUNCATE TABLE $CEIL"
+  s0=$(server_ticks)
   read -r sent sent_rate rows bppm pppm kd dr lag stored cpu <<<"$(goflow_step "$BURST_RATE")"
+  sug=$(server_us "$s0" "$(server_ticks)" "$rows")
   ok=no
   if [ "$rows" = "$sent" ] && [ "$bppm" = 0.0 ] && [ "$pppm" = 0.0 ] && [ "$kd" = 0 ] && [ "$dr" = 0 ]; then ok=yes; fi
   us=$(awk -v t="$cpu" -v k="$TICK" -v n="$sent" 'BEGIN {printf "%.3f", t / k * 1e6 / n}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$(cut -d' ' -f1 /proc/loadavg)" "$c1" "$c2" "$stored" "$ok" "$us" \
-    "$(fdiv "$stored" "$c1" %.3f)" "$(fdiv "$stored" "$c2" %.3f)" >>"$ROUNDS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$(cut -d' ' -f1 /proc/loadavg)" "$c1" "$c2" "$stored" "$ok" "$us" \
+    "$(fdiv "$stored" "$c1" %.3f)" "$(fdiv "$stored" "$c2" %.3f)" "$su1" "$su2" "$sug" >>"$ROUNDS"
   echo "  ceiling $c1 rows/s (two streams $c2), goflow $stored rows/s stored ($rows of $sent rows, sums ppm $bppm/$pppm, drops $kd/$dr, sent at $sent_rate/s, CPU $us us/flow)" >&2
 done
 col() { tail -n +2 "$ROUNDS" | cut -f"$1" | mid; }
@@ -306,13 +315,14 @@ c_port() { if [ "$1" = goflow ]; then echo "$PORT"; else echo "$NPORT"; fi; }
 
 # One step of the search: collector rate; appends a line to RESULTS, returns 0 when lossless.
 search_step() {
-  local who=$1 rate=$2 flows port k0 d0 c0 summary t_end sent sent_rate want_bytes want_pkts prev t_done t_moved w c1 rows bytes pkts
+  local who=$1 rate=$2 flows port k0 d0 c0 sv0 sv1 summary t_end sent sent_rate want_bytes want_pkts prev t_done t_moved w c1 rows bytes pkts
   flows=$(step_flows "$rate")
   port=$(c_port "$who")
   c_truncate "$who"
   d0=$(c_dropped "$who")
   k0=$(udp_drops "$port")
   c0=$(c_ticks "$who")
+  sv0=$(server_ticks)
   summary=$(bench "$rate" "$flows" "$port")
   t_end=$(now)
   sent=$(jq '.flows' <<<"$summary")
@@ -329,10 +339,12 @@ search_step() {
     sleep "$POLL_S"
   done
   c1=$(c_ticks "$who")
+  sv1=$(server_ticks)
   read -r rows bytes pkts <<<"$(c_totals "$who")"
   record "$who" "$rate" "$sent_rate" "$sent" "$rows" "$(ppm "$bytes" "$want_bytes")" "$(ppm "$pkts" "$want_pkts")" \
     "$(($(udp_drops "$port") - k0))" "$(($(c_dropped "$who") - d0))" \
-    "$(awk -v a="$t_done" -v b="$t_end" 'BEGIN {printf "%.2f", a - b}')" $((c1 - c0)) "$SUM_PPM"
+    "$(awk -v a="$t_done" -v b="$t_end" 'BEGIN {printf "%.2f", a - b}')" $((c1 - c0)) "$SUM_PPM" \
+    "$(server_us "$sv0" "$sv1" "$rows")"
   tail -n1 "$RESULTS" | grep -q 'yes$'
 }
 
@@ -431,6 +443,7 @@ column -t -s $'\t' "$RESULTS"
 echo
 echo "ceiling, mariadb LOAD DATA (median of $REPEATS): $CEIL_MED rows/s one stream, $CEIL2_MED rows/s two streams at once"
 echo "goflow, $CONNECTIONS connection(s) (median of $REPEATS): $GOFLOW_MED rows/s stored from a full queue (every row stored and checked: $ALL_OK), $US_MED CPU-us/flow"
+echo "server CPU-us per row stored (median): $(col 10) one stream, $(col 11) two streams, $(col 12) from goflow"
 echo "goflow / ceiling: median of the per-round ratios $RATIO_MED (one stream), $RATIO2_MED (two streams)   (target >= 0.85)"
 echo "goflow paced at $TARGET_SHARE x ceiling ($TARGET_RATE flows/s, $STEP_S s): lossless $GOFLOW_TARGET_OK at $GOFLOW_TARGET_US CPU-us/flow (peak RSS ${GOFLOW_HWM_KIB:-?} KiB)"
 echo "goflow  lossless maximum: $GF_BEST flows/s at $GF_BEST_US CPU-us/flow ($GF_NOTE)"

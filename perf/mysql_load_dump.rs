@@ -3,7 +3,8 @@
 //! and writes the records as LOAD DATA text lines with goflow's own MySQL row encoder to OUT,
 //! and the LOAD DATA LOCAL INFILE statement goflow uses for TABLE (reading OUT) to OUT.sql.
 //! perf/mysql.sh runs OUT.sql with the mariadb client to measure the server's ceiling for
-//! exactly the rows goflow writes. COLUMNS (comma-separated, as a backend's `columns:`) limits
+//! exactly the rows goflow writes, in blocks of 100 k rows (goflow's default `flush_rows`) each
+//! in `last_switched` order, as goflow sorts each flush. COLUMNS (comma-separated, as a backend's `columns:`) limits
 //! the rows to those columns, as goflow writes them then. Prints `rows bytes` on stdout.
 
 use std::fs::File;
@@ -17,8 +18,24 @@ use goflow_writers::mysql;
 use goflow_writers::schema::ColumnSet;
 use goflow_writers::sink::RowEncoder;
 
-/// Bytes buffered before a write to OUT.
-const WRITE_BYTES: usize = 4 << 20;
+/// Rows per block of OUT, each in `last_switched` order as goflow sorts a flush of its default
+/// `flush_rows`.
+const SORT_ROWS: u64 = 100_000;
+
+/// Writes the rows in `buf` to `out`, sorted as goflow sorts a flush, and empties `buf`.
+fn write_block(
+    out: &mut impl Write,
+    buf: &mut BytesMut,
+    time_field: Option<usize>,
+    written: &mut u64,
+) -> std::io::Result<()> {
+    let rows = buf.split().freeze();
+    let sorted = time_field
+        .and_then(|f| mysql::order::sorted_by_field(std::slice::from_ref(&rows), f))
+        .unwrap_or(rows);
+    *written += sorted.len() as u64;
+    out.write_all(&sorted)
+}
 
 fn main() -> ExitCode {
     match run() {
@@ -48,7 +65,8 @@ fn run() -> anyhow::Result<()> {
         BufWriter::new(File::create(out_path).with_context(|| format!("creating {out_path}"))?);
     let mut decoder = Decoder::new(DecoderConfig::default());
     let mut enc = mysql::encoder_for(set);
-    let mut buf = BytesMut::with_capacity(WRITE_BYTES + mysql::encode::ROW_LEN_MAX * 64);
+    let time_field = mysql::order::time_field(set);
+    let mut buf = BytesMut::with_capacity(SORT_ROWS as usize * 256);
     let (mut rows, mut written) = (0u64, 0u64);
     let mut io_err = None;
     goflow::pcap::for_each_udp(&bytes, |ts_us, udp| {
@@ -59,17 +77,14 @@ fn run() -> anyhow::Result<()> {
             enc.encode(rec, &mut buf);
             rows += 1;
         });
-        if buf.len() >= WRITE_BYTES && io_err.is_none() {
-            written += buf.len() as u64;
-            io_err = out.write_all(&buf).err();
-            buf.clear();
+        if rows % SORT_ROWS == 0 && io_err.is_none() {
+            io_err = write_block(&mut out, &mut buf, time_field, &mut written).err();
         }
     })?;
-    written += buf.len() as u64;
     if let Some(e) = io_err {
         return Err(e).with_context(|| format!("writing {out_path}"));
     }
-    out.write_all(&buf)
+    write_block(&mut out, &mut buf, time_field, &mut written)
         .and_then(|()| out.flush())
         .with_context(|| format!("writing {out_path}"))?;
     let load = mysql::ddl::load_statement_for(table, &mysql::ddl::Layout::default(), set).replacen(

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 pub mod ddl;
 pub mod encode;
+pub mod order;
 pub mod sink;
 
 pub use crate::pg::SslMode;

@@ -35,8 +35,8 @@ use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 use tokio::runtime::Runtime;
 
 use super::ddl::{self, SchemaError};
-use super::encode;
 use super::{MysqlConfig, SslMode};
+use super::{encode, order};
 use crate::json::{json_string, write_rfc3339};
 use crate::sink::{Chunk, PositionSet, Sink, SinkError};
 
@@ -131,8 +131,12 @@ pub struct MysqlSink {
     /// Largest piece of the LOAD stream for this connection's server.
     piece_max: usize,
     table: Option<Table>,
-    /// Chunks of the current flush, in order.
+    /// Chunks of the current flush, in order (one buffer once sorted).
     pending: Vec<Bytes>,
+    pending_sorted: bool,
+    /// The field of a row that holds `last_switched`, when the row has it: the flush's sort
+    /// key (see [`order`]).
+    time_field: Option<usize>,
     pending_rows: u64,
     positions: PositionSet,
     schema_rechecked: bool,
@@ -184,6 +188,7 @@ impl MysqlSink {
         retention: &Arc<Mutex<RetentionStats>>,
     ) -> MysqlSink {
         MysqlSink {
+            time_field: order::time_field(cfg.columns),
             cfg,
             lane,
             connected_before: false,
@@ -193,6 +198,7 @@ impl MysqlSink {
             piece_max: LOAD_PIECE_BYTES_MAX,
             table: None,
             pending: Vec::new(),
+            pending_sorted: false,
             pending_rows: 0,
             positions: PositionSet::default(),
             schema_rechecked: false,
@@ -421,6 +427,19 @@ impl MysqlSink {
         }
     }
 
+    /// Puts the flush's rows in `last_switched` order (once per flush; see [`order`]).
+    fn sort_pending(&mut self) {
+        if self.pending_sorted {
+            return;
+        }
+        self.pending_sorted = true;
+        if let Some(field) = self.time_field
+            && let Some(sorted) = order::sorted_by_field(&self.pending, field)
+        {
+            self.pending = vec![sorted];
+        }
+    }
+
     /// The flush's chunks as pieces no larger than the connection allows.
     fn pieces(&self) -> Vec<Bytes> {
         let mut out = Vec::with_capacity(self.pending.len());
@@ -441,6 +460,7 @@ impl MysqlSink {
         }
         self.ensure_session()?;
         let started = Instant::now();
+        self.sort_pending();
         let pieces = self.pieces();
         let rows = self.pending_rows;
         let positions: Vec<(String, u64)> = self.positions.entries().to_vec();
@@ -484,6 +504,7 @@ impl MysqlSink {
             s.last_flush_ms = started.elapsed().as_secs_f64() * 1e3;
         }
         self.pending.clear();
+        self.pending_sorted = false;
         self.pending_rows = 0;
         self.positions.clear();
         self.refresh_table_stats();
@@ -905,6 +926,7 @@ impl Sink for MysqlSink {
 
     fn abort(&mut self) {
         self.pending.clear();
+        self.pending_sorted = false;
         self.pending_rows = 0;
         self.positions.clear();
     }
@@ -1143,6 +1165,33 @@ mod tests {
         sink.pending = vec![Bytes::from(vec![b'x'; 25]), Bytes::from_static(b"abc")];
         let lens: Vec<usize> = sink.pieces().iter().map(Bytes::len).collect();
         assert_eq!(lens, vec![10, 10, 5, 3]);
+    }
+
+    #[test]
+    fn a_flush_is_sorted_once_by_its_last_switched_field() {
+        let two = crate::schema::ColumnSet::parse(&["last_switched", "exporter"]).expect("columns");
+
+        let mut sink = MysqlSink::new(MysqlConfig {
+            columns: two,
+            ..MysqlConfig::default()
+        });
+        let late = Bytes::from_static(b"2026-12-04 10:00:01.000000\tx\n");
+        let early = Bytes::from_static(b"2026-12-04 10:00:00.000000\ty\n");
+        sink.pending = vec![late.clone(), early.clone()];
+        sink.sort_pending();
+        assert_eq!(
+            sink.pending,
+            vec![Bytes::from([&early[..], &late[..]].concat())]
+        );
+        // A retry after abort() starts from the replayed chunks and sorts them again.
+        sink.abort();
+        sink.pending = vec![late.clone(), early.clone()];
+        sink.sort_pending();
+        assert_eq!(sink.pending.len(), 1);
+        // Already sorted: left as it is.
+        sink.pending.push(late.clone());
+        sink.sort_pending();
+        assert_eq!(sink.pending.len(), 2);
     }
 
     #[test]
