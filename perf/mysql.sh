@@ -345,7 +345,7 @@ search_step() {
     "$(($(udp_drops "$port") - k0))" "$(($(c_dropped "$who") - d0))" \
     "$(awk -v a="$t_done" -v b="$t_end" 'BEGIN {printf "%.2f", a - b}')" $((c1 - c0)) "$SUM_PPM" \
     "$(server_us "$sv0" "$sv1" "$rows")"
-  tail -n1 "$RESULTS" | grep -q 'yes$'
+  [ "$(tail -n1 "$RESULTS" | cut -f14)" = yes ]
 }
 
 # search collector start_rate max_rate: sets BEST (sent rate of the highest lossless step, 0 if
