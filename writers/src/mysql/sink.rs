@@ -1,7 +1,8 @@
 //! [`MysqlSink`]: ships LOAD DATA lines over one mysql_async connection, on a current-thread
 //! tokio runtime the sink owns (the backend thread calls in and blocks). `write` only keeps the
-//! chunk (its `Bytes`, no copy); `flush` is one transaction: `START TRANSACTION`, one
-//! `LOAD DATA LOCAL INFILE` whose file is the flush's chunks streamed from memory through the
+//! chunk (its `Bytes`, no copy); `flush` puts the rows in `last_switched` order (one copy, see
+//! [`order`]) and is one transaction: `START TRANSACTION`, one
+//! `LOAD DATA LOCAL INFILE` whose file is the flush's rows streamed from memory through the
 //! connection's infile handler (cut into pieces below the server's `max_allowed_packet`), the
 //! positions upsert, `COMMIT`. Nothing touches disk.
 //!
