@@ -44,15 +44,16 @@ fn exec(rt: &Runtime, c: &Client, sql: &str) {
 /// tries): a dropped sink's rollup thread stops at its next wait, so a refresh it had started
 /// may still be reading the tables the DROP locks, and the server aborts one of the two.
 fn exec_cleanup(rt: &Runtime, c: &Client, sql: &str) {
-    for _ in 0..4 {
+    const TRIES: usize = 5;
+    for attempt in 1..=TRIES {
         match rt.block_on(c.batch_execute(sql)) {
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {
-                continue;
-            }
-            other => return other.unwrap_or_else(|e| panic!("{sql}: {e:?}")),
+            Err(e)
+                if attempt < TRIES
+                    && e.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {}
+            done => return done.unwrap_or_else(|e| panic!("{sql}: {e:?}")),
         }
     }
-    exec(rt, c, sql);
 }
 
 fn one(rt: &Runtime, c: &Client, sql: &str) -> i64 {

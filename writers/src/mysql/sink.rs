@@ -134,10 +134,6 @@ pub struct MysqlSink {
     table: Option<Table>,
     /// Chunks of the current flush, in order (one buffer once sorted).
     pending: Vec<Bytes>,
-    pending_sorted: bool,
-    /// The field of a row that holds `last_switched`, when the row has it: the flush's sort
-    /// key (see [`order`]).
-    time_field: Option<usize>,
     pending_rows: u64,
     positions: PositionSet,
     schema_rechecked: bool,
@@ -189,7 +185,6 @@ impl MysqlSink {
         retention: &Arc<Mutex<RetentionStats>>,
     ) -> MysqlSink {
         MysqlSink {
-            time_field: order::time_field(cfg.columns),
             cfg,
             lane,
             connected_before: false,
@@ -199,7 +194,6 @@ impl MysqlSink {
             piece_max: LOAD_PIECE_BYTES_MAX,
             table: None,
             pending: Vec::new(),
-            pending_sorted: false,
             pending_rows: 0,
             positions: PositionSet::default(),
             schema_rechecked: false,
@@ -428,13 +422,10 @@ impl MysqlSink {
         }
     }
 
-    /// Puts the flush's rows in `last_switched` order (once per flush; see [`order`]).
+    /// Puts the flush's rows in `last_switched` order (see [`order`]). A failed flush's rows are
+    /// written again after `abort`, so each attempt sorts what it holds.
     fn sort_pending(&mut self) {
-        if self.pending_sorted {
-            return;
-        }
-        self.pending_sorted = true;
-        if let Some(field) = self.time_field
+        if let Some(field) = order::time_field(self.cfg.columns)
             && let Some(sorted) = order::sorted_by_field(&self.pending, field)
         {
             self.pending = vec![sorted];
@@ -505,7 +496,6 @@ impl MysqlSink {
             s.last_flush_ms = started.elapsed().as_secs_f64() * 1e3;
         }
         self.pending.clear();
-        self.pending_sorted = false;
         self.pending_rows = 0;
         self.positions.clear();
         self.refresh_table_stats();
@@ -927,7 +917,6 @@ impl Sink for MysqlSink {
 
     fn abort(&mut self) {
         self.pending.clear();
-        self.pending_sorted = false;
         self.pending_rows = 0;
         self.positions.clear();
     }
@@ -1169,7 +1158,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flush_is_sorted_once_by_its_last_switched_field() {
+    fn a_flush_is_sorted_by_its_last_switched_field() {
         let two = crate::schema::ColumnSet::parse(&["last_switched", "exporter"]).expect("columns");
 
         let mut sink = MysqlSink::new(MysqlConfig {
@@ -1189,10 +1178,10 @@ mod tests {
         sink.pending = vec![late.clone(), early.clone()];
         sink.sort_pending();
         assert_eq!(sink.pending.len(), 1);
-        // Already sorted: left as it is.
-        sink.pending.push(late.clone());
+        // Sorting a sorted flush again (a retry without abort) keeps it as it is.
+        let sorted = sink.pending.clone();
         sink.sort_pending();
-        assert_eq!(sink.pending.len(), 2);
+        assert_eq!(sink.pending, sorted);
     }
 
     #[test]
